@@ -1,0 +1,97 @@
+"""A small helper for adapters that build graphs op by op."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from prune_graph._errors import GraphError
+from prune_graph._graph import Graph
+from prune_graph._ops import AttrValue, Op, OpId, OpKind
+from prune_graph._values import Value, ValueId, ValueKind
+
+__all__ = ["GraphBuilder"]
+
+
+class GraphBuilder:
+    """Collects values and ops in execution order, then freezes them into a :class:`Graph`.
+
+    Virtual axes (the group axis of a grouped conv or group norm) are created here, so adapters
+    only state the op.
+
+    >>> b = GraphBuilder()
+    >>> x = b.value("x", (1, 4), "float32", ValueKind.INPUT)
+    >>> y = b.value("y", (1, 4), "float32", ValueKind.ACTIVATION)
+    >>> _ = b.op(OpKind.ELEMENTWISE, "aten.relu", [x], [y])
+    >>> b.build(inputs=[x], outputs=[y]).ops[0].target
+    'aten.relu'
+    """
+
+    def __init__(self) -> None:
+        self._values: dict[ValueId, Value] = {}
+        self._ops: list[Op] = []
+
+    def value(
+        self, value_id: str, shape: Sequence[int], dtype: str, kind: ValueKind, module: str = "", name: str = ""
+    ) -> ValueId:
+        """Add a value (or return the id of an identical one already added)."""
+        new = Value(ValueId(value_id), tuple(shape), dtype, kind, module, name)
+        old = self._values.get(new.id)
+        if old is not None and old != new:
+            raise GraphError(f"value {value_id!r} added twice with different records: {old} and {new}")
+        self._values[new.id] = new
+        return new.id
+
+    def has(self, value_id: str) -> bool:
+        """Whether a value with this id was added."""
+        return value_id in self._values
+
+    def shape(self, value_id: str) -> tuple[int, ...]:
+        """Shape of an added value."""
+        return self._values[ValueId(value_id)].shape
+
+    def op(
+        self,
+        kind: OpKind,
+        target: str,
+        inputs: Sequence[str],
+        outputs: Sequence[str],
+        module: str = "",
+        attrs: Mapping[str, AttrValue] | None = None,
+    ) -> Op:
+        """Add an op; returns it. Creates the virtual axes its kind needs."""
+        op_id = OpId(f"op{len(self._ops)}")
+        attrs = dict(attrs or {})
+        axes = self._virtual_axes(op_id, kind, inputs, outputs, module, attrs)
+        op = Op(op_id, kind, target, tuple(inputs), tuple(outputs), module, attrs, axes)
+        self._ops.append(op)
+        return op
+
+    def _virtual_axes(
+        self,
+        op_id: OpId,
+        kind: OpKind,
+        inputs: Sequence[str],
+        outputs: Sequence[str],
+        module: str,
+        attrs: Mapping[str, AttrValue],
+    ) -> tuple[ValueId, ...]:
+        groups = attrs.get("groups" if kind is OpKind.CONV else "num_groups", 1)
+        if kind not in (OpKind.CONV, OpKind.NORM) or not isinstance(groups, int) or groups <= 1:
+            return ()
+        if kind is OpKind.CONV:
+            side = inputs[0] if attrs.get("transposed") else outputs[0]
+            width = self.shape(side)[1] // groups
+            names = ("groups", "group_width")
+        else:
+            dims = attrs.get("channel_dims") or (1,)
+            first = dims[0] if isinstance(dims, tuple) and isinstance(dims[0], int) else 1
+            width = self.shape(inputs[0])[first] // groups
+            names = ("num_groups", "group_width")
+        axes = []
+        for name, size in zip(names, (groups, width)):
+            axes.append(self.value(f"{op_id}:{name}", (size,), "none", ValueKind.VIRTUAL, module, name))
+        return tuple(axes)
+
+    def build(self, inputs: Sequence[str], outputs: Sequence[str]) -> Graph:
+        """Freeze into a graph."""
+        return Graph(tuple(self._values.values()), tuple(self._ops), tuple(inputs), tuple(outputs))

@@ -1,0 +1,147 @@
+"""Ops: one operation of a traced model, from a closed vocabulary of kinds."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from typing import NewType, Union
+
+from attrs import field, frozen, validators
+
+from prune_graph._errors import GraphError
+from prune_graph._values import ValueId
+
+__all__ = ["AttrValue", "Op", "OpId", "OpKind"]
+
+OpId = NewType("OpId", str)
+
+AttrValue = Union[bool, int, float, str, None, tuple["AttrValue", ...]]
+
+
+class OpKind(enum.Enum):
+    """The closed vocabulary of op kinds. Inputs, outputs and attributes per kind:
+
+    - ``CONV``: (x, weight[, bias]) → y. attrs ``groups``, ``transposed``. Grouped convs own two
+      virtual axes (``Op.axes``): the group axis and the per-group width on the weight's
+      unshared side.
+    - ``LINEAR``: (x, weight[, bias]) → y, weight (out, in); attr ``weight_in_out`` for (in, out).
+    - ``MATMUL``: (a, b[, bias]) → y, batched ``a @ b (+ bias)`` with broadcasting.
+    - ``NORM``: (x, *params) → y. attrs ``channel_dims`` (dims of x the params run along, in
+      order), ``num_groups`` (group norm; one virtual axis pair when 1 < groups < channels),
+      ``mixes`` (statistics are taken over the channel dims, as LayerNorm does).
+    - ``ELEMENTWISE``: n-ary with broadcasting (activations, add, mul, dropout, casts, copies).
+    - ``REDUCE``: (x) → y, attrs ``dims`` and ``keepdim``.
+    - ``POOL``: (x) → y..., attr ``dims``: the dims whose size the op sets (pooling,
+      interpolation, padding); every other dim passes through.
+    - ``CONCAT``: (x0, x1, ...) → y, attr ``dim``.
+    - ``SPLIT``: (x) → (y0, y1, ...), attr ``dim``; attr ``squeeze`` for ``unbind``.
+    - ``SLICE``: (x) → y, attrs ``dim``, ``start``, ``step``.
+    - ``SELECT``: (x) → y, attrs ``dim``, ``index``; the dim disappears.
+    - ``RESHAPE``: (x) → y, same number of elements.
+    - ``PERMUTE``: (x) → y, attr ``perm`` (y dim i is x dim perm[i]).
+    - ``EXPAND``: (x) → y, size-1 dims broadcast (new leading dims allowed).
+    - ``REPEAT``: (x) → y, attr ``repeats`` per dim (``Tensor.repeat``).
+    - ``EMBEDDING``: (weight, indices) → y.
+    - ``ATTENTION``: (q, k, v[, mask]) → y, scaled dot-product attention.
+    - ``PIXEL_SHUFFLE``: (x) → y, attrs ``factor`` and ``inverse`` (pixel_unshuffle).
+    - ``CONSTANT``: () → y, a tensor made from nothing (arange, zeros, full).
+    - ``OPAQUE``: anything else; every dim it touches is unprunable.
+    """
+
+    CONV = "conv"
+    LINEAR = "linear"
+    MATMUL = "matmul"
+    NORM = "norm"
+    ELEMENTWISE = "elementwise"
+    REDUCE = "reduce"
+    POOL = "pool"
+    CONCAT = "concat"
+    SPLIT = "split"
+    SLICE = "slice"
+    SELECT = "select"
+    RESHAPE = "reshape"
+    PERMUTE = "permute"
+    EXPAND = "expand"
+    REPEAT = "repeat"
+    EMBEDDING = "embedding"
+    ATTENTION = "attention"
+    PIXEL_SHUFFLE = "pixel_shuffle"
+    CONSTANT = "constant"
+    OPAQUE = "opaque"
+
+
+def _freeze_attr(value: object) -> AttrValue:
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (list, tuple)):
+        return tuple(_freeze_attr(v) for v in value)
+    raise GraphError(f"op attributes must be plain data (got {type(value).__name__}: {value!r})")
+
+
+def _to_attrs(value: object) -> tuple[tuple[str, AttrValue], ...]:
+    if isinstance(value, Mapping):
+        items = list(value.items())
+    elif isinstance(value, (list, tuple)) and all(isinstance(i, (list, tuple)) and len(i) == 2 for i in value):
+        items = [(i[0], i[1]) for i in value]
+    else:
+        raise GraphError(f"'attrs' must be a mapping or (name, value) pairs (got {value!r})")
+    out = []
+    for key, val in items:
+        if not isinstance(key, str):
+            raise GraphError(f"attribute names must be str (got {key!r})")
+        out.append((key, _freeze_attr(val)))
+    return tuple(sorted(out))
+
+
+def _to_ids(value: object) -> tuple[ValueId, ...]:
+    if isinstance(value, str) or not isinstance(value, (list, tuple)):
+        raise GraphError(f"value id lists must be sequences of str (got {value!r})")
+    for item in value:
+        if not isinstance(item, str):
+            raise GraphError(f"value ids must be str (got {item!r})")
+    return tuple(ValueId(v) for v in value)
+
+
+@frozen
+class Op:
+    """One operation.
+
+    >>> op = Op(OpId("op0"), OpKind.CONCAT, "aten.cat", (ValueId("a"), ValueId("b")), (ValueId("c"),), attrs={"dim": 1})
+    >>> op.attr("dim")
+    1
+    """
+
+    id: OpId
+    kind: OpKind = field(validator=validators.instance_of(OpKind))
+    target: str
+    inputs: tuple[ValueId, ...] = field(converter=_to_ids)
+    outputs: tuple[ValueId, ...] = field(converter=_to_ids)
+    module: str = ""
+    attrs: tuple[tuple[str, AttrValue], ...] = field(default=(), converter=_to_attrs)
+    axes: tuple[ValueId, ...] = field(default=(), converter=_to_ids)
+
+    def attr(self, name: str, default: AttrValue = None) -> AttrValue:
+        """The attribute ``name``, or ``default``."""
+        for key, value in self.attrs:
+            if key == name:
+                return value
+        return default
+
+    def int_attr(self, name: str, default: int | None = None) -> int:
+        """An int attribute; a ``GraphError`` naming the op when it is missing or not an int."""
+        value = self.attr(name, default)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise GraphError(f"op {self.id} ({self.target} in {self.module or '<root>'}): attribute {name!r} must be an int (got {value!r})")
+        return value
+
+    def ints_attr(self, name: str) -> tuple[int, ...]:
+        """A tuple-of-ints attribute."""
+        value = self.attr(name, ())
+        if not isinstance(value, tuple) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+            raise GraphError(f"op {self.id} ({self.target} in {self.module or '<root>'}): attribute {name!r} must be ints (got {value!r})")
+        return tuple(int(v) for v in value if isinstance(v, int))
+
+    @property
+    def where(self) -> str:
+        """Human-readable location: ``op12 aten.convolution in layer1.0.conv1``."""
+        return f"{self.id} {self.target} in {self.module or '<root>'}"

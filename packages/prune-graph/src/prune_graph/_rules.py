@@ -1,0 +1,422 @@
+"""Coupling rules: one small pure function per op kind, kept in a read-only table.
+
+A rule sees one op and the shapes of its values and returns the couplings the op implies.
+:func:`couplings_of` then pins every dim of size > 1 that the rule left unmentioned, so an op
+the rules do not understand can never let a channel through silently.
+"""
+
+from __future__ import annotations
+
+import types
+from collections.abc import Callable, Mapping, Sequence
+
+from prune_graph._couplings import Coupling, FactorLink, Link, Pin
+from prune_graph._errors import GraphError
+from prune_graph._index_maps import Identity, Offset, Window
+from prune_graph._ops import Op, OpKind
+from prune_graph._reshape import reshape_groups
+from prune_graph._values import DimRef, ValueId
+
+__all__ = ["RULES", "Rule", "ShapeOf", "couplings_of"]
+
+ShapeOf = Callable[[ValueId], tuple[int, ...]]
+Rule = Callable[[Op, ShapeOf], list[Coupling]]
+
+
+def _link(op: Op, a: ValueId, da: int, b: ValueId, db: int, size: int) -> Link:
+    return Link(DimRef(a, da), DimRef(b, db), Identity(size), op.id)
+
+
+def _link_same(op: Op, shape: ShapeOf, a: ValueId, da: int, b: ValueId, db: int) -> list[Coupling]:
+    """Identity link when both dims have the same size > 1 (broadcast dims stay apart)."""
+    sa, sb = shape(a)[da], shape(b)[db]
+    if sa == sb and sa > 1:
+        return [_link(op, a, da, b, db, sa)]
+    return []
+
+
+def _broadcast(op: Op, shape: ShapeOf, values: Sequence[ValueId], out: ValueId) -> list[Coupling]:
+    """Couple every value's dims, aligned from the right, to the output's."""
+    result: list[Coupling] = []
+    rank = len(shape(out))
+    for value in values:
+        vrank = len(shape(value))
+        for k in range(1, min(vrank, rank) + 1):
+            result += _link_same(op, shape, value, vrank - k, out, rank - k)
+    return result
+
+
+def _factor(op: Op, fine: DimRef, parts: Sequence[DimRef | None], sizes: Sequence[int]) -> list[Coupling]:
+    """A factor link with size-1 parts dropped; one part left is an identity link."""
+    kept = [(p, s) for p, s in zip(parts, sizes) if s != 1]
+    if not kept:
+        return []
+    if len(kept) == 1:
+        part, size = kept[0]
+        return [] if part is None else [Link(part, fine, Identity(size), op.id)]
+    return [FactorLink(fine, tuple(p for p, _ in kept), tuple(s for _, s in kept), op.id)]
+
+
+def _conv(op: Op, shape: ShapeOf) -> list[Coupling]:
+    x, w, *rest = op.inputs
+    (y,) = op.outputs[:1]
+    groups = op.int_attr("groups", 1)
+    transposed = bool(op.attr("transposed", False))
+    result = _link_same(op, shape, x, 0, y, 0)
+    out_w_dim, in_w_dim = (1, 0) if transposed else (0, 1)
+    if rest:
+        result += _link_same(op, shape, rest[0], 0, y, 1)
+    if groups == 1:
+        result += _link_same(op, shape, x, 1, w, in_w_dim)
+        result += _link_same(op, shape, w, out_w_dim, y, 1)
+        return result
+    if len(op.axes) != 2:
+        raise GraphError(f"op {op.where}: a grouped conv needs two virtual axes (got {len(op.axes)})")
+    group_axis, width_axis = op.axes
+    x_channels, y_channels = shape(x)[1], shape(y)[1]
+    if transposed:
+        # weight (Cin, Cout/G, k...): the input side is shared with the weight's dim 0
+        result += _link_same(op, shape, x, 1, w, 0)
+        result += _factor(op, DimRef(x, 1), (DimRef(group_axis, 0), DimRef(width_axis, 0)), (groups, x_channels // groups))
+        result += _factor(op, DimRef(y, 1), (DimRef(group_axis, 0), DimRef(w, 1)), (groups, y_channels // groups))
+    else:
+        result += _link_same(op, shape, w, 0, y, 1)
+        result += _factor(op, DimRef(x, 1), (DimRef(group_axis, 0), DimRef(w, 1)), (groups, x_channels // groups))
+        result += _factor(op, DimRef(y, 1), (DimRef(group_axis, 0), DimRef(width_axis, 0)), (groups, y_channels // groups))
+    return result
+
+
+def _linear(op: Op, shape: ShapeOf) -> list[Coupling]:
+    x, w, *rest = op.inputs
+    y = op.outputs[0]
+    out_dim, in_dim = (1, 0) if op.attr("weight_in_out", False) else (0, 1)
+    xr, yr = len(shape(x)), len(shape(y))
+    result: list[Coupling] = []
+    for k in range(2, min(xr, yr) + 1):
+        result += _link_same(op, shape, x, xr - k, y, yr - k)
+    result += _link_same(op, shape, x, xr - 1, w, in_dim)
+    result += _link_same(op, shape, w, out_dim, y, yr - 1)
+    if rest:
+        result += _broadcast(op, shape, rest[:1], y)
+    return result
+
+
+def _matmul(op: Op, shape: ShapeOf) -> list[Coupling]:
+    a, b, *rest = op.inputs
+    y = op.outputs[0]
+    ar, br, yr = len(shape(a)), len(shape(b)), len(shape(y))
+    result: list[Coupling] = []
+    b_k = 0 if br == 1 else br - 2
+    result += _link_same(op, shape, a, ar - 1, b, b_k)
+    if ar >= 2:
+        result += _link_same(op, shape, a, ar - 2, y, yr - (2 if br >= 2 else 1))
+    if br >= 2:
+        result += _link_same(op, shape, b, br - 1, y, yr - 1)
+    batch_y = yr - (ar >= 2) - (br >= 2)
+    for value, rank in ((a, ar - 2), (b, br - 2)):
+        for k in range(1, min(rank, batch_y) + 1):
+            result += _link_same(op, shape, value, rank - k, y, batch_y - k)
+    if rest:
+        result += _broadcast(op, shape, rest[:1], y)
+    return result
+
+
+def _norm(op: Op, shape: ShapeOf) -> list[Coupling]:
+    x, *params = op.inputs
+    y = op.outputs[0]
+    channel_dims = op.ints_attr("channel_dims")
+    result: list[Coupling] = []
+    for d in range(len(shape(x))):
+        result += _link_same(op, shape, x, d, y, d)
+    for p in params:
+        if len(shape(p)) != len(channel_dims):
+            raise GraphError(f"op {op.where}: parameter {p} has rank {len(shape(p))}, expected {len(channel_dims)}")
+        for k, d in enumerate(channel_dims):
+            result += _link_same(op, shape, p, k, x, d)
+    groups = op.int_attr("num_groups", 1)
+    if groups > 1:
+        if len(op.axes) != 2 or len(channel_dims) != 1:
+            raise GraphError(f"op {op.where}: a group norm needs one channel dim and two virtual axes")
+        channels = shape(x)[channel_dims[0]]
+        group_axis, width_axis = op.axes
+        result += _factor(
+            op, DimRef(x, channel_dims[0]), (DimRef(group_axis, 0), DimRef(width_axis, 0)), (groups, channels // groups)
+        )
+    return result
+
+
+def _elementwise(op: Op, shape: ShapeOf) -> list[Coupling]:
+    result: list[Coupling] = []
+    for out in op.outputs:
+        result += _broadcast(op, shape, op.inputs, out)
+    return result
+
+
+def _reduce(op: Op, shape: ShapeOf) -> list[Coupling]:
+    (x,) = op.inputs[:1]
+    y = op.outputs[0]
+    rank = len(shape(x))
+    dims = {d % rank for d in op.ints_attr("dims")} if rank else set()
+    keepdim = bool(op.attr("keepdim", False))
+    result: list[Coupling] = []
+    j = 0
+    for d in range(rank):
+        if d in dims:
+            j += 1 if keepdim else 0
+            continue
+        result += _link_same(op, shape, x, d, y, j)
+        j += 1
+    return result
+
+
+def _pool(op: Op, shape: ShapeOf) -> list[Coupling]:
+    x = op.inputs[0]
+    rank = len(shape(x))
+    resized = {d % rank for d in op.ints_attr("dims")}
+    result: list[Coupling] = []
+    for out in op.outputs:
+        if len(shape(out)) != rank:
+            continue
+        for d in range(rank):
+            if d not in resized:
+                result += _link_same(op, shape, x, d, out, d)
+    return result
+
+
+def _concat(op: Op, shape: ShapeOf) -> list[Coupling]:
+    y = op.outputs[0]
+    rank = len(shape(y))
+    dim = op.int_attr("dim") % rank
+    total = shape(y)[dim]
+    result: list[Coupling] = []
+    offset = 0
+    for x in op.inputs:
+        xs = shape(x)
+        if len(xs) != rank:
+            continue  # legacy empty (0,) tensors take no part in a concat
+        for d in range(rank):
+            if d != dim:
+                result += _link_same(op, shape, x, d, y, d)
+        if xs[dim]:
+            result.append(Link(DimRef(x, dim), DimRef(y, dim), Offset(offset, xs[dim], total), op.id))
+        offset += xs[dim]
+    return result
+
+
+def _split(op: Op, shape: ShapeOf) -> list[Coupling]:
+    x = op.inputs[0]
+    rank = len(shape(x))
+    dim = op.int_attr("dim") % rank
+    result: list[Coupling] = []
+    if op.attr("squeeze", False):
+        for y in op.outputs:
+            for d in range(rank):
+                if d != dim:
+                    result += _link_same(op, shape, x, d, y, d - (d > dim))
+        return result
+    sizes = [shape(y)[dim] for y in op.outputs]
+    for y in op.outputs:
+        for d in range(rank):
+            if d != dim:
+                result += _link_same(op, shape, x, d, y, d)
+    if len(op.outputs) > 1 and len(set(sizes)) == 1:
+        # equal pieces (chunk): code re-splits by count, so every piece must lose the same positions
+        first = op.outputs[0]
+        result += _factor(op, DimRef(x, dim), (None, DimRef(first, dim)), (len(sizes), sizes[0]))
+        for y in op.outputs[1:]:
+            result += _link_same(op, shape, first, dim, y, dim)
+        return result
+    start = 0
+    for y, size in zip(op.outputs, sizes):
+        if size:
+            result.append(Link(DimRef(y, dim), DimRef(x, dim), Offset(start, size, shape(x)[dim]), op.id))
+        start += size
+    return result
+
+
+def _slice(op: Op, shape: ShapeOf) -> list[Coupling]:
+    x, y = op.inputs[0], op.outputs[0]
+    rank = len(shape(x))
+    dim = op.int_attr("dim") % rank
+    result: list[Coupling] = []
+    for d in range(rank):
+        if d != dim:
+            result += _link_same(op, shape, x, d, y, d)
+    length = shape(y)[dim]
+    start, step = op.int_attr("start", 0), op.int_attr("step", 1)
+    if length and shape(x)[dim] > 1:
+        result.append(Link(DimRef(x, dim), DimRef(y, dim), Window(start, step, length, shape(x)[dim]), op.id))
+    return result
+
+
+def _select(op: Op, shape: ShapeOf) -> list[Coupling]:
+    x, y = op.inputs[0], op.outputs[0]
+    rank = len(shape(x))
+    dim = op.int_attr("dim") % rank
+    result: list[Coupling] = []
+    for d in range(rank):
+        if d != dim:
+            result += _link_same(op, shape, x, d, y, d - (d > dim))
+    return result
+
+
+def _reshape(op: Op, shape: ShapeOf) -> list[Coupling]:
+    x, y = op.inputs[0], op.outputs[0]
+    xs, ys = shape(x), shape(y)
+    result: list[Coupling] = []
+    for left, right in reshape_groups(xs, ys):
+        if len(left) == 1 and len(right) == 1:
+            result.append(_link(op, x, left[0], y, right[0], xs[left[0]]))
+        elif len(left) == 1:
+            result += _factor(op, DimRef(x, left[0]), [DimRef(y, d) for d in right], [ys[d] for d in right])
+        elif len(right) == 1:
+            result += _factor(op, DimRef(y, right[0]), [DimRef(x, d) for d in left], [xs[d] for d in left])
+        else:
+            reason = f"{op.where} regroups dims {left} of {xs} into dims {right} of {ys}"
+            result += [Pin(DimRef(x, d), reason, op.id) for d in left]
+            result += [Pin(DimRef(y, d), reason, op.id) for d in right]
+    return result
+
+
+def _permute(op: Op, shape: ShapeOf) -> list[Coupling]:
+    x, y = op.inputs[0], op.outputs[0]
+    result: list[Coupling] = []
+    for i, d in enumerate(op.ints_attr("perm")):
+        result += _link_same(op, shape, x, d % len(shape(x)), y, i)
+    return result
+
+
+def _expand(op: Op, shape: ShapeOf) -> list[Coupling]:
+    return _broadcast(op, shape, op.inputs[:1], op.outputs[0])
+
+
+def _repeat(op: Op, shape: ShapeOf) -> list[Coupling]:
+    x, y = op.inputs[0], op.outputs[0]
+    repeats = op.ints_attr("repeats")
+    xs, ys = shape(x), shape(y)
+    lead = len(ys) - len(xs)
+    result: list[Coupling] = []
+    for d, size in enumerate(xs):
+        reps = repeats[lead + d]
+        result += _factor(op, DimRef(y, lead + d), (None, DimRef(x, d)), (reps, size))
+    return result
+
+
+def _embedding(op: Op, shape: ShapeOf) -> list[Coupling]:
+    w, idx = op.inputs[:2]
+    y = op.outputs[0]
+    result = _link_same(op, shape, w, 1, y, len(shape(y)) - 1)
+    for d in range(len(shape(idx))):
+        result += _link_same(op, shape, idx, d, y, d)
+    return result
+
+
+def _attention(op: Op, shape: ShapeOf) -> list[Coupling]:
+    q, k, v, *rest = op.inputs
+    y = op.outputs[0]
+    qr, kr, vr, yr = (len(shape(t)) for t in (q, k, v, y))
+    result = _link_same(op, shape, q, qr - 1, k, kr - 1)
+    result += _link_same(op, shape, v, vr - 1, y, yr - 1)
+    result += _link_same(op, shape, q, qr - 2, y, yr - 2)
+    result += _link_same(op, shape, k, kr - 2, v, vr - 2)
+    for value, rank in ((q, qr), (k, kr), (v, vr)):
+        for j in range(3, min(rank, yr) + 1):
+            result += _link_same(op, shape, value, rank - j, y, yr - j)
+    if rest:
+        mask = rest[0]
+        mr = len(shape(mask))
+        if mr >= 1:
+            result += _link_same(op, shape, mask, mr - 1, k, kr - 2)
+        if mr >= 2:
+            result += _link_same(op, shape, mask, mr - 2, q, qr - 2)
+        for j in range(3, min(mr, yr) + 1):
+            result += _link_same(op, shape, mask, mr - j, y, yr - j)
+    return result
+
+
+def _pixel_shuffle(op: Op, shape: ShapeOf) -> list[Coupling]:
+    x, y = op.inputs[0], op.outputs[0]
+    r = op.int_attr("factor")
+    inverse = bool(op.attr("inverse", False))
+    rank = len(shape(x))
+    result: list[Coupling] = []
+    for d in range(rank - 3):
+        result += _link_same(op, shape, x, d, y, d)
+    wide, narrow = (y, x) if inverse else (x, y)
+    c = rank - 3
+    result += _factor(op, DimRef(wide, c), (DimRef(narrow, c), None, None), (shape(narrow)[c], r, r))
+    return result
+
+
+def _nothing(op: Op, shape: ShapeOf) -> list[Coupling]:
+    return []
+
+
+RULES: Mapping[OpKind, Rule] = types.MappingProxyType(
+    {
+        OpKind.CONV: _conv,
+        OpKind.LINEAR: _linear,
+        OpKind.MATMUL: _matmul,
+        OpKind.NORM: _norm,
+        OpKind.ELEMENTWISE: _elementwise,
+        OpKind.REDUCE: _reduce,
+        OpKind.POOL: _pool,
+        OpKind.CONCAT: _concat,
+        OpKind.SPLIT: _split,
+        OpKind.SLICE: _slice,
+        OpKind.SELECT: _select,
+        OpKind.RESHAPE: _reshape,
+        OpKind.PERMUTE: _permute,
+        OpKind.EXPAND: _expand,
+        OpKind.REPEAT: _repeat,
+        OpKind.EMBEDDING: _embedding,
+        OpKind.ATTENTION: _attention,
+        OpKind.PIXEL_SHUFFLE: _pixel_shuffle,
+        OpKind.CONSTANT: _nothing,
+        OpKind.OPAQUE: _nothing,
+    }
+)
+
+
+def _mentioned(couplings: Sequence[Coupling]) -> set[DimRef]:
+    seen: set[DimRef] = set()
+    for c in couplings:
+        if isinstance(c, Link):
+            seen.update((c.src, c.dst))
+        elif isinstance(c, FactorLink):
+            seen.add(c.fine)
+            seen.update(p for p in c.parts if p is not None)
+        else:
+            seen.add(c.dim)
+    return seen
+
+
+def couplings_of(op: Op, shape: ShapeOf, rules: Mapping[OpKind, Rule] = RULES) -> tuple[Coupling, ...]:
+    """The couplings ``op`` implies, with every unmentioned dim of size > 1 pinned.
+
+    >>> from prune_graph._ops import OpId
+    >>> shapes = {"a": (2, 3), "b": (2, 3), "c": (2, 3)}
+    >>> op = Op(OpId("op0"), OpKind.ELEMENTWISE, "aten.add", ("a", "b"), ("c",))
+    >>> len(couplings_of(op, lambda v: shapes[v]))
+    4
+    """
+    rule = rules.get(op.kind)
+    if rule is None:
+        raise GraphError(f"op {op.where}: no coupling rule for kind {op.kind.value!r}")
+    try:
+        found = list(rule(op, shape))
+    except (IndexError, ValueError, ZeroDivisionError) as error:
+        if isinstance(error, GraphError):
+            raise
+        raise GraphError(f"op {op.where}: its values do not fit a {op.kind.value} op ({error})") from error
+    seen = _mentioned(found)
+    if op.kind is OpKind.OPAQUE:
+        reason = f"unsupported op {op.where}"
+    else:
+        reason = f"{op.where} sets this dim's size itself"
+    for value in (*op.inputs, *op.outputs, *op.axes):
+        for d, size in enumerate(shape(value)):
+            ref = DimRef(value, d)
+            if size > 1 and ref not in seen:
+                found.append(Pin(ref, reason, op.id))
+    return tuple(found)
