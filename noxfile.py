@@ -1,0 +1,88 @@
+"""Sessions: tests (the fast suite CI runs), lint, typecheck, isolation, demo, slow.
+
+Torch is the CPU build pinned in constraints.txt; the packages themselves accept a range.
+"""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.sessions = ["tests", "lint", "typecheck", "isolation"]
+nox.options.reuse_existing_virtualenvs = True
+nox.options.default_venv_backend = "venv"
+
+PACKAGES = ("packages/prune-graph", "packages/prune-ops", "packages/prune-torch")
+CONSTRAINTS = ("-c", "constraints.txt")
+TEST_DEPS = ("pytest>=8", "hypothesis>=6.100")
+
+
+def install_project(session: nox.Session, *packages: str, editable: bool = True) -> None:
+    """Install our packages (CPU torch through the constraints file) and the test tools."""
+    args: list[str] = []
+    for package in packages or PACKAGES:
+        args += ["-e", package] if editable else [package]
+    session.install(*CONSTRAINTS, *args)
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """The fast suite: unit, property (CI profile) and model tests. Exit 5 (no tests) fails."""
+    install_project(session)
+    session.install(*CONSTRAINTS, *TEST_DEPS)
+    session.run("pytest", "-m", "not slow", *session.posargs, env={"HYPOTHESIS_PROFILE": "ci"})
+
+
+@nox.session
+def slow(session: nox.Session) -> None:
+    """Property tests with a large example budget."""
+    install_project(session)
+    session.install(*CONSTRAINTS, *TEST_DEPS)
+    session.run("pytest", *session.posargs, env={"HYPOTHESIS_PROFILE": "slow"})
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff check and ruff format --check."""
+    session.install("ruff>=0.6")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session
+def typecheck(session: nox.Session) -> None:
+    """mypy, strict on prune-graph and prune-ops (configured in pyproject.toml)."""
+    install_project(session, "packages/prune-graph", "packages/prune-ops")
+    session.install("mypy>=1.10", "numpy>=1.24", "attrs>=23.1")
+    session.run("mypy")
+
+
+@nox.session
+def isolation(session: nox.Session) -> None:
+    """prune-graph imports without numpy or torch; prune-ops never imports torch."""
+    install_project(session, "packages/prune-graph", editable=False)
+    session.run(
+        "python",
+        "-c",
+        "import importlib.util as u, sys; "
+        "assert u.find_spec('numpy') is None and u.find_spec('torch') is None, 'numpy/torch present'; "
+        "import prune_graph; "
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('numpy', 'torch')); "
+        "assert not bad, bad; print('prune_graph imports with neither numpy nor torch installed')",
+    )
+    install_project(session, "packages/prune-ops", editable=False)
+    session.run(
+        "python",
+        "-c",
+        "import importlib.util as u, sys; "
+        "assert u.find_spec('torch') is None, 'torch is installed'; "
+        "import prune_ops; "
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] == 'torch'); "
+        "assert not bad, bad; print('prune_ops imports without torch')",
+    )
+
+
+@nox.session
+def demo(session: nox.Session) -> None:
+    """The main job: prune a ResNet-style model by 50% and check it still computes the same."""
+    install_project(session)
+    session.run("python", "-m", "prune_torch", "demo", *session.posargs)
