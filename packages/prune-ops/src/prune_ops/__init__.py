@@ -1,0 +1,68 @@
+"""prune-ops: the framework-free functions of structural pruning, on prune-graph data and numpy arrays.
+
+Groups of coupled channels, propagation, importance criteria, selection with ``round_to``,
+plans (printable, JSON, composable) and costs. Imports no deep-learning framework.
+"""
+
+from prune_ops._costs import Costs, costs
+from prune_ops._errors import InvalidIndicesError, PlanMismatchError, PruningError, UnprunableError
+from prune_ops._groups import Group, GroupSet, Member, find_groups
+from prune_ops._importance import (
+    FPGM,
+    BNScale,
+    Importance,
+    Magnitude,
+    MemberData,
+    Normalisation,
+    Random,
+    Reduction,
+    Taylor,
+    normalise,
+    reduce_members,
+)
+from prune_ops._indices import IntArray, as_index_array, check_indices, complement
+from prune_ops._plan import PLAN_SCHEMA, Plan, PlanEntry, make_plan
+from prune_ops._propagate import Removal, propagate, removal_of
+from prune_ops._selection import check_amount, keep_count, select
+from prune_ops._strategy import L1Strategy, L2Strategy, RandomStrategy
+
+__all__ = [
+    "FPGM",
+    "PLAN_SCHEMA",
+    "BNScale",
+    "Costs",
+    "Group",
+    "GroupSet",
+    "Importance",
+    "IntArray",
+    "InvalidIndicesError",
+    "L1Strategy",
+    "L2Strategy",
+    "Magnitude",
+    "Member",
+    "MemberData",
+    "Normalisation",
+    "Plan",
+    "PlanEntry",
+    "PlanMismatchError",
+    "PruningError",
+    "Random",
+    "RandomStrategy",
+    "Reduction",
+    "Removal",
+    "Taylor",
+    "UnprunableError",
+    "as_index_array",
+    "check_amount",
+    "check_indices",
+    "complement",
+    "costs",
+    "find_groups",
+    "keep_count",
+    "make_plan",
+    "normalise",
+    "propagate",
+    "reduce_members",
+    "removal_of",
+    "select",
+]

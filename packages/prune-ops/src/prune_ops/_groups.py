@@ -1,0 +1,363 @@
+"""Groups: the sets of coupled channels that must be removed together.
+
+The dims of a graph fall into *classes* (dims joined by identity couplings carry the same
+channels index for index). Offsets and windows (concat, split, slice) join classes index by
+index into *atoms*. Factor couplings (a reshape of C into heads × head dims, a flatten) make
+the channels of the fine dim follow the channels of its parts, so only atoms that are not the
+fine side of a factor can be removed on their own: those are the units of groups. Atoms that
+appear in the same set of classes form one group; a group's members are every dim its units
+reach, each with the unit of every index (``-1`` where an index belongs to another group).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterator, Sequence
+
+import attrs
+import numpy as np
+from prune_graph import Coupling, DimRef, FactorLink, Graph, Identity, Link, Pin, Value, ValueKind
+
+from prune_ops._indices import IntArray
+
+__all__ = ["Group", "GroupSet", "Member", "find_groups"]
+
+_STATE = (ValueKind.PARAMETER, ValueKind.BUFFER)
+
+
+@attrs.frozen(eq=False)
+class Member:
+    """One dim of a group: ``units[i]`` is the unit of index ``i`` (``-1``: another group's)."""
+
+    dim: DimRef
+    value: Value
+    units: IntArray = attrs.field(repr=False)
+
+    @property
+    def is_parameter(self) -> bool:
+        """Whether this dim belongs to a parameter or buffer."""
+        return self.value.kind in _STATE
+
+    @property
+    def label(self) -> str:
+        """``conv1.weight[0]`` or the value id for activations."""
+        return f"{self.value.path}[{self.dim.dim}]"
+
+    def indices(self, units: IntArray) -> IntArray:
+        """The indices of this dim that belong to ``units``."""
+        return np.flatnonzero(np.isin(self.units, units)).astype(np.int64)
+
+
+@attrs.frozen(eq=False)
+class Group:
+    """Channels that go together. Remove a set of ``units`` (0 … size−1) and every member loses its indices."""
+
+    id: int
+    root: DimRef
+    size: int
+    members: tuple[Member, ...] = attrs.field(repr=False)
+    blockers: tuple[str, ...] = ()
+
+    @property
+    def prunable(self) -> bool:
+        """No member is pinned and there are at least two units."""
+        return not self.blockers and self.size > 1
+
+    @property
+    def parameters(self) -> tuple[Member, ...]:
+        """Members that are parameter or buffer dims."""
+        return tuple(m for m in self.members if m.is_parameter)
+
+    @property
+    def modules(self) -> tuple[str, ...]:
+        """Modules owning the group's parameters, in order of appearance."""
+        return tuple(dict.fromkeys(m.value.module for m in self.parameters))
+
+    @property
+    def root_member(self) -> Member:
+        """The member the group is named after."""
+        return next(m for m in self.members if m.dim == self.root)
+
+    def removal(self, units: IntArray) -> dict[DimRef, IntArray]:
+        """Indices removed from every member when ``units`` go."""
+        out = {}
+        for member in self.members:
+            removed = member.indices(units)
+            if removed.size:
+                out[member.dim] = removed
+        return out
+
+    def signature(self) -> tuple[object, ...]:
+        """A structural signature: groups with equal signatures are isomorphic (same layer types and sizes)."""
+        return (self.size, tuple(sorted((m.value.kind.value, m.value.name, m.dim.dim, len(m.units)) for m in self.parameters)))
+
+    def describe(self) -> str:
+        """One line: root, size, parameter members, and why it is blocked if it is."""
+        params = ", ".join(m.label for m in self.parameters) or "no parameters"
+        state = "prunable" if self.prunable else "unprunable: " + ("; ".join(self.blockers) or "a single unit")
+        return f"group {self.id} ({self.size} units) root {self.root_member.label}: {params} [{state}]"
+
+
+class GroupSet:
+    """All groups of a graph, with lookups by dim."""
+
+    def __init__(self, graph: Graph, groups: Sequence[Group]) -> None:
+        self.graph = graph
+        self.groups = tuple(groups)
+        self._by_dim: dict[DimRef, list[tuple[Group, Member]]] = {}
+        for group in self.groups:
+            for member in group.members:
+                self._by_dim.setdefault(member.dim, []).append((group, member))
+
+    def __iter__(self) -> Iterator[Group]:
+        return iter(self.groups)
+
+    def __len__(self) -> int:
+        return len(self.groups)
+
+    def __getitem__(self, index: int) -> Group:
+        return self.groups[index]
+
+    def containing(self, dim: DimRef) -> tuple[tuple[Group, Member], ...]:
+        """The groups that have ``dim`` as a member, with that member."""
+        return tuple(self._by_dim.get(dim, ()))
+
+    @property
+    def prunable(self) -> tuple[Group, ...]:
+        """Groups that can lose units and hold at least one parameter."""
+        return tuple(g for g in self.groups if g.prunable and g.parameters)
+
+
+class _UnionFind:
+    def __init__(self) -> None:
+        self.parent: dict[DimRef, DimRef] = {}
+
+    def find(self, x: DimRef) -> DimRef:
+        parent = self.parent
+        if x not in parent:
+            parent[x] = x
+            return x
+        root = x
+        while parent[root] != root:
+            root = parent[root]
+        while parent[x] != root:
+            parent[x], x = root, parent[x]
+        return root
+
+    def union(self, a: DimRef, b: DimRef) -> None:
+        ra, rb = self.find(a), self.find(b)
+        if ra != rb:
+            self.parent[rb] = ra
+
+
+def _find_root(parent: IntArray, i: int) -> int:
+    root = i
+    while parent[root] != root:
+        root = int(parent[root])
+    while parent[i] != root:
+        parent[i], i = root, int(parent[i])
+    return root
+
+
+def _boundary_and_ignored(graph: Graph, ignore: Collection[str], prune_outputs: bool) -> list[Pin]:
+    pins = [p for p in graph.boundary_pins() if not (prune_outputs and p.dim.value in graph.outputs)]
+    ignored = tuple(ignore)
+    if ignored:
+        for op in graph.ops:
+            if any(op.module == m or op.module.startswith(m + ".") for m in ignored):
+                for out in op.outputs:
+                    for d, size in enumerate(graph.shape(out)):
+                        if size > 1:
+                            pins.append(Pin(DimRef(out, d), f"output of ignored module {op.module}", op.id))
+    return pins
+
+
+def find_groups(graph: Graph, *, ignore: Collection[str] = (), prune_outputs: bool = False) -> GroupSet:
+    """Every group of ``graph``.
+
+    ``ignore`` holds module paths whose outputs must keep their channels (a classifier, a
+    detection head); their input channels can still change. Model inputs are never pruned,
+    outputs only with ``prune_outputs``.
+    """
+    couplings: list[Coupling] = [*graph.couplings, *_boundary_and_ignored(graph, ignore, prune_outputs)]
+    classes = _UnionFind()
+    pins: dict[DimRef, list[str]] = {}
+    windows: list[Link] = []
+    factors: list[FactorLink] = []
+    for c in couplings:
+        if isinstance(c, Link):
+            if isinstance(c.map, Identity):
+                classes.union(c.src, c.dst)
+            else:
+                classes.find(c.src)
+                classes.find(c.dst)
+                windows.append(c)
+        elif isinstance(c, FactorLink):
+            classes.find(c.fine)
+            for part in c.parts:
+                if part is not None:
+                    classes.find(part)
+            factors.append(c)
+        else:
+            classes.find(c.dim)
+            pins.setdefault(c.dim, []).append(c.reason)
+    dims_of: dict[DimRef, list[DimRef]] = {}
+    for dim in list(classes.parent):
+        dims_of.setdefault(classes.find(dim), []).append(dim)
+    size_of = {k: graph.dim_size(dims[0]) for k, dims in dims_of.items()}
+
+    # atoms: index-level union over the classes that offsets and windows join
+    base: dict[DimRef, int] = {}
+    for link in windows:
+        for k in (classes.find(link.src), classes.find(link.dst)):
+            if k not in base:
+                base[k] = sum(size_of[j] for j in base)
+    total = sum(size_of[k] for k in base)
+    parent = np.arange(total, dtype=np.int64)
+    for link in windows:
+        src, dst = base[classes.find(link.src)], base[classes.find(link.dst)]
+        domain = link.map.domain()
+        for i, j in zip(domain, link.map.forward(domain)):
+            a, b = _find_root(parent, src + i), _find_root(parent, dst + j)
+            if a != b:
+                parent[max(a, b)] = min(a, b)
+    atom = np.array([_find_root(parent, i) for i in range(total)], dtype=np.int64)
+    positions: dict[int, list[tuple[DimRef, int]]] = {}
+    support: dict[int, set[DimRef]] = {}
+    for k, start in base.items():
+        for i in range(size_of[k]):
+            root = int(atom[start + i])
+            positions.setdefault(root, []).append((k, i))
+            support.setdefault(root, set()).add(k)
+
+    fine_classes = {classes.find(f.fine) for f in factors}
+    fine_atoms = {int(atom[base[k] + i]) for k in fine_classes if k in base for i in range(size_of[k])}
+    factors_by_part: dict[DimRef, list[FactorLink]] = {}
+    for f in factors:
+        for part in f.parts:
+            if part is not None:
+                factors_by_part.setdefault(classes.find(part), []).append(f)
+
+    # roots: plain classes that are not fine, and atoms of joined classes grouped by support
+    seeds: list[dict[DimRef, IntArray]] = []
+    for k in dims_of:
+        if k not in base and k not in fine_classes and size_of[k] > 0:
+            seeds.append({k: np.arange(size_of[k], dtype=np.int64)})
+    by_support: dict[frozenset[DimRef], list[int]] = {}
+    for root in sorted(support):
+        if root not in fine_atoms:
+            by_support.setdefault(frozenset(support[root]), []).append(root)
+    for roots in by_support.values():
+        unit_of = {root: u for u, root in enumerate(roots)}
+        seed: dict[DimRef, IntArray] = {}
+        for root in roots:
+            for k, i in positions[root]:
+                seed.setdefault(k, np.full(size_of[k], -1, dtype=np.int64))[i] = unit_of[root]
+        seeds.append(seed)
+
+    order = {v.id: i for i, v in enumerate(graph.values)}
+    context = _Context(classes, base, atom, positions, size_of, factors_by_part)
+    groups = []
+    for seed in seeds:
+        units = context.expand(seed)
+        groups.append(_make_group(len(groups), graph, units, dims_of, pins, order))
+    groups.sort(key=lambda g: _order_key(graph, g))
+    return GroupSet(graph, [attrs.evolve(g, id=i) for i, g in enumerate(groups)])
+
+
+def _order_key(graph: Graph, group: Group) -> tuple[int, str]:
+    value = group.root_member.value
+    return (0 if value.kind in _STATE else 1, value.path)
+
+
+@attrs.define
+class _Context:
+    classes: _UnionFind
+    base: dict[DimRef, int]
+    atom: IntArray
+    positions: dict[int, list[tuple[DimRef, int]]]
+    size_of: dict[DimRef, int]
+    factors_by_part: dict[DimRef, list[FactorLink]]
+
+    def expand(self, seed: dict[DimRef, IntArray]) -> dict[DimRef, IntArray]:
+        """Follow atoms and factors from the seed classes; merge units that meet."""
+        units: dict[DimRef, IntArray] = {}
+        labels = np.arange(max(int(a.max(initial=-1)) for a in seed.values()) + 1, dtype=np.int64)
+        queue: list[DimRef] = []
+
+        def assign(k: DimRef, new: IntArray) -> None:
+            old = units.get(k)
+            if old is None:
+                units[k] = new.copy()
+                queue.append(k)
+                return
+            both = (old >= 0) & (new >= 0) & (old != new)
+            for a, b in zip(old[both], new[both]):
+                ra, rb = _label_root(labels, int(a)), _label_root(labels, int(b))
+                if ra != rb:
+                    labels[max(ra, rb)] = min(ra, rb)
+            fill = (old < 0) & (new >= 0)
+            if fill.any():
+                old[fill] = new[fill]
+                queue.append(k)
+
+        for k, array in seed.items():
+            assign(k, array)
+        while queue:
+            k = queue.pop()
+            array = units[k]
+            if k in self.base:
+                start = self.base[k]
+                for i in np.flatnonzero(array >= 0):
+                    for other, j in self.positions[int(self.atom[start + i])]:
+                        if other != k:
+                            target = units.get(other)
+                            if target is None or target[j] < 0 or target[j] != array[i]:
+                                update = np.full(self.size_of[other], -1, dtype=np.int64)
+                                update[j] = array[i]
+                                assign(other, update)
+            for factor in self.factors_by_part.get(k, ()):
+                fine = self.classes.find(factor.fine)
+                for axis, part in enumerate(factor.parts):
+                    if part is not None and self.classes.find(part) == k:
+                        coords = (np.arange(factor.size) // int(np.prod(factor.sizes[axis + 1 :]))) % factor.sizes[axis]
+                        assign(fine, array[coords])
+        final = np.array([_label_root(labels, i) for i in range(len(labels))], dtype=np.int64)
+        used = np.unique(np.concatenate([final[a[a >= 0]] for a in units.values()]))
+        compact = np.full(len(labels), -1, dtype=np.int64)
+        compact[used] = np.arange(len(used))
+        out = {}
+        for k, array in units.items():
+            relabelled = np.where(array >= 0, compact[final[np.maximum(array, 0)]], -1)
+            out[k] = relabelled
+        return out
+
+
+def _label_root(labels: IntArray, i: int) -> int:
+    while labels[i] != i:
+        i = int(labels[i])
+    return i
+
+
+def _make_group(
+    index: int,
+    graph: Graph,
+    units: dict[DimRef, IntArray],
+    dims_of: dict[DimRef, list[DimRef]],
+    pins: dict[DimRef, list[str]],
+    order: dict[str, int],
+) -> Group:
+    members: list[Member] = []
+    blockers: list[str] = []
+    for k, array in units.items():
+        if not (array >= 0).any():
+            continue
+        for dim in dims_of[k]:
+            value = graph.value(dim.value)
+            members.append(Member(dim, value, array))
+            for reason in pins.get(dim, ()):
+                if reason not in blockers:
+                    blockers.append(reason)
+    members.sort(key=lambda m: (m.value.kind not in _STATE, m.value.kind is ValueKind.VIRTUAL, order.get(m.value.id, 0), m.dim.dim))
+    size = int(max(int(a.max()) for a in units.values()) + 1)
+    root = members[0].dim
+    return Group(index, root, size, tuple(members), tuple(blockers))

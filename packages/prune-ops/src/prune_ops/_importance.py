@@ -1,0 +1,225 @@
+"""Importance: one score per unit of a group, from the members' parameter arrays.
+
+An importance is any callable ``(group, data) -> scores`` where ``data`` holds one
+:class:`MemberData` per parameter member and ``scores`` has one float per unit. The factories
+here build the usual criteria as frozen callables; a plain function works the same way.
+"""
+
+from __future__ import annotations
+
+import enum
+import types
+from collections.abc import Callable, Mapping, Sequence
+
+import attrs
+import numpy as np
+import numpy.typing as npt
+from prune_graph import OpKind
+
+from prune_ops._errors import PruningError
+from prune_ops._groups import Group, Member
+
+__all__ = [
+    "BNScale",
+    "FPGM",
+    "Importance",
+    "Magnitude",
+    "MemberData",
+    "Normalisation",
+    "Random",
+    "Reduction",
+    "Taylor",
+    "normalise",
+    "reduce_members",
+]
+
+FloatArray = npt.NDArray[np.float64]
+
+
+@attrs.frozen(eq=False)
+class MemberData:
+    """A parameter member's values: ``weight`` and ``grad`` have the member's axis first, flattened to 2-D.
+
+    ``role`` is the kind of the op that reads the parameter (``OpKind.NORM`` for a BatchNorm
+    scale), when known.
+    """
+
+    member: Member
+    weight: FloatArray
+    grad: FloatArray | None = None
+    role: OpKind | None = None
+
+
+Importance = Callable[[Group, Sequence[MemberData]], FloatArray]
+
+
+class Reduction(enum.Enum):
+    """How to combine the per-member scores of a group."""
+
+    MEAN = "mean"
+    SUM = "sum"
+    MAX = "max"
+    FIRST = "first"
+
+
+class Normalisation(enum.Enum):
+    """How to scale a group's scores before ranking across groups."""
+
+    NONE = "none"
+    MEAN = "mean"
+    MAX = "max"
+    SUM = "sum"
+    STANDARD = "standard"
+
+
+def _per_unit(member: Member, per_index: FloatArray, size: int) -> tuple[FloatArray, npt.NDArray[np.bool_]]:
+    """Sum per-index scores into units; also which units this member covers."""
+    valid = member.units >= 0
+    sums = np.bincount(member.units[valid], weights=per_index[valid], minlength=size)
+    covered = np.bincount(member.units[valid], minlength=size) > 0
+    return sums.astype(np.float64), covered
+
+
+_REDUCERS: Mapping[Reduction, Callable[[FloatArray], FloatArray]] = types.MappingProxyType(
+    {
+        Reduction.MEAN: lambda a: np.nanmean(a, axis=0),
+        Reduction.SUM: lambda a: np.nansum(a, axis=0),
+        Reduction.MAX: lambda a: np.nanmax(a, axis=0),
+        Reduction.FIRST: lambda a: a[0],
+    }
+)
+
+
+def reduce_members(rows: Sequence[tuple[FloatArray, npt.NDArray[np.bool_]]], size: int, how: Reduction) -> FloatArray:
+    """Combine per-member unit scores; units a member does not cover are left out of its row."""
+    if not rows:
+        raise PruningError("no parameter member to score (the group holds no parameters)")
+    stacked = np.full((len(rows), size), np.nan)
+    for i, (scores, covered) in enumerate(rows):
+        stacked[i, covered] = scores[covered]
+    if how is Reduction.FIRST:
+        first = np.full(size, np.nan)
+        for row in stacked:
+            first = np.where(np.isnan(first), row, first)
+        return np.nan_to_num(first)
+    with np.errstate(all="ignore"):
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return np.nan_to_num(_REDUCERS[how](stacked))
+
+
+@attrs.frozen
+class Magnitude:
+    """L_p norm of each unit's weights (p=1: L1, p=2: L2), combined across members.
+
+    >>> import numpy as np
+    >>> from prune_ops import Magnitude
+    >>> Magnitude(p=1).norm(np.array([[1.0, -2.0], [0.5, 0.5]])).tolist()
+    [3.0, 1.0]
+    """
+
+    p: int = 2
+    reduction: Reduction = Reduction.MEAN
+
+    def norm(self, rows: FloatArray) -> FloatArray:
+        """Per-row |w|^p sums (p-th power kept so units can add rows before the root)."""
+        return np.sum(np.abs(rows) ** self.p, axis=1)
+
+    def __call__(self, group: Group, data: Sequence[MemberData]) -> FloatArray:
+        rows = []
+        for d in data:
+            sums, covered = _per_unit(d.member, self.norm(d.weight), group.size)
+            rows.append((sums ** (1.0 / self.p), covered))
+        return reduce_members(rows, group.size, self.reduction)
+
+
+@attrs.frozen
+class BNScale:
+    """|γ| of the normalisation layers in the group (network slimming); needs a NORM member."""
+
+    reduction: Reduction = Reduction.MEAN
+
+    def __call__(self, group: Group, data: Sequence[MemberData]) -> FloatArray:
+        rows = []
+        for d in data:
+            if d.role is OpKind.NORM and d.member.value.name == "weight" and d.weight.shape[1] == 1:
+                rows.append(_per_unit(d.member, np.abs(d.weight[:, 0]), group.size))
+        if not rows:
+            raise PruningError(f"BN-scale importance: group {group.id} ({group.root_member.label}) has no norm scale")
+        return reduce_members(rows, group.size, self.reduction)
+
+
+@attrs.frozen
+class Taylor:
+    """First-order Taylor: |Σ w·∂L/∂w| per unit; members need gradients."""
+
+    reduction: Reduction = Reduction.MEAN
+
+    def __call__(self, group: Group, data: Sequence[MemberData]) -> FloatArray:
+        rows = []
+        for d in data:
+            if d.grad is None:
+                raise PruningError(
+                    f"Taylor importance needs gradients; {d.member.label} has none (run backward on calibration data first)"
+                )
+            rows.append(_per_unit(d.member, np.abs(np.sum(d.weight * d.grad, axis=1)), group.size))
+        return reduce_members(rows, group.size, self.reduction)
+
+
+@attrs.frozen
+class FPGM:
+    """Filter pruning via the geometric median: units close to all the others are redundant.
+
+    A unit's score is the sum of Euclidean distances from its weights to every other unit's,
+    per member with weights of more than one column.
+    """
+
+    reduction: Reduction = Reduction.MEAN
+
+    def __call__(self, group: Group, data: Sequence[MemberData]) -> FloatArray:
+        rows = []
+        for d in data:
+            if d.weight.shape[1] < 2:
+                continue
+            valid = d.member.units >= 0
+            units = d.member.units[valid]
+            vectors = np.zeros((group.size, d.weight.shape[1]))
+            np.add.at(vectors, units, d.weight[valid])
+            covered = np.bincount(units, minlength=group.size) > 0
+            diff = vectors[:, None, :] - vectors[None, covered, :]
+            distances = np.sqrt((diff**2).sum(axis=2)).sum(axis=1)
+            rows.append((distances, covered))
+        if not rows:
+            return Magnitude(2, self.reduction)(group, data)
+        return reduce_members(rows, group.size, self.reduction)
+
+
+@attrs.frozen
+class Random:
+    """Random scores from an explicit generator (reproducible with a seeded one)."""
+
+    rng: np.random.Generator = attrs.field(eq=False)
+
+    def __call__(self, group: Group, data: Sequence[MemberData]) -> FloatArray:
+        return self.rng.random(group.size)
+
+
+def normalise(scores: FloatArray, how: Normalisation = Normalisation.MEAN) -> FloatArray:
+    """Scale scores so groups of different magnitude can be ranked together.
+
+    >>> normalise(np.array([1.0, 3.0]), Normalisation.MAX).round(3).tolist()
+    [0.333, 1.0]
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    eps = 1e-12
+    if how is Normalisation.NONE:
+        return scores
+    if how is Normalisation.MEAN:
+        return scores / (scores.mean() + eps)
+    if how is Normalisation.MAX:
+        return scores / (scores.max() + eps)
+    if how is Normalisation.SUM:
+        return scores / (scores.sum() + eps)
+    return (scores - scores.mean()) / (scores.std() + eps)

@@ -1,0 +1,60 @@
+"""Pure index arithmetic: checking, normalising and complementing index arrays."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+import numpy.typing as npt
+
+from prune_ops._errors import InvalidIndicesError
+
+__all__ = ["IntArray", "as_index_array", "check_indices", "complement"]
+
+IntArray = npt.NDArray[np.int64]
+
+
+def as_index_array(indices: Iterable[int] | npt.ArrayLike) -> IntArray:
+    """Indices as a 1-D int64 array (no checks)."""
+    array = np.asarray(list(indices) if not isinstance(indices, np.ndarray) else indices)
+    if array.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    if array.ndim != 1 or not np.issubdtype(array.dtype, np.integer):
+        raise InvalidIndicesError(f"indices must be a 1-D sequence of ints (got dtype {array.dtype}, shape {array.shape})")
+    return array.astype(np.int64, copy=False)
+
+
+def check_indices(
+    indices: Iterable[int] | npt.ArrayLike, size: int, where: str, *, allow_empty: bool = False, allow_all: bool = False
+) -> IntArray:
+    """Sorted unique indices to remove from a dim of ``size``, or an error naming ``where`` and the index.
+
+    >>> check_indices([3, 1], 4, "conv.weight[0]").tolist()
+    [1, 3]
+    """
+    array = as_index_array(indices)
+    if array.size == 0 and not allow_empty:
+        raise InvalidIndicesError(f"{where}: no indices given (expected at least one channel to remove)")
+    negative = array[array < 0]
+    if negative.size:
+        raise InvalidIndicesError(f"{where}: index {int(negative[0])} is negative (size {size})")
+    too_big = array[array >= size]
+    if too_big.size:
+        raise InvalidIndicesError(f"{where}: index {int(too_big[0])} is out of range for size {size}")
+    unique, counts = np.unique(array, return_counts=True)
+    if (counts > 1).any():
+        raise InvalidIndicesError(f"{where}: index {int(unique[counts > 1][0])} appears {int(counts.max())} times")
+    if unique.size == size and size > 0 and not allow_all:
+        raise InvalidIndicesError(f"{where}: removing all {size} channels would leave none (keep at least one)")
+    return unique
+
+
+def complement(indices: IntArray, size: int) -> IntArray:
+    """The indices of ``range(size)`` not in ``indices`` (the ones kept).
+
+    >>> complement(np.array([0, 2]), 4).tolist()
+    [1, 3]
+    """
+    keep = np.ones(size, dtype=bool)
+    keep[indices] = False
+    return np.flatnonzero(keep).astype(np.int64)
