@@ -84,7 +84,7 @@ class GraphBuilder:
             names = ("groups", "group_width")
         else:
             dims = attrs.get("channel_dims") or (1,)
-            first = dims[0] if isinstance(dims, tuple) and isinstance(dims[0], int) else 1
+            first = dims[0] if isinstance(dims, (tuple, list)) and isinstance(dims[0], int) else 1
             width = self.shape(inputs[0])[first] // groups
             names = ("num_groups", "group_width")
         axes = []

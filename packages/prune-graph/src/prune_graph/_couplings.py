@@ -12,7 +12,7 @@ from prune_graph._index_maps import Factor, IndexMapLike
 from prune_graph._ops import OpId
 from prune_graph._values import DimRef
 
-__all__ = ["Coupling", "FactorLink", "Link", "Pin"]
+__all__ = ["Absorb", "Coupling", "FactorLink", "Link", "Pin"]
 
 
 @attrs.frozen
@@ -81,4 +81,16 @@ class Pin:
     op: Optional[OpId] = None
 
 
-Coupling = Union[Link, FactorLink, Pin]
+@attrs.frozen
+class Absorb:
+    """The op reads every channel of ``dim`` and folds them into one (a sum or mean over the dim).
+
+    Removing channels there is allowed and couples nothing further; a mean's denominator
+    changes, so equivalence with the silenced model holds for sums, not for means.
+    """
+
+    dim: DimRef
+    op: Optional[OpId] = None
+
+
+Coupling = Union[Link, FactorLink, Pin, Absorb]

@@ -146,7 +146,7 @@ class Graph:
                     stack.append((op, True))
                     for value in op.inputs:
                         parent = producers.get(value)
-                        if parent is not None and parent.id != op.id:
+                        if parent is not None:
                             if state.get(parent.id) == 1:
                                 raise GraphError(f"the graph has a cycle through op {parent.where}")
                             if state.get(parent.id) is None:
@@ -203,4 +203,4 @@ def _dims_of(c: Coupling) -> tuple[DimRef, ...]:
         return (c.src, c.dst)
     if isinstance(c, FactorLink):
         return (c.fine, *(p for p in c.parts if p is not None))
-    return (c.dim,)
+    return (c.dim,)  # Pin and Absorb

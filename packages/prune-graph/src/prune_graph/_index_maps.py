@@ -16,6 +16,7 @@ source indices that have an image; ``codomain`` the destination indices that are
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Iterable
 from typing import Protocol, Union
 
@@ -39,11 +40,21 @@ __all__ = [
 
 def normalise_indices(indices: Iterable[int], size: int, what: str = "index set") -> tuple[int, ...]:
     """Sorted, unique, in-range indices, or an ``IndexMapError`` naming the first bad one."""
-    out = sorted(set(int(i) for i in indices))
+    out = sorted(set(_as_index(i, what) for i in indices))
     if out and (out[0] < 0 or out[-1] >= size):
         bad = out[0] if out[0] < 0 else out[-1]
         raise IndexMapError(f"{what}: index {bad} out of range for size {size}")
     return tuple(out)
+
+
+def _as_index(index: object, what: str) -> int:
+    # int() would truncate 1.5 to 1 and turn a boolean mask into {0, 1}: refuse both
+    if not isinstance(index, bool):
+        try:
+            return operator.index(index)  # type: ignore[arg-type]
+        except TypeError:
+            pass
+    raise IndexMapError(f"{what}: index {index!r} is not an int")
 
 
 def _positive(_instance: object, attribute: attrs.Attribute[int], value: int) -> None:

@@ -85,10 +85,12 @@ def _to_attrs(value: object) -> tuple[tuple[str, AttrValue], ...]:
         items = [(i[0], i[1]) for i in value]
     else:
         raise GraphError(f"'attrs' must be a mapping or (name, value) pairs (got {value!r})")
-    out = []
+    out: list[tuple[str, AttrValue]] = []
     for key, val in items:
         if not isinstance(key, str):
             raise GraphError(f"attribute names must be str (got {key!r})")
+        if any(key == seen for seen, _ in out):
+            raise GraphError(f"attribute {key!r} given twice (got {value!r})")
         out.append((key, _freeze_attr(val)))
     return tuple(sorted(out))
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import types
 from collections.abc import Callable, Mapping, Sequence
 
-from prune_graph._couplings import Coupling, FactorLink, Link, Pin
+from prune_graph._couplings import Absorb, Coupling, FactorLink, Link, Pin
 from prune_graph._errors import GraphError
 from prune_graph._index_maps import Identity, Offset, Window
 from prune_graph._ops import Op, OpKind
@@ -162,6 +162,8 @@ def _reduce(op: Op, shape: ShapeOf) -> list[Coupling]:
     j = 0
     for d in range(rank):
         if d in dims:
+            if shape(x)[d] > 1:
+                result.append(Absorb(DimRef(x, d), op.id))
             j += 1 if keepdim else 0
             continue
         result += _link_same(op, shape, x, d, y, j)
@@ -200,6 +202,9 @@ def _concat(op: Op, shape: ShapeOf) -> list[Coupling]:
         if xs[dim]:
             result.append(Link(DimRef(x, dim), DimRef(y, dim), Offset(offset, xs[dim], total), op.id))
         offset += xs[dim]
+    if offset != total:
+        # output channels no input fills would be coupled to nothing and pruned alone
+        raise GraphError(f"op {op.where}: inputs have {offset} channels along dim {dim}, output {y!r} has {total}")
     return result
 
 
@@ -231,6 +236,9 @@ def _split(op: Op, shape: ShapeOf) -> list[Coupling]:
         if size:
             result.append(Link(DimRef(y, dim), DimRef(x, dim), Offset(start, size, shape(x)[dim]), op.id))
         start += size
+    if start != shape(x)[dim]:
+        total = shape(x)[dim]
+        raise GraphError(f"op {op.where}: outputs have {start} channels along dim {dim}, input {x!r} has {total}")
     return result
 
 

@@ -82,7 +82,7 @@ def from_json(text: str) -> Graph:
             for o in doc["ops"]
         ]
         return Graph(values, ops, doc["inputs"], doc["outputs"])
-    except (KeyError, TypeError) as error:
+    except (KeyError, TypeError, AttributeError) as error:
         raise SchemaError(f"malformed {SCHEMA} document: missing or bad field {error}") from error
     except ValueError as error:
         if isinstance(error, GraphError):

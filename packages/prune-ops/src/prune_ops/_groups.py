@@ -15,7 +15,7 @@ from collections.abc import Collection, Iterator, Sequence
 
 import attrs
 import numpy as np
-from prune_graph import Coupling, DimRef, FactorLink, Graph, Identity, Link, Pin, Value, ValueKind
+from prune_graph import Absorb, Coupling, DimRef, FactorLink, Graph, Identity, Link, Pin, Value, ValueKind
 
 from prune_ops._indices import IntArray
 
@@ -158,16 +158,30 @@ def _find_root(parent: IntArray, i: int) -> int:
     return root
 
 
+def _inside(module: str, prefixes: tuple[str, ...]) -> bool:
+    return any(module == m or module.startswith(m + ".") or m == "" for m in prefixes)
+
+
 def _boundary_and_ignored(graph: Graph, ignore: Collection[str], prune_outputs: bool) -> list[Pin]:
+    """Pins for model inputs and outputs, and for the outputs of ignored modules.
+
+    An ignored module keeps the channels it hands to the rest of the model (the values its ops
+    write that are read outside it or returned); its input channels can still change.
+    """
     pins = [p for p in graph.boundary_pins() if not (prune_outputs and p.dim.value in graph.outputs)]
     ignored = tuple(ignore)
-    if ignored:
-        for op in graph.ops:
-            if any(op.module == m or op.module.startswith(m + ".") for m in ignored):
-                for out in op.outputs:
-                    for d, size in enumerate(graph.shape(out)):
-                        if size > 1:
-                            pins.append(Pin(DimRef(out, d), f"output of ignored module {op.module}", op.id))
+    if not ignored:
+        return pins
+    for op in graph.ops:
+        if not _inside(op.module, ignored):
+            continue
+        for out in op.outputs:
+            leaves = out in graph.outputs or any(not _inside(c.module, ignored) for c in graph.consumers(out))
+            if not leaves:
+                continue
+            for d, size in enumerate(graph.shape(out)):
+                if size > 1:
+                    pins.append(Pin(DimRef(out, d), f"output of ignored module {op.module}", op.id))
     return pins
 
 
@@ -197,9 +211,11 @@ def find_groups(graph: Graph, *, ignore: Collection[str] = (), prune_outputs: bo
                 if part is not None:
                     classes.find(part)
             factors.append(c)
-        else:
+        elif isinstance(c, Pin):
             classes.find(c.dim)
             pins.setdefault(c.dim, []).append(c.reason)
+        elif isinstance(c, Absorb):
+            classes.find(c.dim)
     dims_of: dict[DimRef, list[DimRef]] = {}
     for dim in list(classes.parent):
         dims_of.setdefault(classes.find(dim), []).append(dim)

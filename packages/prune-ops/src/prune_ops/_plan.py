@@ -67,6 +67,7 @@ class Plan:
     result_fingerprint: str
     entries: tuple[PlanEntry, ...] = attrs.field(converter=tuple)
     shapes: tuple[tuple[str, tuple[int, ...]], ...] = attrs.field(converter=tuple, repr=False)
+    inputs: tuple[tuple[str, tuple[int, ...], str], ...] = attrs.field(default=(), converter=tuple, repr=False)
 
     @property
     def is_empty(self) -> bool:
@@ -142,6 +143,7 @@ class Plan:
                 for e in self.entries
             ],
             "shapes": {k: list(v) for k, v in self.shapes},
+            "inputs": [[name, list(shape), dtype] for name, shape, dtype in self.inputs],
         }
         return json.dumps(doc, indent=indent)
 
@@ -161,7 +163,8 @@ class Plan:
                 for e in doc["entries"]
             )
             shapes = tuple((k, tuple(v)) for k, v in doc["shapes"].items())
-            return cls(doc["fingerprint"], doc["result_fingerprint"], entries, shapes)
+            inputs = tuple((str(n), tuple(int(s) for s in shape), str(dtype)) for n, shape, dtype in doc.get("inputs", []))
+            return cls(doc["fingerprint"], doc["result_fingerprint"], entries, shapes, inputs)
         except (KeyError, TypeError) as error:
             raise PlanMismatchError(f"malformed {PLAN_SCHEMA} document: missing or bad field {error}") from error
 
@@ -185,7 +188,7 @@ class Plan:
         shapes = dict(self.shapes)
         shapes.update(other.shapes)
         entries = tuple(sorted(combined.values(), key=lambda x: x.key))
-        return Plan(self.fingerprint, other.result_fingerprint, entries, tuple(sorted(shapes.items())))
+        return Plan(self.fingerprint, other.result_fingerprint, entries, tuple(sorted(shapes.items())), self.inputs)
 
     def _original_shape(self, later: PlanEntry) -> tuple[int, ...]:
         """Shape before ``self`` of a tensor that a later plan changes."""
@@ -210,5 +213,7 @@ def make_plan(graph: Graph, removal: Removal) -> Plan:
     entries.sort(key=lambda e: e.key)
     state = {k: tuple(v) for k, v in new_shapes.items() if graph.value(k).kind in _STATE_KINDS}
     shapes = tuple(sorted((k, tuple(v)) for k, v in new_shapes.items()))
-    return Plan(graph.fingerprint(), graph.fingerprint({ValueId(k): v for k, v in state.items()}), tuple(entries), shapes)
+    inputs = tuple((v.id, v.shape, v.dtype) for v in (graph.value(i) for i in graph.inputs))
+    result = graph.fingerprint({ValueId(k): v for k, v in state.items()})
+    return Plan(graph.fingerprint(), result, tuple(entries), shapes, inputs)
 

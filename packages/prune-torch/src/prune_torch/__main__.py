@@ -1,0 +1,7 @@
+"""``python -m prune_torch``."""
+
+import sys
+
+from prune_torch._cli import main
+
+sys.exit(main())

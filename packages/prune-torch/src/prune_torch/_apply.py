@@ -1,0 +1,227 @@
+"""Applying a plan to a torch model: in place, all or nothing, checked by a second trace."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import attrs
+import torch
+from prune_graph import Graph, ValueKind
+from prune_ops import Plan, PlanEntry, PlanMismatchError, check_indices, complement
+
+from prune_torch._errors import ApplyError
+from prune_torch._layers import LAYER_RULES, sync_attributes
+from prune_torch._trace import ExampleInputs, trace
+
+__all__ = ["apply", "inputs_from_plan"]
+
+_INT_DTYPES = {"int64", "int32", "int16", "int8", "uint8", "bool"}
+
+
+def inputs_from_plan(plan: Plan, device: str = "meta") -> ExampleInputs | None:
+    """Stand-in inputs of the shapes and dtypes the plan's graph was traced with (``None`` if nested)."""
+    args: list[torch.Tensor] = []
+    kwargs: dict[str, torch.Tensor] = {}
+    for name, shape, dtype in plan.inputs:
+        if "." in name:
+            return None
+        tensor = torch.zeros(shape, dtype=getattr(torch, dtype, torch.float32), device=device)
+        if name.startswith("input") and name[5:].isdigit():
+            if int(name[5:]) != len(args):
+                return None
+            args.append(tensor)
+        else:
+            kwargs[name] = tensor
+    if kwargs and args:
+        return None
+    return kwargs if kwargs else tuple(args)
+
+
+@attrs.define
+class _Target:
+    entry: PlanEntry
+    module: torch.nn.Module
+    tensor: torch.Tensor | None  # None for virtual axes
+
+
+def _resolve(model: torch.nn.Module, plan: Plan) -> list[_Target]:
+    """Find every tensor the plan names and check its shape and indices, before touching anything."""
+    targets = []
+    for entry in plan.entries:
+        try:
+            module = model.get_submodule(entry.module) if entry.module else model
+        except AttributeError:
+            raise PlanMismatchError(
+                f"plan entry {entry.path}[{entry.axis}]: the model has no module {entry.module!r} "
+                "(was the plan made for another model?)"
+            ) from None
+        if entry.kind == ValueKind.VIRTUAL.value:
+            targets.append(_Target(entry, module, None))
+            continue
+        tensor = getattr(module, entry.param, None)
+        if not isinstance(tensor, torch.Tensor):
+            raise PlanMismatchError(
+                f"plan entry {entry.path}[{entry.axis}]: module {entry.module or '<root>'} "
+                f"({type(module).__name__}) has no tensor {entry.param!r}"
+            )
+        if tuple(tensor.shape) != tuple(entry.shape):
+            raise PlanMismatchError(
+                f"plan entry {entry.path}[{entry.axis}]: expected shape {tuple(entry.shape)}, the model has "
+                f"{tuple(tensor.shape)} (was the plan made for another model, or applied twice?)"
+            )
+        check_indices(entry.removed, entry.size, f"plan entry {entry.path}[{entry.axis}]")
+        targets.append(_Target(entry, module, tensor))
+    return targets
+
+
+@attrs.define
+class _Snapshot:
+    """Everything apply may change, to put back on failure."""
+
+    tensors: list[tuple[torch.nn.Module, str, torch.Tensor, torch.Tensor | None, bool]] = attrs.field(factory=list)
+    attributes: list[tuple[torch.nn.Module, dict[str, Any]]] = attrs.field(factory=list)
+
+    def restore(self) -> None:
+        for module, name, data, grad, is_param in reversed(self.tensors):
+            if is_param:
+                param = module._parameters[name]
+                if param is not None:
+                    param.data = data
+                    param.grad = grad
+            else:
+                module._buffers[name] = data
+        for module, saved in self.attributes:
+            for key, value in saved.items():
+                module.__dict__[key] = value
+
+
+def _plain_attributes(module: torch.nn.Module) -> dict[str, Any]:
+    return {k: v for k, v in module.__dict__.items() if not isinstance(v, (dict, torch.Tensor)) and not k.startswith("_")}
+
+
+def _slice(tensor: torch.Tensor, entries: list[PlanEntry]) -> torch.Tensor:
+    for entry in entries:
+        keep = torch.as_tensor(entry.kept, dtype=torch.long, device=tensor.device)
+        tensor = tensor.index_select(entry.axis, keep)
+    return tensor
+
+
+def _modules_of(targets: list[_Target]) -> Iterator[torch.nn.Module]:
+    seen: set[int] = set()
+    for t in targets:
+        if id(t.module) not in seen:
+            seen.add(id(t.module))
+            yield t.module
+
+
+def _sync_stateless(model: torch.nn.Module, graph: Graph, plan: Plan, snapshot: _Snapshot) -> None:
+    """Norm layers without parameters keep their channel count only as an attribute: set it from the graph."""
+    shapes = plan.new_shapes()
+    first_input: dict[str, str] = {}
+    for op in graph.ops:
+        if op.inputs and op.module not in first_input:
+            first_input[op.module] = op.inputs[0]
+    for path, module in model.named_modules():
+        if path not in first_input or first_input[path] not in shapes:
+            continue
+        new = shapes[first_input[path]]
+        if isinstance(module, torch.nn.modules.batchnorm._NormBase) and module.weight is None and module.running_mean is None:
+            snapshot.attributes.append((module, _plain_attributes(module)))
+            module.num_features = int(new[1])
+        elif isinstance(module, torch.nn.LayerNorm) and module.weight is None:
+            snapshot.attributes.append((module, _plain_attributes(module)))
+            k = len(module.normalized_shape)
+            module.normalized_shape = tuple(int(s) for s in new[len(new) - k :])
+
+
+def _compare(before: Graph, after: Graph, plan: Plan) -> None:
+    expected = plan.new_shapes()
+    if len(after.ops) != len(before.ops):
+        raise ApplyError(
+            f"the pruned model runs {len(after.ops)} ops where the original ran {len(before.ops)}; "
+            "its forward pass took another path"
+        )
+    for old_op, new_op in zip(before.ops, after.ops):
+        for old_id, new_id in zip(old_op.outputs, new_op.outputs):
+            want = tuple(expected.get(old_id, before.shape(old_id)))
+            got = after.shape(new_id)
+            if want != got:
+                raise ApplyError(
+                    f"after pruning, {new_op.target} in module {new_op.module or '<root>'} produced shape {got} where the "
+                    f"plan predicted {want}; a size is probably kept in an attribute of {new_op.module or 'the model'} "
+                    "that pruning could not update. The model was restored."
+                )
+
+
+def apply(model: torch.nn.Module, plan: Plan, example_inputs: ExampleInputs | None = None, *, verify: bool = True) -> None:
+    """Carry out ``plan`` on ``model`` in place; on any failure restore the model exactly.
+
+    The plan is checked against the model first (fingerprint, modules, tensor shapes,
+    indices). Every parameter, buffer and existing gradient is sliced with ``index_select`` on
+    its own device and dtype; ``nn.Parameter`` objects are kept, so optimiser references stay
+    valid. Size attributes (``in_channels``, ``num_features`` ...) follow. With ``verify`` the
+    model is traced again (on meta) and every shape is compared with the plan's prediction.
+    ``example_inputs`` default to stand-ins of the shapes the plan was made with.
+    """
+    if plan.is_empty:
+        return
+    inputs = example_inputs if example_inputs is not None else inputs_from_plan(plan, device=_device_of(model))
+    before = None
+    if inputs is not None:
+        before = trace(model, inputs)
+        found = before.fingerprint()
+        if found != plan.fingerprint:
+            raise PlanMismatchError(
+                f"the plan was made for graph {plan.fingerprint}, but this model traces to {found} "
+                "(another model, another input shape, or the plan was already applied)"
+            )
+    targets = _resolve(model, plan)
+    snapshot = _Snapshot()
+    try:
+        by_tensor: dict[int, list[_Target]] = {}
+        for t in targets:
+            if t.tensor is not None:
+                by_tensor.setdefault(id(t.tensor), []).append(t)
+        for module in _modules_of(targets):
+            snapshot.attributes.append((module, _plain_attributes(module)))
+        for group in by_tensor.values():
+            first = group[0]
+            entries = [t.entry for t in group]
+            name = first.entry.param
+            param = first.module._parameters.get(name) if name in first.module._parameters else None
+            if param is not None:
+                snapshot.tensors.append((first.module, name, param.data, param.grad, True))
+                new_data = _slice(param.data, entries)
+                new_grad = _slice(param.grad, entries) if param.grad is not None else None
+                param.data = new_data
+                param.grad = new_grad
+            else:
+                buffer = first.module._buffers[name]
+                if buffer is None:
+                    raise ApplyError(f"buffer {first.entry.path} is None")
+                snapshot.tensors.append((first.module, name, buffer, None, False))
+                first.module._buffers[name] = _slice(buffer, entries)
+        for t in targets:
+            if t.tensor is None and t.entry.param in ("groups", "num_groups"):
+                setattr(t.module, t.entry.param, t.entry.size_after)
+        for module in _modules_of(targets):
+            sync_attributes(module, LAYER_RULES)
+        if before is not None:
+            _sync_stateless(model, before, plan, snapshot)
+        if verify and before is not None and inputs is not None:
+            try:
+                after = trace(model, inputs)
+            except Exception as error:  # noqa: BLE001
+                raise ApplyError(f"the pruned model no longer runs: {error}") from error
+            _compare(before, after, plan)
+    except BaseException:
+        snapshot.restore()
+        raise
+
+
+
+def _device_of(model: torch.nn.Module) -> str:
+    for tensor in model.parameters():
+        return str(tensor.device)
+    return "cpu"

@@ -1,0 +1,111 @@
+"""What each torch layer type stores per channel, and how its attributes follow its parameters.
+
+One :class:`LayerRule` per layer type, in a read-only table looked up along the class's MRO, so
+subclasses are covered and unrelated classes with the same name are not.
+"""
+
+from __future__ import annotations
+
+import types
+from collections.abc import Callable, Mapping
+
+import attrs
+import torch
+from torch import nn
+
+__all__ = ["LAYER_RULES", "LayerRule", "rule_for", "sync_attributes"]
+
+Axes = tuple[tuple[str, int], ...]
+
+
+def _conv_sync(m: nn.Module) -> None:
+    w = m.weight
+    groups = int(m.groups)
+    if m.transposed:
+        m.in_channels, m.out_channels = int(w.shape[0]), int(w.shape[1]) * groups
+    else:
+        m.out_channels, m.in_channels = int(w.shape[0]), int(w.shape[1]) * groups
+
+
+def _linear_sync(m: nn.Module) -> None:
+    m.out_features, m.in_features = int(m.weight.shape[0]), int(m.weight.shape[1])
+
+
+def _bilinear_sync(m: nn.Module) -> None:
+    m.out_features, m.in1_features, m.in2_features = (int(s) for s in m.weight.shape)
+
+
+def _norm_sync(m: nn.Module) -> None:
+    for name in ("weight", "running_mean"):
+        t = getattr(m, name, None)
+        if isinstance(t, torch.Tensor):
+            m.num_features = int(t.shape[0])
+            return
+
+
+def _layer_norm_sync(m: nn.Module) -> None:
+    if isinstance(m.weight, torch.Tensor):
+        m.normalized_shape = tuple(int(s) for s in m.weight.shape)
+
+
+def _group_norm_sync(m: nn.Module) -> None:
+    if isinstance(m.weight, torch.Tensor):
+        m.num_channels = int(m.weight.shape[0])
+
+
+def _prelu_sync(m: nn.Module) -> None:
+    m.num_parameters = int(m.weight.shape[0])
+
+
+def _embedding_sync(m: nn.Module) -> None:
+    m.num_embeddings, m.embedding_dim = int(m.weight.shape[0]), int(m.weight.shape[1])
+
+
+@attrs.frozen
+class LayerRule:
+    """Per-channel storage of one layer type.
+
+    ``out_axes``: (tensor name, axis) along the channels the layer writes; ``in_axes``: along the
+    channels it reads (empty when they are the same channels, as for BatchNorm); ``sync`` sets
+    the size attributes from the sliced tensors.
+    """
+
+    out_axes: Axes
+    in_axes: Axes
+    sync: Callable[[nn.Module], None]
+    in_is_out: bool = False
+
+
+_CONV = LayerRule((("weight", 0), ("bias", 0)), (("weight", 1),), _conv_sync)
+_CONV_T = LayerRule((("weight", 1), ("bias", 0)), (("weight", 0),), _conv_sync)
+_NORM = LayerRule((("weight", 0), ("bias", 0), ("running_mean", 0), ("running_var", 0)), (), _norm_sync, True)
+
+LAYER_RULES: Mapping[type, LayerRule] = types.MappingProxyType(
+    {
+        nn.Linear: LayerRule((("weight", 0), ("bias", 0)), (("weight", 1),), _linear_sync),
+        nn.Bilinear: LayerRule((("weight", 0), ("bias", 0)), (("weight", 1),), _bilinear_sync),
+        nn.modules.conv._ConvTransposeNd: _CONV_T,
+        nn.modules.conv._ConvNd: _CONV,
+        nn.modules.batchnorm._NormBase: _NORM,
+        nn.LayerNorm: LayerRule((("weight", 0), ("bias", 0)), (), _layer_norm_sync, True),
+        nn.GroupNorm: LayerRule((("weight", 0), ("bias", 0)), (), _group_norm_sync, True),
+        nn.PReLU: LayerRule((("weight", 0),), (), _prelu_sync, True),
+        nn.Embedding: LayerRule((("weight", 1),), (), _embedding_sync),
+    }
+)
+
+
+def rule_for(module: nn.Module, rules: Mapping[type, LayerRule] = LAYER_RULES) -> LayerRule | None:
+    """The rule of the closest class in the module's MRO, if any."""
+    for cls in type(module).__mro__:
+        rule = rules.get(cls)
+        if rule is not None:
+            return rule
+    return None
+
+
+def sync_attributes(module: nn.Module, rules: Mapping[type, LayerRule] = LAYER_RULES) -> None:
+    """Set a module's size attributes from its (pruned) tensors."""
+    rule = rule_for(module, rules)
+    if rule is not None:
+        rule.sync(module)

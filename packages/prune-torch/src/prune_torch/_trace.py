@@ -1,0 +1,221 @@
+"""Tracing a torch model into a prune-graph Graph at the dispatch level.
+
+The model runs once under a ``TorchDispatchMode`` that records every aten call, while global
+module hooks keep a stack of the modules being executed, so each op knows its owner.
+Parameters and buffers are recognised by identity. By default the run happens on the meta
+device through ``torch.func.functional_call`` with meta stand-ins: no FLOPs, no activation
+memory. When a model reads tensor values in Python (``.item()``, data-dependent ``if``), the
+trace falls back to the real tensors.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import torch
+from prune_graph import Graph, GraphBuilder, OpKind, ValueId, ValueKind
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from prune_torch._aten import READERS, OpSpec, tensors_in
+from prune_torch._errors import TraceError
+
+__all__ = ["ExampleInputs", "split_inputs", "trace"]
+
+ExampleInputs = Any  # a tensor, a tuple of positional arguments, or a dict of keyword arguments
+
+
+def split_inputs(example_inputs: ExampleInputs) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """``(args, kwargs)`` from a tensor, a tuple/list of arguments, or a dict of keyword arguments."""
+    if isinstance(example_inputs, Mapping):
+        return (), dict(example_inputs)
+    if isinstance(example_inputs, (tuple, list)):
+        return tuple(example_inputs), {}
+    return (example_inputs,), {}
+
+
+def _dtype(t: torch.Tensor) -> str:
+    return str(t.dtype).removeprefix("torch.")
+
+
+class _Recorder(TorchDispatchMode):
+    """Records aten calls into a GraphBuilder."""
+
+    def __init__(self, builder: GraphBuilder, names: dict[int, ValueId], modules: list[str]) -> None:
+        super().__init__()
+        self.builder = builder
+        self.names = names
+        self.modules = modules
+        self.keep: list[torch.Tensor] = []
+        self.count = 0
+
+    def _id_of(self, t: torch.Tensor) -> ValueId:
+        name = self.names.get(id(t))
+        if name is None:
+            name = self.builder.value(f"const{len(self.keep)}", tuple(t.shape), _dtype(t), ValueKind.CONSTANT, self.modules[-1])
+            self.names[id(t)] = name
+            self.keep.append(t)
+        return name
+
+    def _new(self, t: torch.Tensor) -> ValueId:
+        self.count += 1
+        name = self.builder.value(f"%{self.count}", tuple(t.shape), _dtype(t), ValueKind.ACTIVATION, self.modules[-1])
+        self.names[id(t)] = name
+        self.keep.append(t)
+        return name
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        self._record(func, args, kwargs, out)
+        return out
+
+    def _record(self, func: Any, args: Any, kwargs: Any, out: Any) -> None:
+        reader = READERS.get(func.overloadpacket)
+        spec: OpSpec | None = None
+        if reader is not None:
+            try:
+                spec = reader(args, kwargs, out)
+            except (IndexError, TypeError, ValueError):
+                spec = None
+        if spec is not None and self._writes_into_view(func, args, spec):
+            spec = None
+        if spec is None:
+            spec = OpSpec(OpKind.OPAQUE, tuple(tensors_in(list(args)) + tensors_in(dict(kwargs))), tuple(tensors_in(out)))
+        inputs = [self._id_of(t) for t in spec.inputs]
+        outputs = []
+        seen_out: set[int] = set()
+        for t in spec.outputs:
+            if id(t) in seen_out:
+                continue
+            seen_out.add(id(t))
+            outputs.append(self._new(t))
+        if not outputs:
+            return
+        attrs = dict(spec.attrs)
+        self.builder.op(spec.kind, str(func.overloadpacket).replace("aten::", "aten."), inputs, outputs, self.modules[-1], attrs)
+
+    @staticmethod
+    def _writes_into_view(func: Any, args: Any, spec: OpSpec) -> bool:
+        """An in-place op that writes another tensor's channels into a view of a larger tensor."""
+        schema = func._schema
+        if not schema.arguments or schema.arguments[0].alias_info is None or not schema.arguments[0].alias_info.is_write:
+            return False
+        target = args[0] if args else None
+        others = [t for t in spec.inputs if t is not target]
+        return isinstance(target, torch.Tensor) and target._is_view() and bool(others)
+
+
+@contextlib.contextmanager
+def _module_stack(model: torch.nn.Module, stack: list[str]) -> Iterator[None]:
+    paths: dict[int, str] = {}
+    for name, module in model.named_modules(remove_duplicate=False):
+        paths.setdefault(id(module), name)
+
+    def enter(module: torch.nn.Module, _inputs: Any) -> None:
+        stack.append(paths.get(id(module), stack[-1]))
+
+    def leave(module: torch.nn.Module, _inputs: Any, _output: Any) -> None:
+        if len(stack) > 1:
+            stack.pop()
+
+    pre = torch.nn.modules.module.register_module_forward_pre_hook(enter)
+    post = torch.nn.modules.module.register_module_forward_hook(leave, always_call=True)
+    try:
+        yield
+    finally:
+        pre.remove()
+        post.remove()
+
+
+def _state(model: torch.nn.Module) -> list[tuple[str, str, str, torch.Tensor, ValueKind]]:
+    """(path, module, name, tensor, kind) for each unique parameter and buffer."""
+    seen: set[int] = set()
+    found = []
+    for kind, items in ((ValueKind.PARAMETER, model.named_parameters()), (ValueKind.BUFFER, model.named_buffers())):
+        for path, tensor in items:
+            if id(tensor) in seen:
+                continue
+            seen.add(id(tensor))
+            module, _, name = path.rpartition(".")
+            found.append((path, module, name, tensor, kind))
+    return found
+
+
+def _run(model: torch.nn.Module, example_inputs: ExampleInputs, meta: bool) -> Graph:
+    builder = GraphBuilder()
+    names: dict[int, ValueId] = {}
+    state = _state(model)
+    stand_ins: dict[str, torch.Tensor] = {}
+    for path, module, name, tensor, kind in state:
+        use = tensor
+        if meta:
+            use = torch.empty_like(tensor, device="meta").requires_grad_(tensor.requires_grad)
+            stand_ins[path] = use
+        names[id(use)] = builder.value(path, tuple(tensor.shape), _dtype(tensor), kind, module, name)
+    args, kwargs = split_inputs(example_inputs)
+
+    def convert(x: Any) -> Any:
+        if isinstance(x, torch.Tensor) and meta:
+            return torch.empty_like(x, device="meta")
+        return x
+
+    args = tuple(torch.utils._pytree.tree_map(convert, a) for a in args)
+    kwargs = {k: torch.utils._pytree.tree_map(convert, v) for k, v in kwargs.items()}
+    input_ids = []
+    for position, arg in enumerate(args):
+        for j, t in enumerate(tensors_in(arg)):
+            input_ids.append(builder.value(f"input{position}" + (f".{j}" if j else ""), tuple(t.shape), _dtype(t), ValueKind.INPUT))
+            names[id(t)] = input_ids[-1]
+    for key, arg in kwargs.items():
+        for j, t in enumerate(tensors_in(arg)):
+            if id(t) in names:
+                continue
+            input_ids.append(builder.value(key + (f".{j}" if j else ""), tuple(t.shape), _dtype(t), ValueKind.INPUT))
+            names[id(t)] = input_ids[-1]
+    stack = [""]
+    recorder = _Recorder(builder, names, stack)
+    with _module_stack(model, stack), recorder:
+        if meta:
+            result = torch.func.functional_call(model, stand_ins, args, kwargs, tie_weights=True, strict=False)
+        else:
+            result = model(*args, **kwargs)
+    outputs = [recorder._id_of(t) for t in tensors_in(_plain(result))]
+    return builder.build(input_ids, list(dict.fromkeys(outputs)))
+
+
+def _plain(result: Any) -> Any:
+    """Model outputs as nested plain containers (Hugging Face ModelOutput is a dict)."""
+    if isinstance(result, Mapping):
+        return {k: _plain(v) for k, v in result.items()}
+    if isinstance(result, (list, tuple)):
+        return [_plain(v) for v in result]
+    return result
+
+
+def trace(model: torch.nn.Module, example_inputs: ExampleInputs, *, meta: bool | None = None) -> Graph:
+    """The prune-graph Graph of ``model`` run on ``example_inputs``.
+
+    ``example_inputs`` is a tensor, a tuple of positional arguments, or a dict of keyword
+    arguments. ``meta=None`` (default) traces on the meta device and falls back to real
+    tensors when the model reads tensor values; ``True`` or ``False`` forces one way. Models
+    whose parameters live on the meta device are always traced on meta.
+
+    >>> import torch
+    >>> graph = trace(torch.nn.Sequential(torch.nn.Linear(4, 3)), torch.randn(2, 4))
+    >>> sorted(v.path for v in graph.values if v.kind.value == "parameter")
+    ['0.bias', '0.weight']
+    """
+    if not isinstance(model, torch.nn.Module):
+        raise TraceError(f"trace() needs a torch.nn.Module (got {type(model).__name__})")
+    on_meta = any(t.is_meta for t in model.parameters()) or any(t.is_meta for t in model.buffers())
+    attempts = [True] if (meta is True or on_meta) else ([False] if meta is False else [True, False])
+    errors: list[str] = []
+    for use_meta in attempts:
+        try:
+            with torch.enable_grad():
+                return _run(model, example_inputs, use_meta)
+        except Exception as error:  # noqa: BLE001 - any failure of the user's forward is reported below
+            errors.append(f"{'meta' if use_meta else 'real'} run: {type(error).__name__}: {error}")
+    raise TraceError(f"could not trace {type(model).__name__}: " + " | ".join(errors))
