@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from typing import Optional, Union
+from collections.abc import Iterable
+from typing import Union
 
 import attrs
 
@@ -26,7 +27,7 @@ class Link:
     src: DimRef
     dst: DimRef
     map: IndexMapLike
-    op: Optional[OpId] = None
+    op: OpId | None = None
 
 
 def _to_parts(parts: object) -> tuple[DimRef | None, ...]:
@@ -36,6 +37,10 @@ def _to_parts(parts: object) -> tuple[DimRef | None, ...]:
         if part is not None and not isinstance(part, DimRef):
             raise GraphError(f"'parts' must hold DimRef or None (got {part!r})")
     return tuple(parts)
+
+
+def _sizes(sizes: Iterable[int]) -> tuple[int, ...]:
+    return tuple(sizes)
 
 
 @attrs.frozen
@@ -50,8 +55,8 @@ class FactorLink:
 
     fine: DimRef
     parts: tuple[DimRef | None, ...] = attrs.field(converter=_to_parts)
-    sizes: tuple[int, ...] = attrs.field(converter=tuple)
-    op: Optional[OpId] = None
+    sizes: tuple[int, ...] = attrs.field(converter=_sizes)
+    op: OpId | None = None
 
     def __attrs_post_init__(self) -> None:
         if len(self.parts) != len(self.sizes) or len(self.parts) < 2:
@@ -78,7 +83,7 @@ class Pin:
 
     dim: DimRef
     reason: str
-    op: Optional[OpId] = None
+    op: OpId | None = None
 
 
 @attrs.frozen
@@ -90,7 +95,7 @@ class Absorb:
     """
 
     dim: DimRef
-    op: Optional[OpId] = None
+    op: OpId | None = None
 
 
 Coupling = Union[Link, FactorLink, Pin, Absorb]

@@ -27,15 +27,21 @@ def to_dot(graph: Graph, colours: Mapping[str, str] | None = None, name: str = "
         if value.id in shown_values:
             label = f"{value.path}\\n{tuple(value.shape)}"
             fill = colours.get(value.id, "white")
-            lines.append(f"  {_quote('v:' + value.id)} [shape=ellipse, style=filled, fillcolor={_quote(fill)}, label={_quote(label)}];")
+            lines.append(
+                f"  {_quote('v:' + value.id)} [shape=ellipse, style=filled, fillcolor={_quote(fill)}, label={_quote(label)}];"
+            )
     for op in graph.ops:
         label = f"{op.kind.value}\\n{op.module or '<root>'}"
         fill = colours.get(op.id, "lightgrey" if op.kind.value == "opaque" else "white")
-        lines.append(f"  {_quote('o:' + op.id)} [shape=box, style=filled, fillcolor={_quote(fill)}, label={_quote(label)}];")
+        lines.append(
+            f"  {_quote('o:' + op.id)} [shape=box, style=filled, fillcolor={_quote(fill)}, label={_quote(label)}];"
+        )
     for op in graph.ops:
         for value_id in op.inputs:
             producer = graph.producer(value_id)
-            src = "o:" + producer.id if producer is not None else ("v:" + value_id if value_id in shown_values else None)
+            src = (
+                "o:" + producer.id if producer is not None else ("v:" + value_id if value_id in shown_values else None)
+            )
             if src is not None:
                 shape = tuple(graph.shape(value_id))
                 lines.append(f"  {_quote(src)} -> {_quote('o:' + op.id)} [label={_quote(str(shape))}, fontsize=8];")

@@ -18,15 +18,20 @@ from prune_graph._values import DimRef, Value, ValueId
 __all__ = ["Graph"]
 
 
-def _tuple_of(kind: type) -> Any:
-    def convert(items: Iterable[Any]) -> tuple[Any, ...]:
-        out = tuple(items)
-        for item in out:
-            if not isinstance(item, kind):
-                raise GraphError(f"expected {kind.__name__} items (got {type(item).__name__}: {item!r})")
-        return out
+def _values(items: Iterable[Value]) -> tuple[Value, ...]:
+    out = tuple(items)
+    for item in out:
+        if not isinstance(item, Value):
+            raise GraphError(f"'values' must hold Value records (got {type(item).__name__}: {item!r})")
+    return out
 
-    return convert
+
+def _ops(items: Iterable[Op]) -> tuple[Op, ...]:
+    out = tuple(items)
+    for item in out:
+        if not isinstance(item, Op):
+            raise GraphError(f"'ops' must hold Op records (got {type(item).__name__}: {item!r})")
+    return out
 
 
 def _ids(items: Iterable[str]) -> tuple[ValueId, ...]:
@@ -48,8 +53,8 @@ class Graph:
     ['op0']
     """
 
-    values: tuple[Value, ...] = attrs.field(converter=_tuple_of(Value))
-    ops: tuple[Op, ...] = attrs.field(converter=_tuple_of(Op))
+    values: tuple[Value, ...] = attrs.field(converter=_values)
+    ops: tuple[Op, ...] = attrs.field(converter=_ops)
     inputs: tuple[ValueId, ...] = attrs.field(converter=_ids)
     outputs: tuple[ValueId, ...] = attrs.field(converter=_ids)
     _memo: dict[str, Any] = attrs.field(init=False, factory=dict, eq=False, repr=False, hash=False)

@@ -57,6 +57,10 @@ def _as_index(index: object, what: str) -> int:
     raise IndexMapError(f"{what}: index {index!r} is not an int")
 
 
+def _int_tuple(values: Iterable[int]) -> tuple[int, ...]:
+    return tuple(values)
+
+
 def _positive(_instance: object, attribute: attrs.Attribute[int], value: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise IndexMapError(f"'{attribute.name}' must be a positive int (got {value!r})")
@@ -188,7 +192,7 @@ class Factor:
     coarse indices whose whole fibre is inside the given fine set.
     """
 
-    sizes: tuple[int, ...] = attrs.field(converter=tuple)
+    sizes: tuple[int, ...] = attrs.field(converter=_int_tuple)
     axis: int = attrs.field()
 
     @sizes.validator
@@ -217,9 +221,7 @@ class Factor:
         chosen = normalise_indices(indices, self.src_size, "Factor.forward")
         stride, outer = self._stride, math.prod(self.sizes[: self.axis])
         block = stride * self.src_size
-        return tuple(
-            sorted(o * block + i * stride + r for o in range(outer) for i in chosen for r in range(stride))
-        )
+        return tuple(sorted(o * block + i * stride + r for o in range(outer) for i in chosen for r in range(stride)))
 
     def backward(self, indices: Iterable[int]) -> tuple[int, ...]:
         have = set(normalise_indices(indices, self.dst_size, "Factor.backward"))
@@ -241,11 +243,15 @@ def block_expand(count: int, block: int) -> Factor:
     return Factor((count, block), 0)
 
 
+def _map_tuple(maps: Iterable[IndexMapLike]) -> tuple[IndexMapLike, ...]:
+    return tuple(maps)
+
+
 @attrs.frozen
 class Compose:
     """``maps[0]`` then ``maps[1]`` then ...; build it with :func:`compose`."""
 
-    maps: tuple[IndexMapLike, ...] = attrs.field(converter=tuple)
+    maps: tuple[IndexMapLike, ...] = attrs.field(converter=_map_tuple)
 
     def __attrs_post_init__(self) -> None:
         if len(self.maps) < 2:

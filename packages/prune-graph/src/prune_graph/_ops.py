@@ -133,14 +133,18 @@ class Op:
         """An int attribute; a ``GraphError`` naming the op when it is missing or not an int."""
         value = self.attr(name, default)
         if isinstance(value, bool) or not isinstance(value, int):
-            raise GraphError(f"op {self.id} ({self.target} in {self.module or '<root>'}): attribute {name!r} must be an int (got {value!r})")
+            raise GraphError(
+                f"op {self.id} ({self.target} in {self.module or '<root>'}): attribute {name!r} must be an int (got {value!r})"
+            )
         return value
 
     def ints_attr(self, name: str) -> tuple[int, ...]:
         """A tuple-of-ints attribute."""
         value = self.attr(name, ())
         if not isinstance(value, tuple) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
-            raise GraphError(f"op {self.id} ({self.target} in {self.module or '<root>'}): attribute {name!r} must be ints (got {value!r})")
+            raise GraphError(
+                f"op {self.id} ({self.target} in {self.module or '<root>'}): attribute {name!r} must be ints (got {value!r})"
+            )
         return tuple(int(v) for v in value if isinstance(v, int))
 
     @property

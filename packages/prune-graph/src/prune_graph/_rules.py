@@ -77,12 +77,16 @@ def _conv(op: Op, shape: ShapeOf) -> list[Coupling]:
     if transposed:
         # weight (Cin, Cout/G, k...): the input side is shared with the weight's dim 0
         result += _link_same(op, shape, x, 1, w, 0)
-        result += _factor(op, DimRef(x, 1), (DimRef(group_axis, 0), DimRef(width_axis, 0)), (groups, x_channels // groups))
+        result += _factor(
+            op, DimRef(x, 1), (DimRef(group_axis, 0), DimRef(width_axis, 0)), (groups, x_channels // groups)
+        )
         result += _factor(op, DimRef(y, 1), (DimRef(group_axis, 0), DimRef(w, 1)), (groups, y_channels // groups))
     else:
         result += _link_same(op, shape, w, 0, y, 1)
         result += _factor(op, DimRef(x, 1), (DimRef(group_axis, 0), DimRef(w, 1)), (groups, x_channels // groups))
-        result += _factor(op, DimRef(y, 1), (DimRef(group_axis, 0), DimRef(width_axis, 0)), (groups, y_channels // groups))
+        result += _factor(
+            op, DimRef(y, 1), (DimRef(group_axis, 0), DimRef(width_axis, 0)), (groups, y_channels // groups)
+        )
     return result
 
 

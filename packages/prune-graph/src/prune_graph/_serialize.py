@@ -28,7 +28,14 @@ def to_json(graph: Graph, indent: int | None = None) -> str:
         "inputs": list(graph.inputs),
         "outputs": list(graph.outputs),
         "values": [
-            {"id": v.id, "shape": list(v.shape), "dtype": v.dtype, "kind": v.kind.value, "module": v.module, "name": v.name}
+            {
+                "id": v.id,
+                "shape": list(v.shape),
+                "dtype": v.dtype,
+                "kind": v.kind.value,
+                "module": v.module,
+                "name": v.name,
+            }
             for v in graph.values
         ],
         "ops": [

@@ -76,7 +76,9 @@ def problems(graph: Graph) -> tuple[str, ...]:
             if any(_dim_problem(graph, ref, where) for ref in (c.fine, *(p for p in c.parts if p is not None))):
                 continue
             if graph.dim_size(c.fine) != c.size:
-                found.append(f"{where}: {c.fine} has size {graph.dim_size(c.fine)}, expected {' × '.join(map(str, c.sizes))} = {c.size}")
+                found.append(
+                    f"{where}: {c.fine} has size {graph.dim_size(c.fine)}, expected {' × '.join(map(str, c.sizes))} = {c.size}"
+                )
             for part, size in zip(c.parts, c.sizes):
                 if part is not None and graph.dim_size(part) != size:
                     found.append(f"{where}: factor part {part} has size {graph.dim_size(part)}, expected {size}")

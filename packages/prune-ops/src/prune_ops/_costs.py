@@ -7,8 +7,8 @@ import types
 from collections.abc import Callable, Mapping
 
 import attrs
-from prune_graph import Graph, Op, OpKind, ValueId, ValueKind
 
+from prune_graph import Graph, Op, OpKind, ValueId, ValueKind
 from prune_ops._plan import Plan
 
 __all__ = ["Costs", "costs"]

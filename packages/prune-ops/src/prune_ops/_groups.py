@@ -15,8 +15,8 @@ from collections.abc import Collection, Iterator, Sequence
 
 import attrs
 import numpy as np
-from prune_graph import Absorb, Coupling, DimRef, FactorLink, Graph, Identity, Link, Pin, Value, ValueKind
 
+from prune_graph import Absorb, Coupling, DimRef, FactorLink, Graph, Identity, Link, Pin, Value, ValueKind
 from prune_ops._indices import IntArray
 
 __all__ = ["Group", "GroupSet", "Member", "find_groups"]
@@ -88,7 +88,10 @@ class Group:
 
     def signature(self) -> tuple[object, ...]:
         """A structural signature: groups with equal signatures are isomorphic (same layer types and sizes)."""
-        return (self.size, tuple(sorted((m.value.kind.value, m.value.name, m.dim.dim, len(m.units)) for m in self.parameters)))
+        return (
+            self.size,
+            tuple(sorted((m.value.kind.value, m.value.name, m.dim.dim, len(m.units)) for m in self.parameters)),
+        )
 
     def describe(self) -> str:
         """One line: root, size, parameter members, and why it is blocked if it is."""
@@ -270,9 +273,9 @@ def find_groups(graph: Graph, *, ignore: Collection[str] = (), prune_outputs: bo
                 seed.setdefault(k, np.full(size_of[k], -1, dtype=np.int64))[i] = unit_of[root]
         seeds.append(seed)
 
-    order = {v.id: i for i, v in enumerate(graph.values)}
+    order: dict[str, int] = {v.id: i for i, v in enumerate(graph.values)}
     context = _Context(classes, base, atom, positions, size_of, factors_by_part)
-    groups = []
+    groups: list[Group] = []
     for seed in seeds:
         units = context.expand(seed)
         groups.append(_make_group(len(groups), graph, units, dims_of, pins, order))
@@ -373,7 +376,14 @@ def _make_group(
             for reason in pins.get(dim, ()):
                 if reason not in blockers:
                     blockers.append(reason)
-    members.sort(key=lambda m: (m.value.kind not in _STATE, m.value.kind is ValueKind.VIRTUAL, order.get(m.value.id, 0), m.dim.dim))
+    members.sort(
+        key=lambda m: (
+            m.value.kind not in _STATE,
+            m.value.kind is ValueKind.VIRTUAL,
+            order.get(m.value.id, 0),
+            m.dim.dim,
+        )
+    )
     size = int(max(int(a.max()) for a in units.values()) + 1)
     root = members[0].dim
     return Group(index, root, size, tuple(members), tuple(blockers))

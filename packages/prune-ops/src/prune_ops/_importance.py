@@ -14,14 +14,14 @@ from collections.abc import Callable, Mapping, Sequence
 import attrs
 import numpy as np
 import numpy.typing as npt
-from prune_graph import OpKind
 
+from prune_graph import OpKind
 from prune_ops._errors import PruningError
 from prune_ops._groups import Group, Member
 
 __all__ = [
-    "BNScale",
     "FPGM",
+    "BNScale",
     "Importance",
     "Magnitude",
     "MemberData",
@@ -101,13 +101,13 @@ def reduce_members(rows: Sequence[tuple[FloatArray, npt.NDArray[np.bool_]]], siz
         first = np.full(size, np.nan)
         for row in stacked:
             first = np.where(np.isnan(first), row, first)
-        return np.nan_to_num(first)
+        return np.asarray(np.nan_to_num(first), dtype=np.float64)
     with np.errstate(all="ignore"):
         import warnings
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
-            return np.nan_to_num(_REDUCERS[how](stacked))
+            return np.asarray(np.nan_to_num(_REDUCERS[how](stacked)), dtype=np.float64)
 
 
 @attrs.frozen
@@ -125,7 +125,7 @@ class Magnitude:
 
     def norm(self, rows: FloatArray) -> FloatArray:
         """Per-row |w|^p sums (p-th power kept so units can add rows before the root)."""
-        return np.sum(np.abs(rows) ** self.p, axis=1)
+        return np.asarray(np.sum(np.abs(rows) ** self.p, axis=1), dtype=np.float64)
 
     def __call__(self, group: Group, data: Sequence[MemberData]) -> FloatArray:
         rows = []
@@ -203,23 +203,26 @@ class Random:
     rng: np.random.Generator = attrs.field(eq=False)
 
     def __call__(self, group: Group, data: Sequence[MemberData]) -> FloatArray:
-        return self.rng.random(group.size)
+        return np.asarray(self.rng.random(group.size), dtype=np.float64)
 
 
-def normalise(scores: FloatArray, how: Normalisation = Normalisation.MEAN) -> FloatArray:
+_EPS = 1e-12
+
+_NORMALISERS: Mapping[Normalisation, Callable[[FloatArray], FloatArray]] = types.MappingProxyType(
+    {
+        Normalisation.NONE: lambda s: s,
+        Normalisation.MEAN: lambda s: s / (s.mean() + _EPS),
+        Normalisation.MAX: lambda s: s / (s.max() + _EPS),
+        Normalisation.SUM: lambda s: s / (s.sum() + _EPS),
+        Normalisation.STANDARD: lambda s: (s - s.mean()) / (s.std() + _EPS),
+    }
+)
+
+
+def normalise(scores: npt.ArrayLike, how: Normalisation = Normalisation.MEAN) -> FloatArray:
     """Scale scores so groups of different magnitude can be ranked together.
 
     >>> normalise(np.array([1.0, 3.0]), Normalisation.MAX).round(3).tolist()
     [0.333, 1.0]
     """
-    scores = np.asarray(scores, dtype=np.float64)
-    eps = 1e-12
-    if how is Normalisation.NONE:
-        return scores
-    if how is Normalisation.MEAN:
-        return scores / (scores.mean() + eps)
-    if how is Normalisation.MAX:
-        return scores / (scores.max() + eps)
-    if how is Normalisation.SUM:
-        return scores / (scores.sum() + eps)
-    return (scores - scores.mean()) / (scores.std() + eps)
+    return _NORMALISERS[how](np.asarray(scores, dtype=np.float64))

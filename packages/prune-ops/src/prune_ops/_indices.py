@@ -16,11 +16,13 @@ IntArray = npt.NDArray[np.int64]
 
 def as_index_array(indices: Iterable[int] | npt.ArrayLike) -> IntArray:
     """Indices as a 1-D int64 array (no checks)."""
-    array = np.asarray(list(indices) if not isinstance(indices, np.ndarray) else indices)
+    array = np.asarray(indices if isinstance(indices, np.ndarray) else list(indices))  # type: ignore[arg-type]
     if array.size == 0:
         return np.zeros(0, dtype=np.int64)
     if array.ndim != 1 or not np.issubdtype(array.dtype, np.integer):
-        raise InvalidIndicesError(f"indices must be a 1-D sequence of ints (got dtype {array.dtype}, shape {array.shape})")
+        raise InvalidIndicesError(
+            f"indices must be a 1-D sequence of ints (got dtype {array.dtype}, shape {array.shape})"
+        )
     return array.astype(np.int64, copy=False)
 
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterable
+
 import attrs
 import numpy as np
-from prune_graph import Graph, ValueId, ValueKind
 
+from prune_graph import Graph, ValueId, ValueKind
 from prune_ops._errors import PlanMismatchError
 from prune_ops._indices import complement
 from prune_ops._propagate import Removal
@@ -55,6 +57,18 @@ class PlanEntry:
         return self.size - len(self.removed)
 
 
+def _entries(entries: Iterable[PlanEntry]) -> tuple[PlanEntry, ...]:
+    return tuple(entries)
+
+
+def _shapes(shapes: Iterable[tuple[str, Iterable[int]]]) -> tuple[tuple[str, tuple[int, ...]], ...]:
+    return tuple((str(k), tuple(int(s) for s in v)) for k, v in shapes)
+
+
+def _inputs(inputs: Iterable[tuple[str, Iterable[int], str]]) -> tuple[tuple[str, tuple[int, ...], str], ...]:
+    return tuple((str(n), tuple(int(s) for s in shape), str(dtype)) for n, shape, dtype in inputs)
+
+
 @attrs.frozen
 class Plan:
     """What pruning changes, made for the graph whose fingerprint it carries.
@@ -65,9 +79,9 @@ class Plan:
 
     fingerprint: str
     result_fingerprint: str
-    entries: tuple[PlanEntry, ...] = attrs.field(converter=tuple)
-    shapes: tuple[tuple[str, tuple[int, ...]], ...] = attrs.field(converter=tuple, repr=False)
-    inputs: tuple[tuple[str, tuple[int, ...], str], ...] = attrs.field(default=(), converter=tuple, repr=False)
+    entries: tuple[PlanEntry, ...] = attrs.field(converter=_entries)
+    shapes: tuple[tuple[str, tuple[int, ...]], ...] = attrs.field(converter=_shapes, repr=False)
+    inputs: tuple[tuple[str, tuple[int, ...], str], ...] = attrs.field(default=(), converter=_inputs, repr=False)
 
     @property
     def is_empty(self) -> bool:
@@ -163,7 +177,9 @@ class Plan:
                 for e in doc["entries"]
             )
             shapes = tuple((k, tuple(v)) for k, v in doc["shapes"].items())
-            inputs = tuple((str(n), tuple(int(s) for s in shape), str(dtype)) for n, shape, dtype in doc.get("inputs", []))
+            inputs = tuple(
+                (str(n), tuple(int(s) for s in shape), str(dtype)) for n, shape, dtype in doc.get("inputs", [])
+            )
             return cls(doc["fingerprint"], doc["result_fingerprint"], entries, shapes, inputs)
         except (KeyError, TypeError) as error:
             raise PlanMismatchError(f"malformed {PLAN_SCHEMA} document: missing or bad field {error}") from error
@@ -208,7 +224,15 @@ def make_plan(graph: Graph, removal: Removal) -> Plan:
         shape[dim.dim] -= int(removed.size)
         if value.kind in _STATE_KINDS:
             entries.append(
-                PlanEntry(value.module, value.name, value.kind.value, dim.dim, value.shape[dim.dim], value.shape, removed.tolist())
+                PlanEntry(
+                    value.module,
+                    value.name,
+                    value.kind.value,
+                    dim.dim,
+                    value.shape[dim.dim],
+                    value.shape,
+                    removed.tolist(),
+                )
             )
     entries.sort(key=lambda e: e.key)
     state = {k: tuple(v) for k, v in new_shapes.items() if graph.value(k).kind in _STATE_KINDS}
@@ -216,4 +240,3 @@ def make_plan(graph: Graph, removal: Removal) -> Plan:
     inputs = tuple((v.id, v.shape, v.dtype) for v in (graph.value(i) for i in graph.inputs))
     result = graph.fingerprint({ValueId(k): v for k, v in state.items()})
     return Plan(graph.fingerprint(), result, tuple(entries), shapes, inputs)
-

@@ -7,8 +7,8 @@ from collections.abc import Iterable, Mapping
 import attrs
 import numpy as np
 import numpy.typing as npt
-from prune_graph import DimRef, Graph
 
+from prune_graph import DimRef, Graph
 from prune_ops._errors import InvalidIndicesError, UnprunableError
 from prune_ops._groups import Group, GroupSet, find_groups
 from prune_ops._indices import IntArray, check_indices

@@ -20,7 +20,9 @@ def check_amount(amount: float, name: str = "amount") -> float:
     return float(amount)
 
 
-def keep_count(size: int, *, amount: float | None = None, count: int | None = None, round_to: int = 1, min_keep: int = 1) -> int:
+def keep_count(
+    size: int, *, amount: float | None = None, count: int | None = None, round_to: int = 1, min_keep: int = 1
+) -> int:
     """How many of ``size`` units stay when removing ``amount`` (a fraction) or ``count`` of them.
 
     The kept number is rounded to the nearest multiple of ``round_to`` (at least one multiple)
@@ -49,7 +51,7 @@ def keep_count(size: int, *, amount: float | None = None, count: int | None = No
         return size
     keep = size - removed
     if round_to > 1:
-        keep = max(round_to, int(math.floor(keep / round_to + 0.5)) * round_to)
+        keep = max(round_to, math.floor(keep / round_to + 0.5) * round_to)
     keep = max(keep, min_keep if round_to == 1 else math.ceil(min_keep / round_to) * round_to, 1)
     return min(keep, size)
 

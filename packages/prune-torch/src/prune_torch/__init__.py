@@ -22,7 +22,6 @@ from prune_ops import (
     UnprunableError,
     costs,
 )
-
 from prune_torch import examples, strategy
 from prune_torch._apply import apply
 from prune_torch._errors import ApplyError, TraceError

@@ -6,10 +6,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import attrs
+
 import torch
 from prune_graph import Graph, ValueKind
-from prune_ops import Plan, PlanEntry, PlanMismatchError, check_indices, complement
-
+from prune_ops import Plan, PlanEntry, PlanMismatchError, check_indices
 from prune_torch._errors import ApplyError
 from prune_torch._layers import LAYER_RULES, sync_attributes
 from prune_torch._trace import ExampleInputs, trace
@@ -97,7 +97,9 @@ class _Snapshot:
 
 
 def _plain_attributes(module: torch.nn.Module) -> dict[str, Any]:
-    return {k: v for k, v in module.__dict__.items() if not isinstance(v, (dict, torch.Tensor)) and not k.startswith("_")}
+    return {
+        k: v for k, v in module.__dict__.items() if not isinstance(v, (dict, torch.Tensor)) and not k.startswith("_")
+    }
 
 
 def _slice(tensor: torch.Tensor, entries: list[PlanEntry]) -> torch.Tensor:
@@ -126,7 +128,11 @@ def _sync_stateless(model: torch.nn.Module, graph: Graph, plan: Plan, snapshot: 
         if path not in first_input or first_input[path] not in shapes:
             continue
         new = shapes[first_input[path]]
-        if isinstance(module, torch.nn.modules.batchnorm._NormBase) and module.weight is None and module.running_mean is None:
+        if (
+            isinstance(module, torch.nn.modules.batchnorm._NormBase)
+            and module.weight is None
+            and module.running_mean is None
+        ):
             snapshot.attributes.append((module, _plain_attributes(module)))
             module.num_features = int(new[1])
         elif isinstance(module, torch.nn.LayerNorm) and module.weight is None:
@@ -154,7 +160,9 @@ def _compare(before: Graph, after: Graph, plan: Plan) -> None:
                 )
 
 
-def apply(model: torch.nn.Module, plan: Plan, example_inputs: ExampleInputs | None = None, *, verify: bool = True) -> None:
+def apply(
+    model: torch.nn.Module, plan: Plan, example_inputs: ExampleInputs | None = None, *, verify: bool = True
+) -> None:
     """Carry out ``plan`` on ``model`` in place; on any failure restore the model exactly.
 
     The plan is checked against the model first (fingerprint, modules, tensor shapes,
@@ -212,13 +220,12 @@ def apply(model: torch.nn.Module, plan: Plan, example_inputs: ExampleInputs | No
         if verify and before is not None and inputs is not None:
             try:
                 after = trace(model, inputs)
-            except Exception as error:  # noqa: BLE001
+            except Exception as error:
                 raise ApplyError(f"the pruned model no longer runs: {error}") from error
             _compare(before, after, plan)
     except BaseException:
         snapshot.restore()
         raise
-
 
 
 def _device_of(model: torch.nn.Module) -> str:

@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import attrs
+
 import torch
 from prune_graph import AttrValue, OpKind
 
@@ -177,7 +178,9 @@ def _group_norm(args: Sequence[Any], kwargs: Mapping[str, Any], out: Any) -> OpS
     x = args[0]
     params = tuple(p for p in args[1:3] if isinstance(p, torch.Tensor))
     groups = int(args[6])
-    return OpSpec(OpKind.NORM, (x, *params), _outs(out)[:1], {"channel_dims": (1,), "num_groups": groups, "mixes": True})
+    return OpSpec(
+        OpKind.NORM, (x, *params), _outs(out)[:1], {"channel_dims": (1,), "num_groups": groups, "mixes": True}
+    )
 
 
 def _softmax(args: Sequence[Any], kwargs: Mapping[str, Any], out: Any) -> OpSpec:
@@ -276,17 +279,96 @@ def _packets(*names: str) -> list[Any]:
 
 def _table() -> Mapping[Any, Reader]:
     table: dict[Any, Reader] = {}
-    unary = (
-        "relu gelu silu sigmoid tanh hardtanh hardswish hardsigmoid leaky_relu elu selu celu mish softplus "
-        "neg exp log log1p sqrt rsqrt abs sign erf sin cos reciprocal square clamp clamp_min clamp_max "
-        "threshold logit sgn trunc floor ceil round frac exp2 expm1 log2 nan_to_num cumsum "
-        "clone _to_copy detach alias lift_fresh contiguous fill bernoulli _prelu_kernel"
-    ).split()
-    binary = (
-        "add sub rsub mul div pow maximum minimum fmod remainder where masked_fill lt gt le ge eq ne "
-        "logical_and logical_or logical_not logical_xor bitwise_and bitwise_or bitwise_not bitwise_xor "
-        "isnan isinf atan2 copy lerp addcmul addcdiv hardtanh_backward"
-    ).split()
+    unary = [
+        "relu",
+        "gelu",
+        "silu",
+        "sigmoid",
+        "tanh",
+        "hardtanh",
+        "hardswish",
+        "hardsigmoid",
+        "leaky_relu",
+        "elu",
+        "selu",
+        "celu",
+        "mish",
+        "softplus",
+        "neg",
+        "exp",
+        "log",
+        "log1p",
+        "sqrt",
+        "rsqrt",
+        "abs",
+        "sign",
+        "erf",
+        "sin",
+        "cos",
+        "reciprocal",
+        "square",
+        "clamp",
+        "clamp_min",
+        "clamp_max",
+        "threshold",
+        "logit",
+        "sgn",
+        "trunc",
+        "floor",
+        "ceil",
+        "round",
+        "frac",
+        "exp2",
+        "expm1",
+        "log2",
+        "nan_to_num",
+        "cumsum",
+        "clone",
+        "_to_copy",
+        "detach",
+        "alias",
+        "lift_fresh",
+        "contiguous",
+        "fill",
+        "bernoulli",
+        "_prelu_kernel",
+    ]
+    binary = [
+        "add",
+        "sub",
+        "rsub",
+        "mul",
+        "div",
+        "pow",
+        "maximum",
+        "minimum",
+        "fmod",
+        "remainder",
+        "where",
+        "masked_fill",
+        "lt",
+        "gt",
+        "le",
+        "ge",
+        "eq",
+        "ne",
+        "logical_and",
+        "logical_or",
+        "logical_not",
+        "logical_xor",
+        "bitwise_and",
+        "bitwise_or",
+        "bitwise_not",
+        "bitwise_xor",
+        "isnan",
+        "isinf",
+        "atan2",
+        "copy",
+        "lerp",
+        "addcmul",
+        "addcdiv",
+        "hardtanh_backward",
+    ]
     for name in unary + binary:
         for packet in _packets(name, name + "_"):
             table[packet] = _elementwise
@@ -297,8 +379,23 @@ def _table() -> Mapping[Any, Reader]:
     ):
         table[packet] = _like
     for packet in _packets(
-        "arange", "zeros", "ones", "full", "empty", "empty_strided", "scalar_tensor", "rand", "randn",
-        "randint", "new_zeros", "new_ones", "new_empty", "new_full", "lift_fresh_copy", "eye", "linspace",
+        "arange",
+        "zeros",
+        "ones",
+        "full",
+        "empty",
+        "empty_strided",
+        "scalar_tensor",
+        "rand",
+        "randn",
+        "randint",
+        "new_zeros",
+        "new_ones",
+        "new_empty",
+        "new_full",
+        "lift_fresh_copy",
+        "eye",
+        "linspace",
         "tensor",
     ):
         table[packet] = _constant
@@ -310,15 +407,28 @@ def _table() -> Mapping[Any, Reader]:
         table[packet] = _var_like
     table[aten.linalg_vector_norm] = _vector_norm
     for count, names in (
-        (1, "max_pool1d max_pool1d_with_indices avg_pool1d adaptive_avg_pool1d adaptive_max_pool1d upsample_nearest1d upsample_linear1d _upsample_nearest_exact1d"),
-        (2, "max_pool2d max_pool2d_with_indices avg_pool2d _adaptive_avg_pool2d adaptive_max_pool2d upsample_nearest2d upsample_bilinear2d upsample_bicubic2d _upsample_bilinear2d_aa _upsample_bicubic2d_aa _upsample_nearest_exact2d max_unpool2d"),
-        (3, "max_pool3d max_pool3d_with_indices avg_pool3d _adaptive_avg_pool3d adaptive_max_pool3d upsample_nearest3d upsample_trilinear3d _upsample_nearest_exact3d"),
+        (
+            1,
+            "max_pool1d max_pool1d_with_indices avg_pool1d adaptive_avg_pool1d adaptive_max_pool1d upsample_nearest1d upsample_linear1d _upsample_nearest_exact1d",
+        ),
+        (
+            2,
+            "max_pool2d max_pool2d_with_indices avg_pool2d _adaptive_avg_pool2d adaptive_max_pool2d upsample_nearest2d upsample_bilinear2d upsample_bicubic2d _upsample_bilinear2d_aa _upsample_bicubic2d_aa _upsample_nearest_exact2d max_unpool2d",
+        ),
+        (
+            3,
+            "max_pool3d max_pool3d_with_indices avg_pool3d _adaptive_avg_pool3d adaptive_max_pool3d upsample_nearest3d upsample_trilinear3d _upsample_nearest_exact3d",
+        ),
     ):
         for packet in _packets(*names.split()):
             table[packet] = _spatial(count)
     for packet in _packets("constant_pad_nd"):
         table[packet] = _pad
-    for count, names in ((1, "reflection_pad1d replication_pad1d"), (2, "reflection_pad2d replication_pad2d"), (3, "reflection_pad3d replication_pad3d")):
+    for count, names in (
+        (1, "reflection_pad1d replication_pad1d"),
+        (2, "reflection_pad2d replication_pad2d"),
+        (3, "reflection_pad3d replication_pad3d"),
+    ):
         for packet in _packets(*names.split()):
             table[packet] = _spatial(count)
     table[aten.flip] = _along(1, "dims")
@@ -342,7 +452,9 @@ def _table() -> Mapping[Any, Reader]:
     table[aten.unbind] = _unbind
     table[aten.slice] = _slice
     table[aten.select] = _select
-    for packet in _packets("view", "_unsafe_view", "reshape", "squeeze", "unsqueeze", "flatten", "unflatten", "_reshape_alias", "view_as"):
+    for packet in _packets(
+        "view", "_unsafe_view", "reshape", "squeeze", "unsqueeze", "flatten", "unflatten", "_reshape_alias", "view_as"
+    ):
         table[packet] = _reshape
     table[aten.permute] = _permute
     for packet in _packets("transpose", "swapaxes", "swapdims"):
@@ -355,9 +467,12 @@ def _table() -> Mapping[Any, Reader]:
     table[aten.pixel_shuffle] = _pixel_shuffle(False)
     table[aten.pixel_unshuffle] = _pixel_shuffle(True)
     for packet in _packets(
-        "_scaled_dot_product_flash_attention_for_cpu", "_scaled_dot_product_flash_attention",
-        "_scaled_dot_product_efficient_attention", "_scaled_dot_product_cudnn_attention",
-        "_scaled_dot_product_attention_math", "scaled_dot_product_attention",
+        "_scaled_dot_product_flash_attention_for_cpu",
+        "_scaled_dot_product_flash_attention",
+        "_scaled_dot_product_efficient_attention",
+        "_scaled_dot_product_cudnn_attention",
+        "_scaled_dot_product_attention_math",
+        "scaled_dot_product_attention",
     ):
         table[packet] = _attention
     return types.MappingProxyType(table)

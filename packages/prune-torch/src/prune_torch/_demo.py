@@ -7,7 +7,6 @@ import time
 
 import torch
 from prune_ops import costs
-
 from prune_torch._prune import prune
 from prune_torch._traced import trace_model
 from prune_torch._verify import check_equivalence
@@ -44,8 +43,10 @@ def run_demo(ratio: float = 0.5, round_to: int = 8, size: int = 224) -> bool:
     print(f"{'parameters':12}{before.parameters:>16,}{report.after.parameters:>16,}{report.params_ratio:>9.1%}")
     print(f"{'MACs':12}{before.macs:>16,}{report.after.macs:>16,}{report.macs_ratio:>9.1%}")
     print(f"{'latency ms':12}{latency_before:>16.1f}{latency_after:>16.1f}{latency_after / latency_before:>9.1%}")
-    print(f"pruning took {elapsed:.2f} s; every kept width is a multiple of {round_to}:",
-          all(layer.after % round_to == 0 for layer in report.layers if layer.kind == "Conv2d"))
+    print(
+        f"pruning took {elapsed:.2f} s; every kept width is a multiple of {round_to}:",
+        all(layer.after % round_to == 0 for layer in report.layers if layer.kind == "Conv2d"),
+    )
     result = check_equivalence(original.double(), model.double(), report.plan, x.double(), rtol=1e-9, atol=1e-9)
     print(f"equivalence with the silenced original (float64): {result}")
     out = model(x.double())

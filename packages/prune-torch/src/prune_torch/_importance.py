@@ -7,6 +7,7 @@ from collections.abc import Callable, Mapping
 from typing import Union
 
 import numpy as np
+
 import torch
 from prune_graph import Graph, OpKind
 from prune_ops import FPGM, BNScale, Group, Importance, Magnitude, MemberData, PruningError, Random, Reduction, Taylor
@@ -55,8 +56,14 @@ def member_data(model: torch.nn.Module, graph: Graph, group: Group) -> list[Memb
         weight = tensor.detach().movedim(member.dim.dim, 0).reshape(tensor.shape[member.dim.dim], -1)
         grad = None
         if isinstance(tensor, torch.nn.Parameter) and tensor.grad is not None:
-            grad = tensor.grad.detach().movedim(member.dim.dim, 0).reshape(weight.shape).to("cpu", torch.float64).numpy()
+            grad = (
+                tensor.grad.detach().movedim(member.dim.dim, 0).reshape(weight.shape).to("cpu", torch.float64).numpy()
+            )
         consumers = graph.consumers(member.value.id)
         role = consumers[0].kind if consumers else None
-        found.append(MemberData(member, weight.to("cpu", torch.float64).numpy(), grad, role if isinstance(role, OpKind) else None))
+        found.append(
+            MemberData(
+                member, weight.to("cpu", torch.float64).numpy(), grad, role if isinstance(role, OpKind) else None
+            )
+        )
     return found

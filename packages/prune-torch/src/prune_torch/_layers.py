@@ -10,6 +10,7 @@ import types
 from collections.abc import Callable, Mapping
 
 import attrs
+
 import torch
 from torch import nn
 

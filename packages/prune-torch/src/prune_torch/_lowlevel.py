@@ -10,9 +10,8 @@ from collections.abc import Iterable
 
 import torch
 from prune_ops import PruningError, UnprunableError, check_indices, complement
-from torch import nn
-
 from prune_torch._layers import rule_for
+from torch import nn
 
 __all__ = [
     "prune_batchnorm",
@@ -40,7 +39,9 @@ def _slice_axes(module: nn.Module, axes: tuple[tuple[str, int], ...], idxs: list
     for name, axis in present:
         tensor = getattr(module, name)
         if int(tensor.shape[axis]) != size:
-            raise PruningError(f"{type(module).__name__}.{name} has {tensor.shape[axis]} channels on axis {axis}, expected {size}")
+            raise PruningError(
+                f"{type(module).__name__}.{name} has {tensor.shape[axis]} channels on axis {axis}, expected {size}"
+            )
     for name, axis in present:
         tensor = getattr(module, name)
         keep = torch.as_tensor(keep_list, dtype=torch.long, device=tensor.device)

@@ -7,7 +7,6 @@ from collections.abc import Iterable
 import torch
 from prune_graph import DimRef, Graph, ValueId
 from prune_ops import Plan, UnprunableError, find_groups, make_plan, propagate
-
 from prune_torch._layers import LAYER_RULES
 from prune_torch._traced import TracedGraph
 
@@ -67,6 +66,10 @@ def plan(
         raise UnprunableError(f"{value_id}: dim {axis} does not exist (the tensor has {rank} dims)")
     if isinstance(indices, torch.Tensor):
         indices = indices.tolist()
-    groups = graph.groups(prune_outputs=prune_outputs) if isinstance(graph, TracedGraph) else find_groups(graph, prune_outputs=prune_outputs)
+    groups = (
+        graph.groups(prune_outputs=prune_outputs)
+        if isinstance(graph, TracedGraph)
+        else find_groups(graph, prune_outputs=prune_outputs)
+    )
     removal = propagate(graph, DimRef(value_id, axis), list(indices), groups)
     return make_plan(graph, removal)

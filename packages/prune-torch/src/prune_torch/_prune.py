@@ -8,6 +8,7 @@ from typing import Any, Union
 
 import attrs
 import numpy as np
+
 import torch
 from prune_ops import (
     Costs,
@@ -24,7 +25,6 @@ from prune_ops import (
     removal_of,
     select,
 )
-
 from prune_torch._apply import apply
 from prune_torch._importance import ImportanceLike, member_data, resolve_importance
 from prune_torch._layers import rule_for
@@ -124,7 +124,7 @@ def _choose_global(
     scored: list[tuple[Group, np.ndarray]], amount: float, round_to: int, max_ratio: float
 ) -> list[tuple[Group, np.ndarray]]:
     entries = []
-    for gi, (group, scores) in enumerate(scored):
+    for gi, (_group, scores) in enumerate(scored):
         for unit, score in enumerate(normalise(scores, Normalisation.MEAN)):
             entries.append((float(score), gi, unit))
     entries.sort()

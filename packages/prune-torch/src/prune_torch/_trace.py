@@ -14,10 +14,10 @@ import contextlib
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-import torch
-from prune_graph import Graph, GraphBuilder, OpKind, ValueId, ValueKind
 from torch.utils._python_dispatch import TorchDispatchMode
 
+import torch
+from prune_graph import Graph, GraphBuilder, OpKind, ValueId, ValueKind
 from prune_torch._aten import READERS, OpSpec, tensors_in
 from prune_torch._errors import TraceError
 
@@ -53,7 +53,9 @@ class _Recorder(TorchDispatchMode):
     def _id_of(self, t: torch.Tensor) -> ValueId:
         name = self.names.get(id(t))
         if name is None:
-            name = self.builder.value(f"const{len(self.keep)}", tuple(t.shape), _dtype(t), ValueKind.CONSTANT, self.modules[-1])
+            name = self.builder.value(
+                f"const{len(self.keep)}", tuple(t.shape), _dtype(t), ValueKind.CONSTANT, self.modules[-1]
+            )
             self.names[id(t)] = name
             self.keep.append(t)
         return name
@@ -82,7 +84,9 @@ class _Recorder(TorchDispatchMode):
         if spec is not None and self._writes_into_view(func, args, spec):
             spec = None
         if spec is None:
-            spec = OpSpec(OpKind.OPAQUE, tuple(tensors_in(list(args)) + tensors_in(dict(kwargs))), tuple(tensors_in(out)))
+            spec = OpSpec(
+                OpKind.OPAQUE, tuple(tensors_in(list(args)) + tensors_in(dict(kwargs))), tuple(tensors_in(out))
+            )
         inputs = [self._id_of(t) for t in spec.inputs]
         outputs = []
         seen_out: set[int] = set()
@@ -94,13 +98,19 @@ class _Recorder(TorchDispatchMode):
         if not outputs:
             return
         attrs = dict(spec.attrs)
-        self.builder.op(spec.kind, str(func.overloadpacket).replace("aten::", "aten."), inputs, outputs, self.modules[-1], attrs)
+        self.builder.op(
+            spec.kind, str(func.overloadpacket).replace("aten::", "aten."), inputs, outputs, self.modules[-1], attrs
+        )
 
     @staticmethod
     def _writes_into_view(func: Any, args: Any, spec: OpSpec) -> bool:
         """An in-place op that writes another tensor's channels into a view of a larger tensor."""
         schema = func._schema
-        if not schema.arguments or schema.arguments[0].alias_info is None or not schema.arguments[0].alias_info.is_write:
+        if (
+            not schema.arguments
+            or schema.arguments[0].alias_info is None
+            or not schema.arguments[0].alias_info.is_write
+        ):
             return False
         target = args[0] if args else None
         others = [t for t in spec.inputs if t is not target]
@@ -166,7 +176,9 @@ def _run(model: torch.nn.Module, example_inputs: ExampleInputs, meta: bool) -> G
     input_ids = []
     for position, arg in enumerate(args):
         for j, t in enumerate(tensors_in(arg)):
-            input_ids.append(builder.value(f"input{position}" + (f".{j}" if j else ""), tuple(t.shape), _dtype(t), ValueKind.INPUT))
+            input_ids.append(
+                builder.value(f"input{position}" + (f".{j}" if j else ""), tuple(t.shape), _dtype(t), ValueKind.INPUT)
+            )
             names[id(t)] = input_ids[-1]
     for key, arg in kwargs.items():
         for j, t in enumerate(tensors_in(arg)):
@@ -216,6 +228,6 @@ def trace(model: torch.nn.Module, example_inputs: ExampleInputs, *, meta: bool |
         try:
             with torch.enable_grad():
                 return _run(model, example_inputs, use_meta)
-        except Exception as error:  # noqa: BLE001 - any failure of the user's forward is reported below
+        except Exception as error:
             errors.append(f"{'meta' if use_meta else 'real'} run: {type(error).__name__}: {error}")
     raise TraceError(f"could not trace {type(model).__name__}: " + " | ".join(errors))

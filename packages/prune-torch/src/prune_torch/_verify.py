@@ -11,9 +11,9 @@ import copy
 from typing import Any
 
 import attrs
+
 import torch
 from prune_ops import Plan, PruningError
-
 from prune_torch._aten import tensors_in
 from prune_torch._layers import rule_for
 from prune_torch._trace import ExampleInputs, split_inputs

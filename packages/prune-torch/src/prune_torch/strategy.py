@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import attrs
 import numpy as np
+
 import torch
-from prune_ops import L1Strategy, L2Strategy, RandomStrategy, PruningError
+from prune_ops import L1Strategy, L2Strategy, PruningError, RandomStrategy
 
 __all__ = ["L1", "L2", "Random"]
 
@@ -20,7 +21,9 @@ def _numpy(weight: torch.Tensor) -> np.ndarray:
     if not isinstance(weight, torch.Tensor):
         raise PruningError(f"a strategy needs a torch.Tensor (got {type(weight).__name__})")
     if weight.is_meta:
-        raise PruningError("a strategy needs real weights (got a tensor on the meta device); use Random for meta models")
+        raise PruningError(
+            "a strategy needs real weights (got a tensor on the meta device); use Random for meta models"
+        )
     return weight.detach().to("cpu", torch.float64).numpy()
 
 
