@@ -56,7 +56,7 @@ def typecheck(session: nox.Session) -> None:
     session.run("mypy")
 
 
-@nox.session
+@nox.session(reuse_venv=False)
 def isolation(session: nox.Session) -> None:
     """prune-graph imports without numpy or torch; prune-ops never imports torch."""
     install_project(session, "packages/prune-graph", editable=False)

@@ -56,10 +56,9 @@ def test_value_rejects_bad_shapes(shape, message):
 
 
 def test_value_kind_must_be_a_value_kind():
-    # attrs' instance_of raises a plain TypeError (not GraphError); the message names the field
-    with pytest.raises(TypeError, match=r"'kind' must be <enum 'ValueKind'> \(got 'input'"):
+    with pytest.raises(GraphError, match=r"'kind' must be a ValueKind \(INPUT, .*\) \(got 'input'"):
         value(kind="input")
-    with pytest.raises(TypeError, match=r"'kind' must be <enum 'ValueKind'>"):
+    with pytest.raises(GraphError, match=r"'kind' must be a ValueKind"):
         value(kind=OpKind.CONV)
 
 
@@ -116,8 +115,7 @@ def test_op_rejects_bad_input(kw, message):
 
 
 def test_op_kind_must_be_an_op_kind():
-    # attrs' instance_of raises a plain TypeError (not GraphError); the message names the field
-    with pytest.raises(TypeError, match=r"'kind' must be <enum 'OpKind'> \(got 'conv'"):
+    with pytest.raises(GraphError, match=r"'kind' must be an OpKind \(CONV, .*\) \(got 'conv'"):
         op(kind="conv")
 
 
@@ -241,9 +239,9 @@ def test_graph_rejects_duplicate_ids_and_foreign_items():
     relu = op(inputs=("a",), outputs=("b",))
     with pytest.raises(GraphError, match=r"duplicate op id 'op0'"):
         Graph([a, value(id="b")], [relu, relu], ["a"], ["b"])
-    with pytest.raises(GraphError, match=r"expected Value items \(got str: 'a'\)"):
+    with pytest.raises(GraphError, match=r"Value.*\(got str: 'a'\)"):
         Graph(["a"], [], [], [])
-    with pytest.raises(GraphError, match=r"expected Op items \(got Value"):
+    with pytest.raises(GraphError, match=r"Op.*\(got Value"):
         Graph([a], [a], [], [])
 
 

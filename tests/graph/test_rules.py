@@ -201,6 +201,20 @@ def test_the_builder_creates_the_virtual_axes_of_a_grouped_conv():
     }
 
 
+def test_the_builder_sizes_the_width_axis_of_a_transposed_grouped_conv_from_its_input():
+    b = GraphBuilder()
+    x = b.value("x", (1, 4, 5, 5), "float32", ValueKind.INPUT)
+    w = b.value("up.weight", (4, 3, 3, 3), "float32", ValueKind.PARAMETER, "up", "weight")
+    y = b.value("y", (1, 6, 7, 7), "float32", ValueKind.ACTIVATION)
+    op = b.op(OpKind.CONV, "aten.conv_transpose2d", [x, w], [y], "up", {"groups": 2, "transposed": True})
+    graph = validate(b.build([x], [y]))
+    assert [graph.value(a).shape for a in op.axes] == [(2,), (2,)]
+    assert factor_links(graph.couplings) == {
+        ("x[1]", ("op0:groups[0]", "op0:group_width[0]"), (2, 2)),
+        ("y[1]", ("op0:groups[0]", "up.weight[1]"), (2, 3)),
+    }
+
+
 def test_conv_with_a_rank_one_input_is_reported_against_the_op():
     shapes = {"x": (4,), "w": (6, 4, 3, 3), "y": (2, 6, 6, 6)}
     with pytest.raises(GraphError, match=r"op op0 aten.x in m: its values do not fit a conv op"):

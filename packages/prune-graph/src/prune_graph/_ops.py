@@ -6,7 +6,7 @@ import enum
 from collections.abc import Mapping
 from typing import NewType, Union
 
-from attrs import field, frozen, validators
+from attrs import field, frozen
 
 from prune_graph._errors import GraphError
 from prune_graph._values import ValueId
@@ -114,13 +114,19 @@ class Op:
     """
 
     id: OpId
-    kind: OpKind = field(validator=validators.instance_of(OpKind))
+    kind: OpKind = field()
     target: str
     inputs: tuple[ValueId, ...] = field(converter=_to_ids)
     outputs: tuple[ValueId, ...] = field(converter=_to_ids)
     module: str = ""
     attrs: tuple[tuple[str, AttrValue], ...] = field(default=(), converter=_to_attrs)
     axes: tuple[ValueId, ...] = field(default=(), converter=_to_ids)
+
+    @kind.validator
+    def _check_kind(self, _attribute: object, kind: object) -> None:
+        if not isinstance(kind, OpKind):
+            valid = ", ".join(k.name for k in OpKind)
+            raise GraphError(f"'kind' must be an OpKind ({valid}) (got {kind!r} for op {self.id!r})")
 
     def attr(self, name: str, default: AttrValue = None) -> AttrValue:
         """The attribute ``name``, or ``default``."""

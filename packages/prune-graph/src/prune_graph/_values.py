@@ -53,9 +53,15 @@ class Value:
     id: ValueId
     shape: tuple[int, ...] = attrs.field(converter=_to_shape)
     dtype: str
-    kind: ValueKind = attrs.field(validator=attrs.validators.instance_of(ValueKind))
+    kind: ValueKind = attrs.field()
     module: str = ""
     name: str = ""
+
+    @kind.validator
+    def _check_kind(self, _attribute: object, kind: object) -> None:
+        if not isinstance(kind, ValueKind):
+            valid = ", ".join(k.name for k in ValueKind)
+            raise GraphError(f"'kind' must be a ValueKind ({valid}) (got {kind!r} for value {self.id!r})")
 
     @property
     def rank(self) -> int:
