@@ -197,7 +197,14 @@ class Graph:
         ``shapes`` overrides some shapes, which gives the fingerprint of the graph a plan leads to.
         """
         shapes = shapes or {}
-        state = sorted((v.path, list(shapes.get(v.id, v.shape))) for v in self.values if v.is_state)
+        # an op pruned down to one group traces again with no virtual axes (there is no group axis
+        # left), so its axes must not count, or a plan's result fingerprint never matches the retrace
+        gone = {
+            a for op in self.ops if op.axes and shapes.get(op.axes[0], self.shape(op.axes[0]))[0] <= 1 for a in op.axes
+        }
+        state = sorted(
+            (v.path, list(shapes.get(v.id, v.shape))) for v in self.values if v.is_state and v.id not in gone
+        )
         ops = [(op.kind.value, op.target) for op in self.ops]
         text = json.dumps({"state": state, "ops": ops}, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()[:16]

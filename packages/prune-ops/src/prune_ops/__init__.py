@@ -6,7 +6,7 @@ plans (printable, JSON, composable) and costs. Imports no deep-learning framewor
 
 from prune_ops._costs import Costs, costs
 from prune_ops._errors import InvalidIndicesError, PlanMismatchError, PruningError, UnprunableError
-from prune_ops._groups import Group, GroupSet, Member, find_groups
+from prune_ops._groups import Group, GroupKind, GroupSet, Member, find_groups
 from prune_ops._importance import (
     FPGM,
     BNScale,
@@ -32,6 +32,7 @@ __all__ = [
     "BNScale",
     "Costs",
     "Group",
+    "GroupKind",
     "GroupSet",
     "Importance",
     "IntArray",

@@ -11,17 +11,31 @@ reach, each with the unit of every index (``-1`` where an index belongs to anoth
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Collection, Iterator, Sequence
 
 import attrs
 import numpy as np
 
-from prune_graph import Absorb, Coupling, DimRef, FactorLink, Graph, Identity, Link, Pin, Value, ValueKind
+from prune_graph import Absorb, Coupling, DimRef, FactorLink, Graph, Identity, Link, OpKind, Pin, Value, ValueKind
 from prune_ops._indices import IntArray
 
-__all__ = ["Group", "GroupSet", "Member", "find_groups"]
+__all__ = ["Group", "GroupKind", "GroupSet", "Member", "find_groups"]
 
 _STATE = (ValueKind.PARAMETER, ValueKind.BUFFER)
+
+
+class GroupKind(enum.Enum):
+    """What a group's units are.
+
+    ``HEADS``: whole attention heads (the first factor of a projection reshaped into heads × head
+    dims whose head dims meet in an activation product); ``HEAD_DIMS``: the same head dims in every
+    head; ``CHANNELS``: everything else (conv channels, hidden units, the residual stream).
+    """
+
+    CHANNELS = "channels"
+    HEADS = "heads"
+    HEAD_DIMS = "head_dims"
 
 
 @attrs.frozen(eq=False)
@@ -56,6 +70,8 @@ class Group:
     size: int
     members: tuple[Member, ...] = attrs.field(repr=False)
     blockers: tuple[str, ...] = ()
+    kind: GroupKind = GroupKind.CHANNELS
+    normalised: bool = False
 
     @property
     def prunable(self) -> bool:
@@ -97,7 +113,8 @@ class Group:
         """One line: root, size, parameter members, and why it is blocked if it is."""
         params = ", ".join(m.label for m in self.parameters) or "no parameters"
         state = "prunable" if self.prunable else "unprunable: " + ("; ".join(self.blockers) or "a single unit")
-        return f"group {self.id} ({self.size} units) root {self.root_member.label}: {params} [{state}]"
+        kind = self.kind.value + (", normalised" if self.normalised else "")
+        return f"group {self.id} ({self.size} {kind}) root {self.root_member.label}: {params} [{state}]"
 
 
 class GroupSet:
@@ -126,8 +143,10 @@ class GroupSet:
 
     @property
     def prunable(self) -> tuple[Group, ...]:
-        """Groups that can lose units and hold at least one parameter."""
-        return tuple(g for g in self.groups if g.prunable and g.parameters)
+        """Groups that can lose units and hold at least one parameter (buffers alone do not count)."""
+        return tuple(
+            g for g in self.groups if g.prunable and any(m.value.kind is ValueKind.PARAMETER for m in g.members)
+        )
 
 
 class _UnionFind:
@@ -188,6 +207,38 @@ def _boundary_and_ignored(graph: Graph, ignore: Collection[str], prune_outputs: 
     return pins
 
 
+def _unify_factors(classes: _UnionFind, factors: list[FactorLink]) -> list[Pin]:
+    """Two factorisations of the same channels with the same sizes have the same parts.
+
+    (``q.view(B*H, T, D)`` and ``k.view(B*H, T, D)`` meet in a batched matmul: the heads of q and
+    the heads of k are then the same heads.) A part that one factorisation cannot change pins
+    the matching part of the other. Repeats until nothing new is joined.
+    """
+    pins: list[Pin] = []
+    pinned: set[DimRef] = set()
+    changed = True
+    while changed:
+        changed = False
+        by_fine: dict[tuple[DimRef, tuple[int, ...]], FactorLink] = {}
+        for factor in factors:
+            key = (classes.find(factor.fine), factor.sizes)
+            first = by_fine.setdefault(key, factor)
+            if first is factor:
+                continue
+            for a, b in zip(first.parts, factor.parts):
+                if a is not None and b is not None:
+                    if classes.find(a) != classes.find(b):
+                        classes.union(a, b)
+                        changed = True
+                elif (a or b) is not None and (a or b) not in pinned:
+                    part = a if a is not None else b
+                    the_part = part
+                    if the_part is not None:
+                        pinned.add(the_part)
+                        pins.append(Pin(the_part, f"it is a fixed factor of {factor.fine} elsewhere", factor.op))
+    return pins
+
+
 def find_groups(graph: Graph, *, ignore: Collection[str] = (), prune_outputs: bool = False) -> GroupSet:
     """Every group of ``graph``.
 
@@ -219,6 +270,8 @@ def find_groups(graph: Graph, *, ignore: Collection[str] = (), prune_outputs: bo
             pins.setdefault(c.dim, []).append(c.reason)
         elif isinstance(c, Absorb):
             classes.find(c.dim)
+    for pin in _unify_factors(classes, factors):
+        pins.setdefault(pin.dim, []).append(pin.reason)
     dims_of: dict[DimRef, list[DimRef]] = {}
     for dim in list(classes.parent):
         dims_of.setdefault(classes.find(dim), []).append(dim)
@@ -275,12 +328,57 @@ def find_groups(graph: Graph, *, ignore: Collection[str] = (), prune_outputs: bo
 
     order: dict[str, int] = {v.id: i for i, v in enumerate(graph.values)}
     context = _Context(classes, base, atom, positions, size_of, factors_by_part)
+    kind_of = _kinds(graph, classes, factors)
+    mixing = _mixing_dims(graph, couplings)
     groups: list[Group] = []
     for seed in seeds:
         units = context.expand(seed)
-        groups.append(_make_group(len(groups), graph, units, dims_of, pins, order))
+        group = _make_group(len(groups), graph, units, dims_of, pins, order)
+        kind = next((kind_of[k] for k in seed if k in kind_of), GroupKind.CHANNELS)
+        normalised = any(m.dim in mixing for m in group.members)
+        groups.append(attrs.evolve(group, kind=kind, normalised=normalised))
     groups.sort(key=lambda g: _order_key(graph, g))
     return GroupSet(graph, [attrs.evolve(g, id=i) for i, g in enumerate(groups)])
+
+
+def _parameter_derived(graph: Graph) -> set[str]:
+    """Parameters and values computed from parameters and constants only (``w.t()``, ``w.to(dtype)``)."""
+    derived = {v.id for v in graph.values if v.kind in (ValueKind.PARAMETER, ValueKind.BUFFER, ValueKind.CONSTANT)}
+    for op in graph.ops:
+        if op.inputs and all(i in derived for i in op.inputs):
+            derived.update(op.outputs)
+    return derived
+
+
+def _kinds(graph: Graph, classes: _UnionFind, factors: list[FactorLink]) -> dict[DimRef, GroupKind]:
+    """Head and head-dim classes: the parts of a two-way factor whose second part meets an activation product."""
+    derived = _parameter_derived(graph)
+    attention: set[DimRef] = set()
+    for op in graph.ops:
+        products = op.kind is OpKind.ATTENTION or (
+            op.kind is OpKind.MATMUL and op.inputs[0] not in derived and op.inputs[1] not in derived
+        )
+        if products:
+            for value in (*op.inputs[:2], *op.outputs):
+                attention.update(classes.find(DimRef(value, d)) for d in range(graph.value(value).rank))
+    kinds: dict[DimRef, GroupKind] = {}
+    for factor in factors:
+        if len(factor.parts) != 2 or None in factor.parts:
+            continue
+        heads, dims = (classes.find(p) for p in factor.parts if p is not None)
+        if dims in attention:
+            kinds.setdefault(heads, GroupKind.HEADS)
+            kinds.setdefault(dims, GroupKind.HEAD_DIMS)
+    return kinds
+
+
+def _mixing_dims(graph: Graph, couplings: Sequence[Coupling]) -> set[DimRef]:
+    """Dims whose channels are normalised together (LayerNorm, GroupNorm, a mean over them)."""
+    found = {c.dim for c in couplings if isinstance(c, Absorb)}
+    for op in graph.ops:
+        if op.kind is OpKind.NORM and op.attr("mixes", False):
+            found.update(DimRef(op.inputs[0], d) for d in op.ints_attr("channel_dims"))
+    return found
 
 
 def _order_key(graph: Graph, group: Group) -> tuple[int, str]:

@@ -6,12 +6,13 @@ from collections.abc import Iterator
 from typing import Any
 
 import attrs
-
 import torch
+
 from prune_graph import Graph, ValueKind
 from prune_ops import Plan, PlanEntry, PlanMismatchError, check_indices
 from prune_torch._errors import ApplyError
 from prune_torch._layers import LAYER_RULES, sync_attributes
+from prune_torch._sizes import size_updates, update_sizes
 from prune_torch._trace import ExampleInputs, trace
 
 __all__ = ["apply", "inputs_from_plan"]
@@ -80,7 +81,11 @@ class _Snapshot:
     """Everything apply may change, to put back on failure."""
 
     tensors: list[tuple[torch.nn.Module, str, torch.Tensor, torch.Tensor | None, bool]] = attrs.field(factory=list)
-    attributes: list[tuple[torch.nn.Module, dict[str, Any]]] = attrs.field(factory=list)
+    attributes: list[tuple[Any, dict[str, Any]]] = attrs.field(factory=list)
+
+    def remember(self, obj: Any) -> None:
+        """Keep the plain attributes of a module or config object."""
+        self.attributes.append((obj, _plain_attributes(obj)))
 
     def restore(self) -> None:
         for module, name, data, grad, is_param in reversed(self.tensors):
@@ -91,9 +96,9 @@ class _Snapshot:
                     param.grad = grad
             else:
                 module._buffers[name] = data
-        for module, saved in self.attributes:
+        for obj, saved in reversed(self.attributes):
             for key, value in saved.items():
-                module.__dict__[key] = value
+                obj.__dict__[key] = value
 
 
 def _plain_attributes(module: torch.nn.Module) -> dict[str, Any]:
@@ -217,6 +222,7 @@ def apply(
             sync_attributes(module, LAYER_RULES)
         if before is not None:
             _sync_stateless(model, before, plan, snapshot)
+            update_sizes(model, size_updates(before, plan), snapshot.remember)
         if verify and before is not None and inputs is not None:
             try:
                 after = trace(model, inputs)

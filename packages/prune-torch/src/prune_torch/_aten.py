@@ -12,8 +12,8 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import attrs
-
 import torch
+
 from prune_graph import AttrValue, OpKind
 
 __all__ = ["READERS", "OpSpec", "tensors_in"]

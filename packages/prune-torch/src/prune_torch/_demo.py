@@ -6,6 +6,7 @@ import copy
 import time
 
 import torch
+
 from prune_ops import costs
 from prune_torch._prune import prune
 from prune_torch._traced import trace_model

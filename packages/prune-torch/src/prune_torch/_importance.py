@@ -7,8 +7,8 @@ from collections.abc import Callable, Mapping
 from typing import Union
 
 import numpy as np
-
 import torch
+
 from prune_graph import Graph, OpKind
 from prune_ops import FPGM, BNScale, Group, Importance, Magnitude, MemberData, PruningError, Random, Reduction, Taylor
 

@@ -10,7 +10,6 @@ import types
 from collections.abc import Callable, Mapping
 
 import attrs
-
 import torch
 from torch import nn
 
@@ -81,8 +80,26 @@ _CONV = LayerRule((("weight", 0), ("bias", 0)), (("weight", 1),), _conv_sync)
 _CONV_T = LayerRule((("weight", 1), ("bias", 0)), (("weight", 0),), _conv_sync)
 _NORM = LayerRule((("weight", 0), ("bias", 0), ("running_mean", 0), ("running_var", 0)), (), _norm_sync, True)
 
+
+def _conv1d_sync(m: nn.Module) -> None:
+    m.nx, m.nf = int(m.weight.shape[0]), int(m.weight.shape[1])
+
+
+def _optional_rules() -> dict[type, LayerRule]:
+    """Rules for layer types of optional libraries, keyed by the class itself when it imports."""
+    rules: dict[type, LayerRule] = {}
+    try:
+        from transformers.pytorch_utils import Conv1D
+    except ImportError:
+        return rules
+    # GPT-2's Conv1D is a linear layer with its weight stored (in, out)
+    rules[Conv1D] = LayerRule((("weight", 1), ("bias", 0)), (("weight", 0),), _conv1d_sync)
+    return rules
+
+
 LAYER_RULES: Mapping[type, LayerRule] = types.MappingProxyType(
     {
+        **_optional_rules(),
         nn.Linear: LayerRule((("weight", 0), ("bias", 0)), (("weight", 1),), _linear_sync),
         nn.Bilinear: LayerRule((("weight", 0), ("bias", 0)), (("weight", 1),), _bilinear_sync),
         nn.modules.conv._ConvTransposeNd: _CONV_T,

@@ -9,9 +9,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import torch
+from torch import nn
+
 from prune_ops import PruningError, UnprunableError, check_indices, complement
 from prune_torch._layers import rule_for
-from torch import nn
 
 __all__ = [
     "prune_batchnorm",

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import torch
+
 from prune_graph import DimRef, Graph, ValueId
 from prune_ops import Plan, UnprunableError, find_groups, make_plan, propagate
 from prune_torch._layers import LAYER_RULES

@@ -8,11 +8,12 @@ from typing import Any, Union
 
 import attrs
 import numpy as np
-
 import torch
+
 from prune_ops import (
     Costs,
     Group,
+    GroupKind,
     Normalisation,
     Plan,
     PruningError,
@@ -106,6 +107,24 @@ def _group_ratio(group: Group, default: float, ratios: Mapping[str, float]) -> f
     return default
 
 
+def _selected(groups: tuple[Group, ...], head_dims: bool, hidden: bool | None) -> list[Group]:
+    """The groups a prune touches by default: channels and heads; head dims and hidden size on request."""
+    has_heads = any(g.kind is GroupKind.HEADS for g in groups)
+    keep_hidden = (not has_heads) if hidden is None else hidden
+    chosen = []
+    for group in groups:
+        if group.kind is GroupKind.HEAD_DIMS and not head_dims:
+            continue
+        if group.kind is GroupKind.CHANNELS and group.normalised and not keep_hidden:
+            continue
+        chosen.append(group)
+    return chosen
+
+
+def _kind_ratio(group: Group, ratio: float, head_ratio: float | None) -> float:
+    return head_ratio if (head_ratio is not None and group.kind is GroupKind.HEADS) else ratio
+
+
 def _scores(model: torch.nn.Module, graph: TracedGraph, group: Group, importance: Any) -> np.ndarray:
     data = [] if isinstance(importance, Random) else member_data(model, graph, group)
     scores = np.asarray(importance(group, data), dtype=np.float64)
@@ -177,6 +196,9 @@ def prune(
     reduction: str = "mean",
     seed: int = 0,
     prune_outputs: bool = False,
+    head_ratio: float | None = None,
+    head_dims: bool = False,
+    hidden: bool | None = None,
     between_steps: Callable[[int, torch.nn.Module], None] | None = None,
 ) -> Report:
     """Prune ``model`` in place and return a :class:`Report`.
@@ -185,6 +207,10 @@ def prune(
     when ``global_ranking`` (normalised scores compete across groups, no group loses more than
     ``max_ratio``). ``ratios`` overrides the ratio for groups owned by given modules (objects or
     paths, a path covers its children). ``ignore`` keeps the output channels of the given modules.
+    Transformers: attention heads are pruned whole (``head_ratio`` overrides their ratio), head
+    dims only with ``head_dims=True``, and the hidden size (channels normalised together, such
+    as the residual stream under LayerNorm/RMSNorm) only with ``hidden=True``; ``hidden=None``
+    prunes normalised channels only in models without attention heads (GroupNorm CNNs, ConvNeXt).
     ``steps`` reaches the target over several rounds, re-scoring each round and calling
     ``between_steps(step, model)`` after each (fine-tune there). ``importance`` is a name
     (``l1``, ``l2``, ``random``, ``bn_scale``, ``taylor``, ``fpgm``) or a callable
@@ -199,6 +225,8 @@ def prune(
     ratio_paths = dict(zip(_paths(model, (ratios or {}).keys(), "ratios"), (ratios or {}).values()))
     for path, value in ratio_paths.items():
         check_amount(value, f"ratios[{path!r}]")
+    if head_ratio is not None:
+        head_ratio = check_amount(head_ratio, "head_ratio")
     step_amount = 1 - (1 - ratio) ** (1 / steps)
     first_graph: TracedGraph | None = None
     combined: Plan | None = None
@@ -206,12 +234,15 @@ def prune(
         graph = trace_model(model, example_inputs)
         if first_graph is None:
             first_graph = graph
-        groups = graph.groups(ignored, prune_outputs).prunable
+        groups = _selected(graph.groups(ignored, prune_outputs).prunable, head_dims, hidden)
         scored = [(g, _scores(model, graph, g, scorer)) for g in groups]
         if global_ranking:
             chosen = _choose_global(scored, step_amount, round_to, max_ratio)
         else:
-            amounts = [1 - (1 - _group_ratio(g, ratio, ratio_paths)) ** (1 / steps) for g, _ in scored]
+            amounts = [
+                1 - (1 - _group_ratio(g, _kind_ratio(g, ratio, head_ratio), ratio_paths)) ** (1 / steps)
+                for g, _ in scored
+            ]
             chosen = _choose_local(scored, amounts, round_to)
         plan = make_plan(graph, removal_of(graph, chosen))
         apply(model, plan, example_inputs)

@@ -14,9 +14,9 @@ import contextlib
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-import torch
 from prune_graph import Graph, GraphBuilder, OpKind, ValueId, ValueKind
 from prune_torch._aten import READERS, OpSpec, tensors_in
 from prune_torch._errors import TraceError
@@ -49,6 +49,8 @@ class _Recorder(TorchDispatchMode):
         self.modules = modules
         self.keep: list[torch.Tensor] = []
         self.count = 0
+        # outputs a reader leaves out (a norm's mean and rstd): not model values
+        self.dropped: set[int] = set()
 
     def _id_of(self, t: torch.Tensor) -> ValueId:
         name = self.names.get(id(t))
@@ -73,7 +75,18 @@ class _Recorder(TorchDispatchMode):
         self._record(func, args, kwargs, out)
         return out
 
+    def _drop(self, out: Any) -> None:
+        for t in tensors_in(out):
+            if id(t) not in self.names:
+                self.dropped.add(id(t))
+                self.keep.append(t)
+
     def _record(self, func: Any, args: Any, kwargs: Any, out: Any) -> None:
+        every_input = tensors_in(list(args)) + tensors_in(dict(kwargs))
+        if every_input and all(id(t) in self.dropped for t in every_input):
+            # autograd's detach of saved statistics: recorded, it would fix their size (groups, heads)
+            self._drop(out)
+            return
         reader = READERS.get(func.overloadpacket)
         spec: OpSpec | None = None
         if reader is not None:
@@ -95,6 +108,7 @@ class _Recorder(TorchDispatchMode):
                 continue
             seen_out.add(id(t))
             outputs.append(self._new(t))
+        self._drop(out)
         if not outputs:
             return
         attrs = dict(spec.attrs)

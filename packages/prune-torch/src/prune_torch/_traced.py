@@ -6,8 +6,8 @@ import weakref
 from typing import Any
 
 import attrs
-
 import torch
+
 from prune_graph import Graph
 from prune_ops import GroupSet, find_groups
 from prune_torch._trace import ExampleInputs, trace

@@ -8,11 +8,12 @@ positions), so nothing downstream sees those channels.
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterable
 from typing import Any
 
 import attrs
-
 import torch
+
 from prune_ops import Plan, PruningError
 from prune_torch._aten import tensors_in
 from prune_torch._layers import rule_for
@@ -21,16 +22,26 @@ from prune_torch._trace import ExampleInputs, split_inputs
 __all__ = ["Equivalence", "check_equivalence", "silenced_copy"]
 
 
-def silenced_copy(original: torch.nn.Module, plan: Plan) -> torch.nn.Module:
-    """A deep copy of ``original`` in which every layer reading a removed channel reads zero there."""
+def silenced_copy(original: torch.nn.Module, plan: Plan, silence_outputs: Iterable[str] = ()) -> torch.nn.Module:
+    """A deep copy of ``original`` in which every layer reading a removed channel reads zero there.
+
+    ``silence_outputs`` names modules whose removed *output* channels are zeroed as well: needed
+    where the consumer is a product of activations (queries times keys over pruned head dims),
+    which has no weight to zero. It is only sound where zero stays zero on the way (a linear
+    projection, a reshape, rotary embeddings), not through a BatchNorm or an activation with f(0) ≠ 0.
+    """
     silenced = copy.deepcopy(original)
+    producers = set(silence_outputs)
     with torch.no_grad():
         for entry in plan.entries:
             if entry.kind != "parameter":
                 continue
             module = silenced.get_submodule(entry.module) if entry.module else silenced
             rule = rule_for(module)
-            if rule is None or (entry.param, entry.axis) not in rule.in_axes:
+            if rule is None:
+                continue
+            sides = rule.in_axes + (rule.out_axes if entry.module in producers else ())
+            if (entry.param, entry.axis) not in sides:
                 continue
             tensor = getattr(module, entry.param)
             index = torch.as_tensor(entry.removed, dtype=torch.long, device=tensor.device)
@@ -68,9 +79,10 @@ def check_equivalence(
     *,
     rtol: float = 1e-6,
     atol: float = 1e-8,
+    silence_outputs: Iterable[str] = (),
 ) -> Equivalence:
     """Compare ``pruned`` with the silenced ``original`` on ``inputs`` (both in eval mode is up to the caller)."""
-    reference = _run(silenced_copy(original, plan), inputs)
+    reference = _run(silenced_copy(original, plan, silence_outputs), inputs)
     result = _run(pruned, inputs)
     if len(reference) != len(result):
         raise PruningError(f"the pruned model returns {len(result)} tensors, the original {len(reference)}")

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import attrs
 import numpy as np
-
 import torch
+
 from prune_ops import L1Strategy, L2Strategy, PruningError, RandomStrategy
 
 __all__ = ["L1", "L2", "Random"]
