@@ -343,7 +343,9 @@ def find_groups(graph: Graph, *, ignore: Collection[str] = (), prune_outputs: bo
 
 def _parameter_derived(graph: Graph) -> set[str]:
     """Parameters and values computed from parameters and constants only (``w.t()``, ``w.to(dtype)``)."""
-    derived = {v.id for v in graph.values if v.kind in (ValueKind.PARAMETER, ValueKind.BUFFER, ValueKind.CONSTANT)}
+    derived: set[str] = {
+        v.id for v in graph.values if v.kind in (ValueKind.PARAMETER, ValueKind.BUFFER, ValueKind.CONSTANT)
+    }
     for op in graph.ops:
         if op.inputs and all(i in derived for i in op.inputs):
             derived.update(op.outputs)
