@@ -34,6 +34,7 @@ class OpKind(enum.Enum):
     - ``POOL``: (x) → y..., attr ``dims``: the dims whose size the op sets (pooling,
       interpolation, padding); every other dim passes through.
     - ``CONCAT``: (x0, x1, ...) → y, attr ``dim``.
+    - ``STACK``: (x0, x1, ...) → y, attr ``dim``: the inputs along a new dim.
     - ``SPLIT``: (x) → (y0, y1, ...), attr ``dim``; attr ``squeeze`` for ``unbind``.
     - ``SLICE``: (x) → y, attrs ``dim``, ``start``, ``step``.
     - ``SELECT``: (x) → y, attrs ``dim``, ``index``; the dim disappears.
@@ -56,6 +57,7 @@ class OpKind(enum.Enum):
     REDUCE = "reduce"
     POOL = "pool"
     CONCAT = "concat"
+    STACK = "stack"
     SPLIT = "split"
     SLICE = "slice"
     SELECT = "select"

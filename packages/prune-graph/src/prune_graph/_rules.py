@@ -212,6 +212,17 @@ def _concat(op: Op, shape: ShapeOf) -> list[Coupling]:
     return result
 
 
+def _stack(op: Op, shape: ShapeOf) -> list[Coupling]:
+    y = op.outputs[0]
+    rank = len(shape(y))
+    dim = op.int_attr("dim") % rank
+    result: list[Coupling] = []
+    for x in op.inputs:
+        for d in range(len(shape(x))):
+            result += _link_same(op, shape, x, d, y, d + (d >= dim))
+    return result
+
+
 def _split(op: Op, shape: ShapeOf) -> list[Coupling]:
     x = op.inputs[0]
     rank = len(shape(x))
@@ -374,6 +385,7 @@ RULES: Mapping[OpKind, Rule] = types.MappingProxyType(
         OpKind.REDUCE: _reduce,
         OpKind.POOL: _pool,
         OpKind.CONCAT: _concat,
+        OpKind.STACK: _stack,
         OpKind.SPLIT: _split,
         OpKind.SLICE: _slice,
         OpKind.SELECT: _select,
@@ -421,6 +433,11 @@ def couplings_of(op: Op, shape: ShapeOf, rules: Mapping[OpKind, Rule] = RULES) -
         if isinstance(error, GraphError):
             raise
         raise GraphError(f"op {op.where}: its values do not fit a {op.kind.value} op ({error})") from error
+    if op.kind is OpKind.CONSTANT:
+        # a tensor made in the forward pass (an RNN's zero state) takes its size from the model's
+        # attributes; it follows the channels it meets, and a size the adapter cannot update is
+        # caught when the pruned model is traced again
+        return tuple(found)
     seen = _mentioned(found)
     if op.kind is OpKind.OPAQUE:
         reason = f"unsupported op {op.where}"

@@ -236,6 +236,17 @@ def _unify_factors(classes: _UnionFind, factors: list[FactorLink]) -> list[Pin]:
                     if the_part is not None:
                         pinned.add(the_part)
                         pins.append(Pin(the_part, f"it is a fixed factor of {factor.fine} elsewhere", factor.op))
+    # factorisations of different sizes (a depthwise conv feeding a grouped conv of other groups):
+    # a unit of one is scattered in the other, so no removal is whole in both; keep the channels
+    sizes_of: dict[DimRef, set[tuple[int, ...]]] = {}
+    for factor in factors:
+        sizes_of.setdefault(classes.find(factor.fine), set()).add(factor.sizes)
+    for factor in factors:
+        shapes = sizes_of[classes.find(factor.fine)]
+        if len(shapes) > 1 and factor.fine not in pinned:
+            pinned.add(factor.fine)
+            ways = " and ".join(" × ".join(map(str, s)) for s in sorted(shapes))
+            pins.append(Pin(factor.fine, f"its channels are factored two ways ({ways})", factor.op))
     return pins
 
 

@@ -192,6 +192,11 @@ def _cat(args: Sequence[Any], kwargs: Mapping[str, Any], out: Any) -> OpSpec:
     return OpSpec(OpKind.CONCAT, tensors, _outs(out), {"dim": int(_arg(args, kwargs, 1, "dim", 0))})
 
 
+def _stack(args: Sequence[Any], kwargs: Mapping[str, Any], out: Any) -> OpSpec:
+    tensors = tuple(args[0])
+    return OpSpec(OpKind.STACK, tensors, _outs(out), {"dim": int(_arg(args, kwargs, 1, "dim", 0))})
+
+
 def _split(args: Sequence[Any], kwargs: Mapping[str, Any], out: Any) -> OpSpec:
     return OpSpec(OpKind.SPLIT, (args[0],), _outs(out), {"dim": int(_arg(args, kwargs, 2, "dim", 0))})
 
@@ -447,6 +452,7 @@ def _table() -> Mapping[Any, Reader]:
     for packet in _packets("_softmax", "softmax", "_log_softmax", "log_softmax", "_safe_softmax"):
         table[packet] = _softmax
     table[aten.cat] = _cat
+    table[aten.stack] = _stack
     for packet in _packets("split", "split_with_sizes", "unsafe_split", "unsafe_split_with_sizes"):
         table[packet] = _split
     table[aten.unbind] = _unbind
@@ -457,9 +463,9 @@ def _table() -> Mapping[Any, Reader]:
     ):
         table[packet] = _reshape
     table[aten.permute] = _permute
-    for packet in _packets("transpose", "swapaxes", "swapdims"):
+    for packet in _packets("transpose", "transpose_", "swapaxes", "swapdims"):
         table[packet] = _transpose
-    for packet in _packets("t", "numpy_T"):
+    for packet in _packets("t", "t_", "numpy_T"):
         table[packet] = _t
     table[aten.expand] = _expand
     table[aten.repeat] = _repeat

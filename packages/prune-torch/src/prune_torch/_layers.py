@@ -13,6 +13,8 @@ import attrs
 import torch
 from torch import nn
 
+from prune_torch._errors import ApplyError
+
 __all__ = ["LAYER_RULES", "LayerRule", "rule_for", "sync_attributes"]
 
 Axes = tuple[tuple[str, int], ...]
@@ -21,6 +23,11 @@ Axes = tuple[tuple[str, int], ...]
 def _conv_sync(m: nn.Module) -> None:
     w = m.weight
     groups = int(m.groups)
+    # the meta kernels used to verify a prune do not check this; the real ones would fail later
+    split = int(w.shape[0])
+    if split % groups:
+        side = "input" if m.transposed else "output"
+        raise ApplyError(f"{type(m).__name__} would have {split} {side} channels, not a multiple of groups={groups}")
     if m.transposed:
         m.in_channels, m.out_channels = int(w.shape[0]), int(w.shape[1]) * groups
     else:
@@ -85,6 +92,21 @@ def _conv1d_sync(m: nn.Module) -> None:
     m.nx, m.nf = int(m.weight.shape[0]), int(m.weight.shape[1])
 
 
+def _rnn_sync(m: nn.Module) -> None:
+    m.hidden_size = int(m.weight_hh_l0.shape[1]) if not getattr(m, "proj_size", 0) else int(m.weight_hr_l0.shape[1])
+    m.input_size = int(m.weight_ih_l0.shape[1])
+    if getattr(m, "proj_size", 0):
+        m.proj_size = int(m.weight_hr_l0.shape[0])
+
+
+def _rnn_rule(max_layers: int = 16) -> LayerRule:
+    """Every per-layer tensor of nn.RNN / LSTM / GRU; names of absent layers are skipped."""
+    suffixes = [f"_l{k}{d}" for k in range(max_layers) for d in ("", "_reverse")]
+    writes = tuple((f"{name}{s}", 0) for s in suffixes for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
+    reads = tuple((f"{name}{s}", 1) for s in suffixes for name in ("weight_ih", "weight_hh", "weight_hr"))
+    return LayerRule(writes, reads, _rnn_sync)
+
+
 def _optional_rules() -> dict[type, LayerRule]:
     """Rules for layer types of optional libraries, keyed by the class itself when it imports."""
     rules: dict[type, LayerRule] = {}
@@ -109,6 +131,7 @@ LAYER_RULES: Mapping[type, LayerRule] = types.MappingProxyType(
         nn.GroupNorm: LayerRule((("weight", 0), ("bias", 0)), (), _group_norm_sync, True),
         nn.PReLU: LayerRule((("weight", 0),), (), _prelu_sync, True),
         nn.Embedding: LayerRule((("weight", 1),), (), _embedding_sync),
+        nn.RNNBase: _rnn_rule(),
     }
 )
 
