@@ -49,13 +49,18 @@ class LayerWidth:
 
 @attrs.frozen
 class Report:
-    """What a prune did: the combined plan, costs before and after, per-layer widths."""
+    """What a prune did: the combined plan, costs before and after, per-layer widths.
+
+    ``silence_outputs`` lists the modules whose pruned head dims meet in a product of
+    activations; pass it to :func:`prune_torch.check_equivalence`.
+    """
 
     plan: Plan
     before: Costs
     after: Costs
     layers: tuple[LayerWidth, ...]
     steps: int
+    silence_outputs: tuple[str, ...] = ()
 
     @property
     def params_ratio(self) -> float:
@@ -230,6 +235,7 @@ def prune(
     step_amount = 1 - (1 - ratio) ** (1 / steps)
     first_graph: TracedGraph | None = None
     combined: Plan | None = None
+    head_dim_modules: dict[str, None] = {}
     for step in range(steps):
         graph = trace_model(model, example_inputs)
         if first_graph is None:
@@ -245,6 +251,9 @@ def prune(
             ]
             chosen = _choose_local(scored, amounts, round_to)
         plan = make_plan(graph, removal_of(graph, chosen))
+        for group, units in chosen:
+            if group.kind is GroupKind.HEAD_DIMS and len(units):
+                head_dim_modules.update((m.value.module, None) for m in group.parameters)
         apply(model, plan, example_inputs)
         combined = plan if combined is None else combined.then(plan)
         if between_steps is not None:
@@ -252,4 +261,5 @@ def prune(
     graph0 = first_graph
     if graph0 is None or combined is None:
         raise PruningError("nothing was traced")
-    return Report(combined, costs(graph0), costs(graph0, combined), _layers(model, graph0, combined), steps)
+    layers = _layers(model, graph0, combined)
+    return Report(combined, costs(graph0), costs(graph0, combined), layers, steps, tuple(head_dim_modules))

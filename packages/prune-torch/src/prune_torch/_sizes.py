@@ -30,15 +30,15 @@ ROLE_NAMES: Mapping[str, frozenset[str]] = types.MappingProxyType(
         ),
         "head_dim": frozenset({"head_dim", "attention_head_size", "head_size", "dim_head"}),
         "width": frozenset({"all_head_size", "embed_dim", "inner_dim", "split_size", "hidden_size", "kdim", "vdim"}),
+        "hidden": frozenset(),
     }
 )
 
 _CONFIG_NAMES: Mapping[str, frozenset[str]] = types.MappingProxyType(
     {
-        "num_attention_heads": frozenset({"num_heads", "num_attention_heads", "n_head", "n_heads"}),
-        "n_head": frozenset({"num_heads", "num_attention_heads", "n_head", "n_heads"}),
-        "num_key_value_heads": frozenset({"num_key_value_heads", "num_kv_heads"}),
-        "head_dim": frozenset({"head_dim", "attention_head_size", "head_size"}),
+        "heads": frozenset({"num_attention_heads", "n_head", "num_heads", "num_key_value_heads", "num_kv_heads"}),
+        "head_dim": frozenset({"head_dim"}),
+        "hidden": frozenset({"hidden_size", "n_embd", "d_model", "embed_dim"}),
     }
 )
 
@@ -54,10 +54,21 @@ class SizeUpdate:
 
 
 def size_updates(graph: Graph, plan: Plan) -> list[SizeUpdate]:
-    """Role-tagged size changes of every reshape into (or out of) heads × head dims."""
+    """Role-tagged size changes: reshapes into (or out of) heads × head dims, and dims normalised together (hidden)."""
     shapes = plan.new_shapes()
     found: list[SizeUpdate] = []
     for op in graph.ops:
+        normalised = ()
+        if op.kind is OpKind.NORM and op.attr("mixes", False):
+            normalised = op.ints_attr("channel_dims")
+        elif op.kind is OpKind.REDUCE:
+            normalised = op.ints_attr("dims")
+        x = op.inputs[0] if op.inputs else None
+        if normalised and x in shapes:
+            for d in normalised:
+                old, new = graph.shape(x)[d], shapes[x][d]
+                if old != new:
+                    found.append(SizeUpdate(op.module, "hidden", old, new))
         if op.kind is not OpKind.RESHAPE:
             continue
         x, y = op.inputs[0], op.outputs[0]
@@ -103,21 +114,23 @@ def update_sizes(model: torch.nn.Module, updates: list[SizeUpdate], remember: An
             remember(module)
             touched.add(id(module))
         setattr(module, name, new)
-    _update_config(model, planned, remember)
+    _update_config(model, updates, remember)
 
 
-def _update_config(model: torch.nn.Module, planned: dict[tuple[str, str], tuple[int, int]], remember: Any) -> None:
+def _update_config(model: torch.nn.Module, updates: list[SizeUpdate], remember: Any) -> None:
+    """Config sizes follow when every reshape that had the config's value changed it the same way."""
     config = getattr(model, "config", None)
     if config is None:
         return
     changes: dict[str, int] = {}
-    for config_name, module_names in _CONFIG_NAMES.items():
-        current = getattr(config, config_name, None)
-        if not isinstance(current, int) or isinstance(current, bool):
-            continue
-        news = {new for (_, name), (old, new) in planned.items() if name in module_names and old == current}
-        if len(news) == 1:
-            changes[config_name] = news.pop()
+    for role, names in _CONFIG_NAMES.items():
+        for name in names:
+            current = getattr(config, name, None)
+            if not isinstance(current, int) or isinstance(current, bool):
+                continue
+            news = {u.new for u in updates if u.role == role and u.old == current}
+            if len(news) == 1:
+                changes[name] = news.pop()
     if changes:
         remember(config)
         for name, value in changes.items():
