@@ -6,7 +6,7 @@ and DOT forms. Imports nothing but the standard library and ``attrs``.
 """
 
 from prune_graph._builder import GraphBuilder
-from prune_graph._couplings import Absorb, Coupling, FactorLink, Link, Pin
+from prune_graph._couplings import Absorb, Broadcast, Coupling, FactorLink, Link, Pin
 from prune_graph._dot import to_dot
 from prune_graph._errors import GraphError, IndexMapError, SchemaError
 from prune_graph._graph import Graph
@@ -34,6 +34,7 @@ __all__ = [
     "SCHEMA",
     "Absorb",
     "AttrValue",
+    "Broadcast",
     "Compose",
     "Coupling",
     "DimRef",

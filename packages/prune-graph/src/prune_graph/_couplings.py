@@ -13,7 +13,7 @@ from prune_graph._index_maps import Factor, IndexMapLike
 from prune_graph._ops import OpId
 from prune_graph._values import DimRef
 
-__all__ = ["Absorb", "Coupling", "FactorLink", "Link", "Pin"]
+__all__ = ["Absorb", "Broadcast", "Coupling", "FactorLink", "Link", "Pin"]
 
 
 @attrs.frozen
@@ -98,4 +98,16 @@ class Absorb:
     op: OpId | None = None
 
 
-Coupling = Union[Link, FactorLink, Pin, Absorb]
+@attrs.frozen
+class Broadcast:
+    """The op makes ``dim`` by repeating one slice (``expand`` of a size-1 dim): its channels are copies.
+
+    Removing some copies couples nothing; the op's size argument must follow (the adapter updates
+    the attributes it knows, such as a grouped-query attention's repeat count).
+    """
+
+    dim: DimRef
+    op: OpId | None = None
+
+
+Coupling = Union[Link, FactorLink, Pin, Absorb, Broadcast]

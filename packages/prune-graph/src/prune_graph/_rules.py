@@ -10,7 +10,7 @@ from __future__ import annotations
 import types
 from collections.abc import Callable, Mapping, Sequence
 
-from prune_graph._couplings import Absorb, Coupling, FactorLink, Link, Pin
+from prune_graph._couplings import Absorb, Broadcast, Coupling, FactorLink, Link, Pin
 from prune_graph._errors import GraphError
 from prune_graph._index_maps import Identity, Offset, Window
 from prune_graph._ops import Op, OpKind
@@ -310,7 +310,14 @@ def _permute(op: Op, shape: ShapeOf) -> list[Coupling]:
 
 
 def _expand(op: Op, shape: ShapeOf) -> list[Coupling]:
-    return _broadcast(op, shape, op.inputs[:1], op.outputs[0])
+    x, y = op.inputs[0], op.outputs[0]
+    result = _broadcast(op, shape, (x,), y)
+    xs, ys = shape(x), shape(y)
+    lead = len(ys) - len(xs)
+    for d, size in enumerate(xs):
+        if size == 1 and ys[lead + d] > 1:
+            result.append(Broadcast(DimRef(y, lead + d), op.id))
+    return result
 
 
 def _repeat(op: Op, shape: ShapeOf) -> list[Coupling]:

@@ -17,7 +17,20 @@ from collections.abc import Collection, Iterator, Sequence
 import attrs
 import numpy as np
 
-from prune_graph import Absorb, Coupling, DimRef, FactorLink, Graph, Identity, Link, OpKind, Pin, Value, ValueKind
+from prune_graph import (
+    Absorb,
+    Broadcast,
+    Coupling,
+    DimRef,
+    FactorLink,
+    Graph,
+    Identity,
+    Link,
+    OpKind,
+    Pin,
+    Value,
+    ValueKind,
+)
 from prune_ops._indices import IntArray
 
 __all__ = ["Group", "GroupKind", "GroupSet", "Member", "find_groups"]
@@ -29,12 +42,15 @@ class GroupKind(enum.Enum):
     """What a group's units are.
 
     ``HEADS``: whole attention heads (the first factor of a projection reshaped into heads × head
-    dims whose head dims meet in an activation product); ``HEAD_DIMS``: the same head dims in every
-    head; ``CHANNELS``: everything else (conv channels, hidden units, the residual stream).
+    dims whose head dims meet in an activation product; with grouped-query attention, whole
+    key/value heads with their query heads); ``QUERY_HEADS``: the same query heads within every
+    key/value group; ``HEAD_DIMS``: the same head dims in every head; ``CHANNELS``: everything
+    else (conv channels, hidden units, the residual stream).
     """
 
     CHANNELS = "channels"
     HEADS = "heads"
+    QUERY_HEADS = "query_heads"
     HEAD_DIMS = "head_dims"
 
 
@@ -279,7 +295,7 @@ def find_groups(graph: Graph, *, ignore: Collection[str] = (), prune_outputs: bo
         elif isinstance(c, Pin):
             classes.find(c.dim)
             pins.setdefault(c.dim, []).append(c.reason)
-        elif isinstance(c, Absorb):
+        elif isinstance(c, (Absorb, Broadcast)):
             classes.find(c.dim)
     for pin in _unify_factors(classes, factors):
         pins.setdefault(pin.dim, []).append(pin.reason)
@@ -382,6 +398,16 @@ def _kinds(graph: Graph, classes: _UnionFind, factors: list[FactorLink]) -> dict
         if dims in attention:
             kinds.setdefault(heads, GroupKind.HEADS)
             kinds.setdefault(dims, GroupKind.HEAD_DIMS)
+    # heads made of two factors (grouped-query attention: key/value heads × queries per key/value head)
+    changed = True
+    while changed:
+        changed = False
+        for factor in factors:
+            if kinds.get(classes.find(factor.fine)) is GroupKind.HEADS:
+                for axis, part in enumerate(factor.parts):
+                    if part is not None and classes.find(part) not in kinds:
+                        kinds[classes.find(part)] = GroupKind.HEADS if axis == 0 else GroupKind.QUERY_HEADS
+                        changed = True
     return kinds
 
 

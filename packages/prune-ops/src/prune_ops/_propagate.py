@@ -10,7 +10,7 @@ import numpy.typing as npt
 
 from prune_graph import DimRef, Graph
 from prune_ops._errors import InvalidIndicesError, UnprunableError
-from prune_ops._groups import Group, GroupSet, find_groups
+from prune_ops._groups import Group, GroupSet, Member, find_groups
 from prune_ops._indices import IntArray, check_indices
 
 __all__ = ["Removal", "propagate", "removal_of"]
@@ -75,16 +75,30 @@ def propagate(
         raise UnprunableError(f"{label} is not coupled to any prunable channels (no op reads or writes it)")
     wanted = np.zeros(size, dtype=bool)
     wanted[requested] = True
-    covered = np.zeros(size, dtype=bool)
-    chosen: list[tuple[Group, IntArray]] = []
+    counts = np.zeros(size, dtype=np.int64)
+    found: list[tuple[Group, Member, IntArray]] = []
     for group, member in containing:
         valid = member.units >= 0
         total = np.bincount(member.units[valid], minlength=group.size)
         hit = np.bincount(member.units[valid & wanted], minlength=group.size)
         full = np.flatnonzero((hit == total) & (total > 0))
         if full.size:
-            chosen.append((group, full))
-            covered |= np.isin(member.units, full)
+            found.append((group, member, full))
+            counts += np.isin(member.units, full)
+    # a unit that reaches this dim only in part can look whole here while other chosen units
+    # already cover its indices; it was not asked for, and taking it would remove more elsewhere
+    chosen: list[tuple[Group, IntArray]] = []
+    for group, member, full in reversed(found):
+        inside = np.isin(member.units, full)
+        needed = np.bincount(member.units[inside & (counts < 2)], minlength=group.size) > 0
+        for unit in full[~needed[full]][::-1]:
+            spots = member.units == unit
+            if (counts[spots] >= 2).all():
+                counts[spots] -= 1
+                full = full[full != unit]
+        if full.size:
+            chosen.insert(0, (group, full))
+    covered = counts > 0
     missing = np.flatnonzero(wanted & ~covered)
     if missing.size:
         i = int(missing[0])

@@ -152,24 +152,38 @@ _OPTIONAL_COPIES = frozenset({"aten.clone"})
 
 
 def _compare(before: Graph, after: Graph, plan: Plan) -> None:
+    """Every shape of the re-trace must be the plan's prediction.
+
+    When the pruned model takes another path (a repeat count became 1 and the code skips the
+    repeat), ops no longer line up one to one; then the outputs and every parameter must still
+    have the predicted shapes.
+    """
     expected = plan.new_shapes()
-    old_ops = [op for op in before.ops if op.target not in _OPTIONAL_COPIES]
-    new_ops = [op for op in after.ops if op.target not in _OPTIONAL_COPIES]
-    if len(new_ops) != len(old_ops):
-        raise ApplyError(
-            f"the pruned model runs {len(new_ops)} ops where the original ran {len(old_ops)}; "
-            "its forward pass took another path"
-        )
-    for old_op, new_op in zip(old_ops, new_ops):
-        for old_id, new_id in zip(old_op.outputs, new_op.outputs):
-            want = tuple(expected.get(old_id, before.shape(old_id)))
-            got = after.shape(new_id)
-            if want != got:
-                raise ApplyError(
-                    f"after pruning, {new_op.target} in module {new_op.module or '<root>'} produced shape {got} where the "
-                    f"plan predicted {want}; a size is probably kept in an attribute of {new_op.module or 'the model'} "
-                    "that pruning could not update. The model was restored."
-                )
+    if [op.target for op in after.ops] == [op.target for op in before.ops]:
+        for old_op, new_op in zip(before.ops, after.ops):
+            for old_id, new_id in zip(old_op.outputs, new_op.outputs):
+                want = tuple(expected.get(old_id, before.shape(old_id)))
+                got = after.shape(new_id)
+                if want != got:
+                    raise ApplyError(
+                        f"after pruning, {new_op.target} in module {new_op.module or '<root>'} produced shape {got} "
+                        f"where the plan predicted {want}; a size is probably kept in an attribute of "
+                        f"{new_op.module or 'the model'} that pruning could not update. The model was restored."
+                    )
+        return
+    for old_id, new_id in zip(before.outputs, after.outputs):
+        want = tuple(expected.get(old_id, before.shape(old_id)))
+        if after.shape(new_id) != want:
+            raise ApplyError(
+                f"after pruning, the model output {new_id} has shape {after.shape(new_id)} where the plan "
+                f"predicted {want}. The model was restored."
+            )
+    state = {v.path: v.shape for v in after.values if v.kind is ValueKind.PARAMETER}
+    for value in before.values:
+        if value.kind is ValueKind.PARAMETER and value.path in state:
+            want = tuple(expected.get(value.id, value.shape))
+            if state[value.path] != want:
+                raise ApplyError(f"after pruning, {value.path} has shape {state[value.path]}, expected {want}")
 
 
 def apply(

@@ -87,11 +87,30 @@ def prune_out_channels(module: nn.Module, idxs: Iterable[int] | torch.Tensor) ->
     if grouped and not depthwise:
         raise UnprunableError(f"{type(module).__name__} has groups={module.groups}; prune it through pt.plan()")
     axes = (("weight", 0), ("bias", 0)) if depthwise else rule.out_axes
+    num_groups = _group_norm_groups(module, idxs) if isinstance(module, nn.GroupNorm) else None
     _slice_axes(module, axes, idxs, "output")
     if depthwise:
         module.groups = int(module.weight.shape[0])
+    if num_groups is not None:
+        module.num_groups = num_groups
     rule.sync(module)
     return module
+
+
+def _group_norm_groups(module: nn.GroupNorm, idxs: list[int]) -> int:
+    """``num_groups`` after removing ``idxs``: fewer when whole groups go, the same when every group loses the same positions."""
+    channels, groups = int(module.num_channels), int(module.num_groups)
+    width = channels // groups
+    removed = check_indices(idxs, channels, f"GroupNorm({groups}, {channels}).weight[0]").tolist()
+    rows = [frozenset(i % width for i in removed if i // width == g) for g in range(groups)]
+    if all(len(row) in (0, width) for row in rows):
+        return groups - sum(len(row) == width for row in rows)
+    if len(set(rows)) == 1:
+        return groups
+    raise UnprunableError(
+        f"GroupNorm({groups}, {channels}): removing channels {removed} leaves groups of unequal width; "
+        f"remove whole groups ({width} consecutive channels) or the same positions in every group"
+    )
 
 
 def prune_in_channels(module: nn.Module, idxs: Iterable[int] | torch.Tensor) -> nn.Module:

@@ -112,13 +112,15 @@ def _group_ratio(group: Group, default: float, ratios: Mapping[str, float]) -> f
     return default
 
 
-def _selected(groups: tuple[Group, ...], head_dims: bool, hidden: bool | None) -> list[Group]:
-    """The groups a prune touches by default: channels and heads; head dims and hidden size on request."""
+def _selected(groups: tuple[Group, ...], head_dims: bool, query_heads: bool, hidden: bool | None) -> list[Group]:
+    """The groups a prune touches by default: channels and heads; the rest on request."""
     has_heads = any(g.kind is GroupKind.HEADS for g in groups)
     keep_hidden = (not has_heads) if hidden is None else hidden
     chosen = []
     for group in groups:
         if group.kind is GroupKind.HEAD_DIMS and not head_dims:
+            continue
+        if group.kind is GroupKind.QUERY_HEADS and not query_heads:
             continue
         if group.kind is GroupKind.CHANNELS and group.normalised and not keep_hidden:
             continue
@@ -127,7 +129,8 @@ def _selected(groups: tuple[Group, ...], head_dims: bool, hidden: bool | None) -
 
 
 def _kind_ratio(group: Group, ratio: float, head_ratio: float | None) -> float:
-    return head_ratio if (head_ratio is not None and group.kind is GroupKind.HEADS) else ratio
+    heads = group.kind in (GroupKind.HEADS, GroupKind.QUERY_HEADS)
+    return head_ratio if (head_ratio is not None and heads) else ratio
 
 
 def _scores(model: torch.nn.Module, graph: TracedGraph, group: Group, importance: Any) -> np.ndarray:
@@ -203,6 +206,7 @@ def prune(
     prune_outputs: bool = False,
     head_ratio: float | None = None,
     head_dims: bool = False,
+    query_heads: bool = False,
     hidden: bool | None = None,
     between_steps: Callable[[int, torch.nn.Module], None] | None = None,
 ) -> Report:
@@ -213,7 +217,8 @@ def prune(
     ``max_ratio``). ``ratios`` overrides the ratio for groups owned by given modules (objects or
     paths, a path covers its children). ``ignore`` keeps the output channels of the given modules.
     Transformers: attention heads are pruned whole (``head_ratio`` overrides their ratio), head
-    dims only with ``head_dims=True``, and the hidden size (channels normalised together, such
+    dims only with ``head_dims=True``, query heads within each key/value group of grouped-query
+    attention only with ``query_heads=True``, and the hidden size (channels normalised together, such
     as the residual stream under LayerNorm/RMSNorm) only with ``hidden=True``; ``hidden=None``
     prunes normalised channels only in models without attention heads (GroupNorm CNNs, ConvNeXt).
     ``steps`` reaches the target over several rounds, re-scoring each round and calling
@@ -240,7 +245,7 @@ def prune(
         graph = trace_model(model, example_inputs)
         if first_graph is None:
             first_graph = graph
-        groups = _selected(graph.groups(ignored, prune_outputs).prunable, head_dims, hidden)
+        groups = _selected(graph.groups(ignored, prune_outputs).prunable, head_dims, query_heads, hidden)
         scored = [(g, _scores(model, graph, g, scorer)) for g in groups]
         if global_ranking:
             chosen = _choose_global(scored, step_amount, round_to, max_ratio)

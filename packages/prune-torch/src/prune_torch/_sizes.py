@@ -17,8 +17,8 @@ from typing import Any
 import attrs
 import torch
 
-from prune_graph import Graph, OpKind, reshape_groups
-from prune_ops import Plan
+from prune_graph import DimRef, Graph, OpKind, ValueId, reshape_groups
+from prune_ops import GroupKind, GroupSet, Plan, find_groups
 from prune_torch._errors import ApplyError
 
 __all__ = ["ROLE_NAMES", "SizeUpdate", "size_updates", "update_sizes"]
@@ -31,6 +31,7 @@ ROLE_NAMES: Mapping[str, frozenset[str]] = types.MappingProxyType(
         "head_dim": frozenset({"head_dim", "attention_head_size", "head_size", "dim_head"}),
         "width": frozenset({"all_head_size", "embed_dim", "inner_dim", "split_size", "hidden_size", "kdim", "vdim"}),
         "hidden": frozenset(),
+        "kv_groups": frozenset({"num_key_value_groups", "n_rep", "num_queries_per_kv"}),
     }
 )
 
@@ -53,12 +54,38 @@ class SizeUpdate:
     new: int
 
 
-def size_updates(graph: Graph, plan: Plan) -> list[SizeUpdate]:
-    """Role-tagged size changes: reshapes into (or out of) heads × head dims, and dims normalised together (hidden)."""
+def _dim_kinds(groups: GroupSet) -> dict[DimRef, GroupKind]:
+    """The kind of group each dim carries (a reshaped projection's fine dim belongs to several: left out)."""
+    kinds: dict[DimRef, set[GroupKind]] = {}
+    for group in groups:
+        for member in group.members:
+            kinds.setdefault(member.dim, set()).add(group.kind)
+    return {dim: found.pop() for dim, found in kinds.items() if len(found) == 1}
+
+
+def _part_role(graph: Graph, kinds: dict[DimRef, GroupKind], value: str, dim: int) -> str | None:
+    kind = kinds.get(DimRef(ValueId(value), dim))
+    if kind is GroupKind.QUERY_HEADS:
+        return "kv_groups"
+    if kind is GroupKind.HEADS:
+        return "heads"
+    if kind is GroupKind.HEAD_DIMS:
+        return "head_dim"
+    return None
+
+
+def size_updates(graph: Graph, plan: Plan, groups: GroupSet | None = None) -> list[SizeUpdate]:
+    """Role-tagged size changes: reshapes into (or out of) heads × head dims, and dims normalised together (hidden).
+
+    A reshape's dims get their role from the kind of group they carry: heads, head dims, or the
+    repeat count of grouped-query attention (a head dim made by ``expand``); the fine dim of
+    heads × head dims is a width, of key/value heads × repeats a head count.
+    """
     shapes = plan.new_shapes()
+    kinds = _dim_kinds(groups if groups is not None else find_groups(graph))
     found: list[SizeUpdate] = []
     for op in graph.ops:
-        normalised = ()
+        normalised: tuple[int, ...] = ()
         if op.kind is OpKind.NORM and op.attr("mixes", False):
             normalised = op.ints_attr("channel_dims")
         elif op.kind is OpKind.REDUCE:
@@ -78,15 +105,29 @@ def size_updates(graph: Graph, plan: Plan) -> list[SizeUpdate]:
         new_x, new_y = shapes.get(x, xs), shapes.get(y, ys)
         for left, right in reshape_groups(xs, ys):
             if len(left) == 1 and len(right) == 2:
-                fine, parts = (xs[left[0]], new_x[left[0]]), [(ys[d], new_y[d]) for d in right]
+                fine, side, dims, new_side = (xs[left[0]], new_x[left[0]]), y, right, new_y
             elif len(right) == 1 and len(left) == 2:
-                fine, parts = (ys[right[0]], new_y[right[0]]), [(xs[d], new_x[d]) for d in left]
+                fine, side, dims, new_side = (ys[right[0]], new_y[right[0]]), x, left, new_x
             else:
                 continue
-            for role, (old, new) in (("width", fine), ("heads", parts[0]), ("head_dim", parts[1])):
-                if old != new:
+            shape = graph.shape(side)
+            roles = [_part_role(graph, kinds, side, d) for d in dims]
+            fine_role = {("heads", "head_dim"): "width", ("heads", "kv_groups"): "heads"}.get((roles[0], roles[1]))
+            changes = [(fine_role, fine)] + [(r, (shape[d], new_side[d])) for r, d in zip(roles, dims)]
+            for role, (old, new) in changes:
+                if role is not None and old != new:
                     found.append(SizeUpdate(op.module, role, old, new))
     return found
+
+
+def _broadcast_dim(graph: Graph, value: str, dim: int) -> bool:
+    """Whether ``dim`` of ``value`` was made by an expand of a size-1 dim."""
+    producer = graph.producer(value)
+    if producer is None or producer.kind is not OpKind.EXPAND:
+        return False
+    source = graph.shape(producer.inputs[0])
+    lead = len(graph.shape(value)) - len(source)
+    return dim >= lead and source[dim - lead] == 1
 
 
 def update_sizes(model: torch.nn.Module, updates: list[SizeUpdate], remember: Any) -> None:
