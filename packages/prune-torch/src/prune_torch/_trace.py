@@ -116,6 +116,12 @@ class _Recorder(TorchDispatchMode):
             spec.kind, str(func.overloadpacket).replace("aten::", "aten."), inputs, outputs, self.modules[-1], attrs
         )
 
+    def seal(self, name: str, inputs: list[torch.Tensor]) -> None:
+        """Record an opaque use of ``inputs`` by a module whose widths are fixed in its code."""
+        ids = [self._id_of(t) for t in inputs]
+        if ids:
+            self.builder.op(OpKind.OPAQUE, f"nn.{name}", ids, [], self.modules[-1])
+
     @staticmethod
     def _writes_into_view(func: Any, args: Any, spec: OpSpec) -> bool:
         """An in-place op that writes another tensor's channels into a view of a larger tensor."""
@@ -131,14 +137,21 @@ class _Recorder(TorchDispatchMode):
         return isinstance(target, torch.Tensor) and target._is_view() and bool(others)
 
 
+# Modules whose implementation fixes the width of what they read, beyond what their ops show:
+# torch's multi-head attention requires query width == embed_dim == rows of each in-projection.
+SEALED_MODULES: tuple[type, ...] = (torch.nn.MultiheadAttention,)
+
+
 @contextlib.contextmanager
-def _module_stack(model: torch.nn.Module, stack: list[str]) -> Iterator[None]:
+def _module_stack(model: torch.nn.Module, stack: list[str], recorder: _Recorder | None = None) -> Iterator[None]:
     paths: dict[int, str] = {}
     for name, module in model.named_modules(remove_duplicate=False):
         paths.setdefault(id(module), name)
 
-    def enter(module: torch.nn.Module, _inputs: Any) -> None:
+    def enter(module: torch.nn.Module, inputs: Any) -> None:
         stack.append(paths.get(id(module), stack[-1]))
+        if recorder is not None and isinstance(module, SEALED_MODULES):
+            recorder.seal(type(module).__name__, tensors_in(list(inputs)))
 
     def leave(module: torch.nn.Module, _inputs: Any, _output: Any) -> None:
         if len(stack) > 1:
@@ -202,7 +215,7 @@ def _run(model: torch.nn.Module, example_inputs: ExampleInputs, meta: bool) -> G
             names[id(t)] = input_ids[-1]
     stack = [""]
     recorder = _Recorder(builder, names, stack)
-    with _module_stack(model, stack), recorder:
+    with _module_stack(model, stack, recorder), recorder:
         if meta:
             result = torch.func.functional_call(model, stand_ins, args, kwargs, tie_weights=True, strict=False)
         else:
