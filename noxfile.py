@@ -13,7 +13,8 @@ nox.options.default_venv_backend = "venv"
 
 PACKAGES = ("packages/prune-graph", "packages/prune-ops", "packages/prune-torch")
 CONSTRAINTS = ("-c", "constraints.txt")
-TEST_DEPS = ("pytest>=8", "hypothesis>=6.100")
+# transformers builds BERT / ViT / GPT-2 / LLaMA from small configs for the transformer tests (CPU torch is enough)
+TEST_DEPS = ("pytest>=8", "hypothesis>=6.100", "matplotlib>=3.7", "transformers>=4.45")
 
 
 def install_project(session: nox.Session, *packages: str, editable: bool = True) -> None:

@@ -10,6 +10,7 @@ from prune_ops._groups import Group, GroupKind, GroupSet, Member, find_groups
 from prune_ops._importance import (
     FPGM,
     BNScale,
+    GroupL2,
     Importance,
     Magnitude,
     MemberData,
@@ -33,6 +34,7 @@ __all__ = [
     "Costs",
     "Group",
     "GroupKind",
+    "GroupL2",
     "GroupSet",
     "Importance",
     "IntArray",

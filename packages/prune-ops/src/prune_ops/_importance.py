@@ -197,6 +197,20 @@ class FPGM:
 
 
 @attrs.frozen
+class GroupL2:
+    """The L2 norm of each unit over all members together: what a group-lasso penalty drives to zero."""
+
+    def __call__(self, group: Group, data: Sequence[MemberData]) -> FloatArray:
+        if not data:
+            raise PruningError(f"group {group.id} ({group.root_member.label}) holds no parameters to score")
+        total = np.zeros(group.size)
+        for d in data:
+            sums, _ = _per_unit(d.member, np.sum(d.weight**2, axis=1), group.size)
+            total += sums
+        return np.asarray(np.sqrt(total), dtype=np.float64)
+
+
+@attrs.frozen
 class Random:
     """Random scores from an explicit generator (reproducible with a seeded one)."""
 

@@ -25,6 +25,8 @@ from prune_ops import (
 from prune_torch import examples, strategy
 from prune_torch._apply import apply
 from prune_torch._errors import ApplyError, TraceError
+from prune_torch._history import history, load_pruned, save_pruned
+from prune_torch._lasso import GroupLasso
 from prune_torch._layers import LAYER_RULES, LayerRule
 from prune_torch._lowlevel import (
     prune_batchnorm,
@@ -35,8 +37,10 @@ from prune_torch._lowlevel import (
     prune_out_channels,
     prune_related_conv,
 )
+from prune_torch._optim import prune_optimizer
 from prune_torch._plan import plan
-from prune_torch._prune import LayerWidth, Report, prune
+from prune_torch._prune import InteractivePruner, Proposal, Target, interactive, prune
+from prune_torch._report import LayerWidth, Report
 from prune_torch._traced import TracedGraph
 from prune_torch._traced import trace_model as trace
 from prune_torch._verify import Equivalence, check_equivalence, silenced_copy
@@ -45,14 +49,18 @@ __all__ = [
     "LAYER_RULES",
     "ApplyError",
     "Equivalence",
+    "GroupLasso",
+    "InteractivePruner",
     "InvalidIndicesError",
     "LayerRule",
     "LayerWidth",
     "Plan",
     "PlanEntry",
     "PlanMismatchError",
+    "Proposal",
     "PruningError",
     "Report",
+    "Target",
     "TraceError",
     "TracedGraph",
     "UnprunableError",
@@ -60,6 +68,9 @@ __all__ = [
     "check_equivalence",
     "costs",
     "examples",
+    "history",
+    "interactive",
+    "load_pruned",
     "plan",
     "prune",
     "prune_batchnorm",
@@ -67,8 +78,10 @@ __all__ = [
     "prune_in_channels",
     "prune_linear_in_channels",
     "prune_linear_out_channels",
+    "prune_optimizer",
     "prune_out_channels",
     "prune_related_conv",
+    "save_pruned",
     "silenced_copy",
     "strategy",
     "trace",

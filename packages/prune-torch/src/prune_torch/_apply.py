@@ -11,6 +11,7 @@ import torch
 from prune_graph import Graph, ValueKind
 from prune_ops import Plan, PlanEntry, PlanMismatchError, check_indices
 from prune_torch._errors import ApplyError
+from prune_torch._history import record
 from prune_torch._layers import LAYER_RULES, sync_attributes
 from prune_torch._sizes import size_updates, update_sizes
 from prune_torch._trace import ExampleInputs, trace
@@ -253,6 +254,7 @@ def apply(
     except BaseException:
         snapshot.restore()
         raise
+    record(model, plan)
 
 
 def _device_of(model: torch.nn.Module) -> str:

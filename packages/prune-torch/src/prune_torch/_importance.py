@@ -10,7 +10,19 @@ import numpy as np
 import torch
 
 from prune_graph import Graph, OpKind
-from prune_ops import FPGM, BNScale, Group, Importance, Magnitude, MemberData, PruningError, Random, Reduction, Taylor
+from prune_ops import (
+    FPGM,
+    BNScale,
+    GroupL2,
+    Group,
+    Importance,
+    Magnitude,
+    MemberData,
+    PruningError,
+    Random,
+    Reduction,
+    Taylor,
+)
 
 __all__ = ["IMPORTANCES", "ImportanceLike", "member_data", "resolve_importance"]
 
@@ -24,6 +36,7 @@ IMPORTANCES: Mapping[str, Callable[[Reduction, int], Importance]] = types.Mappin
         "bn_scale": lambda r, seed: BNScale(r),
         "taylor": lambda r, seed: Taylor(r),
         "fpgm": lambda r, seed: FPGM(r),
+        "group_l2": lambda r, seed: GroupL2(),
     }
 )
 

@@ -1,89 +1,69 @@
-"""``prune(model, example_inputs, ratio=...)``: the one obvious high-level call."""
+"""``prune(model, example_inputs, ratio=...)``: the one obvious high-level call, and the interactive way."""
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Iterable, Mapping
+import enum
+import types
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Union
 
 import attrs
 import numpy as np
 import torch
-
 from prune_ops import (
-    Costs,
     Group,
     GroupKind,
-    Normalisation,
     Plan,
     PruningError,
     Random,
+    Taylor,
     check_amount,
     costs,
-    keep_count,
     make_plan,
-    normalise,
     removal_of,
-    select,
 )
+
 from prune_torch._apply import apply
+from prune_torch._calibrate import LossFn, accumulate_gradients
+from prune_torch._choose import choose_global, choose_isomorphic, choose_local, search_amount
 from prune_torch._importance import ImportanceLike, member_data, resolve_importance
-from prune_torch._layers import rule_for
+from prune_torch._report import Report, layer_widths
 from prune_torch._trace import ExampleInputs
 from prune_torch._traced import TracedGraph, trace_model
 
-__all__ = ["LayerWidth", "Report", "prune"]
+__all__ = ["InteractivePruner", "Proposal", "Target", "interactive", "prune"]
 
 ModuleKey = Union[str, torch.nn.Module]
 
 
+class Target(enum.Enum):
+    """What ``ratio`` measures: channels of each group (or all of them), parameters, or MACs."""
+
+    CHANNELS = "channels"
+    PARAMS = "params"
+    MACS = "macs"
+
+
+_TARGETS = types.MappingProxyType({t.value: t for t in Target})
+
+
 @attrs.frozen
-class LayerWidth:
-    """Output channels of one layer before and after."""
-
-    module: str
-    kind: str
-    before: int
-    after: int
-
-
-@attrs.frozen
-class Report:
-    """What a prune did: the combined plan, costs before and after, per-layer widths.
-
-    ``silence_outputs`` lists the modules whose pruned head dims meet in a product of
-    activations; pass it to :func:`prune_torch.check_equivalence`.
-    """
-
-    plan: Plan
-    before: Costs
-    after: Costs
-    layers: tuple[LayerWidth, ...]
+class _Options:
+    ratio: float
+    round_to: int
+    ignore: tuple[str, ...]
+    ratios: Mapping[str, float]
+    global_ranking: bool
+    isomorphic: bool
+    max_ratio: float
     steps: int
-    silence_outputs: tuple[str, ...] = ()
-
-    @property
-    def params_ratio(self) -> float:
-        """Parameters after / before."""
-        return self.after.parameters / max(self.before.parameters, 1)
-
-    @property
-    def macs_ratio(self) -> float:
-        """MACs after / before."""
-        return self.after.macs / max(self.before.macs, 1)
-
-    def __str__(self) -> str:
-        lines = [
-            f"parameters {self.before.parameters:,} → {self.after.parameters:,} ({self.params_ratio:.1%})",
-            f"MACs       {self.before.macs:,} → {self.after.macs:,} ({self.macs_ratio:.1%})",
-            f"steps      {self.steps}",
-            "",
-        ]
-        width = max([len(layer.module) for layer in self.layers] + [6])
-        lines.append(f"{'layer'.ljust(width)}  {'type':<16} channels")
-        for layer in self.layers:
-            lines.append(f"{layer.module.ljust(width)}  {layer.kind:<16} {layer.before} → {layer.after}")
-        return "\n".join(lines)
+    prune_outputs: bool
+    head_ratio: float | None
+    head_dims: bool
+    query_heads: bool
+    hidden: bool | None
+    target: Target
+    tolerance: float
 
 
 def _paths(model: torch.nn.Module, keys: Iterable[ModuleKey], what: str) -> list[str]:
@@ -104,23 +84,58 @@ def _paths(model: torch.nn.Module, keys: Iterable[ModuleKey], what: str) -> list
     return out
 
 
-def _group_ratio(group: Group, default: float, ratios: Mapping[str, float]) -> float:
-    for module in group.modules:
-        for path, value in ratios.items():
-            if module == path or module.startswith(path + "."):
-                return value
-    return default
+def _options(model: torch.nn.Module, **kw: Any) -> _Options:
+    ratio = check_amount(kw["ratio"], "ratio")
+    max_ratio = check_amount(kw["max_ratio"], "max_ratio")
+    steps = kw["steps"]
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise PruningError(f"'steps' must be an int >= 1 (got {steps!r})")
+    round_to = kw["round_to"]
+    if isinstance(round_to, bool) or not isinstance(round_to, int) or round_to < 1:
+        raise PruningError(f"'round_to' must be an int >= 1 (got {round_to!r})")
+    target = kw["target"]
+    if isinstance(target, str):
+        if target not in _TARGETS:
+            raise PruningError(f"unknown target {target!r}; valid: {', '.join(_TARGETS)}")
+        target = _TARGETS[target]
+    ratios_in = kw["ratios"] or {}
+    ratios = dict(zip(_paths(model, ratios_in.keys(), "ratios"), ratios_in.values()))
+    for path, value in ratios.items():
+        check_amount(value, f"ratios[{path!r}]")
+    head_ratio = kw["head_ratio"]
+    if head_ratio is not None:
+        head_ratio = check_amount(head_ratio, "head_ratio")
+    tolerance = float(kw["tolerance"])
+    if not 0 < tolerance < 1:
+        raise PruningError(f"'tolerance' must be in (0, 1) (got {tolerance!r})")
+    return _Options(
+        ratio=ratio,
+        round_to=round_to,
+        ignore=tuple(_paths(model, kw["ignore"], "ignore")),
+        ratios=ratios,
+        global_ranking=bool(kw["global_ranking"]),
+        isomorphic=bool(kw["isomorphic"]),
+        max_ratio=max_ratio,
+        steps=steps,
+        prune_outputs=bool(kw["prune_outputs"]),
+        head_ratio=head_ratio,
+        head_dims=bool(kw["head_dims"]),
+        query_heads=bool(kw["query_heads"]),
+        hidden=kw["hidden"],
+        target=target,
+        tolerance=tolerance,
+    )
 
 
-def _selected(groups: tuple[Group, ...], head_dims: bool, query_heads: bool, hidden: bool | None) -> list[Group]:
+def _selected(groups: tuple[Group, ...], opts: _Options) -> list[Group]:
     """The groups a prune touches by default: channels and heads; the rest on request."""
     has_heads = any(g.kind is GroupKind.HEADS for g in groups)
-    keep_hidden = (not has_heads) if hidden is None else hidden
+    keep_hidden = (not has_heads) if opts.hidden is None else opts.hidden
     chosen = []
     for group in groups:
-        if group.kind is GroupKind.HEAD_DIMS and not head_dims:
+        if group.kind is GroupKind.HEAD_DIMS and not opts.head_dims:
             continue
-        if group.kind is GroupKind.QUERY_HEADS and not query_heads:
+        if group.kind is GroupKind.QUERY_HEADS and not opts.query_heads:
             continue
         if group.kind is GroupKind.CHANNELS and group.normalised and not keep_hidden:
             continue
@@ -128,12 +143,20 @@ def _selected(groups: tuple[Group, ...], head_dims: bool, query_heads: bool, hid
     return chosen
 
 
-def _kind_ratio(group: Group, ratio: float, head_ratio: float | None) -> float:
-    heads = group.kind in (GroupKind.HEADS, GroupKind.QUERY_HEADS)
-    return head_ratio if (head_ratio is not None and heads) else ratio
+def _group_amount(group: Group, opts: _Options, scale: float) -> float:
+    """This step's fraction for a group: its own ratio (per-module, heads, or global), spread over the steps."""
+    ratio = opts.ratio
+    if opts.head_ratio is not None and group.kind in (GroupKind.HEADS, GroupKind.QUERY_HEADS):
+        ratio = opts.head_ratio
+    for module in group.modules:
+        for path, value in opts.ratios.items():
+            if module == path or module.startswith(path + "."):
+                ratio = value
+    ratio = min(ratio * scale, opts.max_ratio)
+    return 1 - (1 - ratio) ** (1 / opts.steps)
 
 
-def _scores(model: torch.nn.Module, graph: TracedGraph, group: Group, importance: Any) -> np.ndarray:
+def _score(model: torch.nn.Module, graph: TracedGraph, group: Group, importance: Any) -> np.ndarray:
     data = [] if isinstance(importance, Random) else member_data(model, graph, group)
     scores = np.asarray(importance(group, data), dtype=np.float64)
     if scores.shape != (group.size,):
@@ -141,52 +164,160 @@ def _scores(model: torch.nn.Module, graph: TracedGraph, group: Group, importance
     return scores
 
 
-def _choose_local(
-    scored: list[tuple[Group, np.ndarray]], amounts: list[float], round_to: int
+def _choose(scored: list[tuple[Group, np.ndarray]], opts: _Options, scale: float) -> list[tuple[Group, np.ndarray]]:
+    if opts.global_ranking or opts.isomorphic:
+        amount = 1 - (1 - min(opts.ratio * scale, opts.max_ratio)) ** (1 / opts.steps)
+        choose = choose_isomorphic if opts.isomorphic else choose_global
+        return choose(scored, amount, opts.round_to, opts.max_ratio)
+    return choose_local(scored, [_group_amount(g, opts, scale) for g, _ in scored], opts.round_to)
+
+
+def _plan_for_step(
+    graph: TracedGraph, scored: list[tuple[Group, np.ndarray]], opts: _Options
+) -> tuple[Plan, list[tuple[Group, np.ndarray]]]:
+    """The step's plan; for a parameter or MAC target, the channel fraction is searched to meet it."""
+
+    def plan_at(scale: float) -> tuple[Plan, list[tuple[Group, np.ndarray]]]:
+        chosen = _choose(scored, opts, scale)
+        return make_plan(graph, removal_of(graph, chosen)), chosen
+
+    if opts.target is Target.CHANNELS:
+        return plan_at(1.0)
+    base = costs(graph)
+    step_target = 1 - (1 - opts.ratio) ** (1 / opts.steps)
+
+    def removed(scale: float) -> float:
+        after = costs(graph, plan_at(scale)[0])
+        if opts.target is Target.MACS:
+            return 1 - after.macs / max(base.macs, 1)
+        return 1 - after.parameters / max(base.parameters, 1)
+
+    upper = opts.max_ratio / max(opts.ratio, 1e-9)
+    scale = search_amount(removed, step_target, upper, opts.tolerance)
+    return plan_at(scale)
+
+
+@attrs.define
+class Proposal:
+    """One group the pruner wants to shrink: inspect it, change ``units``, then ``accept()`` or ``reject()``."""
+
+    group: Group
+    units: np.ndarray
+    scores: np.ndarray
+    accepted: bool = False
+
+    def accept(self) -> None:
+        """Keep this proposal (with its current ``units``)."""
+        self.accepted = True
+
+    def reject(self) -> None:
+        """Drop this proposal."""
+        self.accepted = False
+
+    def __str__(self) -> str:
+        units = ", ".join(str(int(u)) for u in self.units[:12]) + (" ..." if len(self.units) > 12 else "")
+        return f"{self.group.describe()}\n  remove {len(self.units)} of {self.group.size} units: [{units}]"
+
+
+class InteractivePruner:
+    """Walk the groups the pruner chose, inspect or change each, and apply only those accepted.
+
+    >>> import torch
+    >>> from prune_torch.examples import resnet_like
+    >>> model = resnet_like(10).eval()
+    >>> session = interactive(model, torch.randn(1, 3, 32, 32), ratio=0.5, ignore=["fc"])
+    >>> for proposal in session:
+    ...     proposal.accept()
+    >>> report = session.apply()
+    """
+
+    def __init__(
+        self, model: torch.nn.Module, example_inputs: ExampleInputs, graph: TracedGraph, proposals: list[Proposal]
+    ) -> None:
+        self.model = model
+        self.example_inputs = example_inputs
+        self.graph = graph
+        self.proposals = proposals
+
+    def __iter__(self) -> Iterator[Proposal]:
+        return iter(self.proposals)
+
+    def __len__(self) -> int:
+        return len(self.proposals)
+
+    def plan(self) -> Plan:
+        """The plan of the accepted proposals."""
+        chosen = [(p.group, np.asarray(p.units, dtype=np.int64)) for p in self.proposals if p.accepted]
+        return make_plan(self.graph, removal_of(self.graph, chosen))
+
+    def apply(self) -> Report:
+        """Apply the accepted proposals and report."""
+        plan = self.plan()
+        apply(self.model, plan, self.example_inputs)
+        return Report(plan, costs(self.graph), costs(self.graph, plan), layer_widths(self.model, self.graph, plan), 1)
+
+
+def _prepare(
+    model: torch.nn.Module,
+    graph: TracedGraph,
+    opts: _Options,
+    scorer: Any,
+    calibration: Iterable[ExampleInputs] | None,
+    loss_fn: LossFn | None,
+    show_progress: bool,
 ) -> list[tuple[Group, np.ndarray]]:
-    return [(g, select(s, amount=a, round_to=round_to)) for (g, s), a in zip(scored, amounts)]
+    if calibration is not None:
+        accumulate_gradients(model, calibration, loss_fn, show_progress=show_progress)  # type: ignore[arg-type]
+    elif isinstance(scorer, Taylor) and not any(p.grad is not None for p in model.parameters()):
+        raise PruningError("Taylor importance needs gradients: pass calibration batches and a loss_fn")
+    groups = _selected(graph.groups(opts.ignore, opts.prune_outputs).prunable, opts)
+    return [(g, _score(model, graph, g, scorer)) for g in groups]
 
 
-def _choose_global(
-    scored: list[tuple[Group, np.ndarray]], amount: float, round_to: int, max_ratio: float
-) -> list[tuple[Group, np.ndarray]]:
-    entries = []
-    for gi, (_group, scores) in enumerate(scored):
-        for unit, score in enumerate(normalise(scores, Normalisation.MEAN)):
-            entries.append((float(score), gi, unit))
-    entries.sort()
-    total = sum(g.size for g, _ in scored)
-    budget = math.floor(amount * total + 1e-9)
-    counts = [0] * len(scored)
-    caps = [min(g.size - 1, math.floor(max_ratio * g.size)) for g, _ in scored]
-    for _, gi, _ in entries:
-        if budget <= 0:
-            break
-        if counts[gi] < caps[gi]:
-            counts[gi] += 1
-            budget -= 1
-    chosen = []
-    for (group, scores), count in zip(scored, counts):
-        keep = keep_count(group.size, count=count, round_to=round_to) if count else group.size
-        chosen.append((group, select(scores, count=group.size - keep)))
-    return chosen
+_DEFAULTS: Mapping[str, Any] = types.MappingProxyType(
+    {
+        "ratio": 0.5,
+        "round_to": 1,
+        "ignore": (),
+        "ratios": None,
+        "global_ranking": False,
+        "isomorphic": False,
+        "max_ratio": 0.9,
+        "steps": 1,
+        "prune_outputs": False,
+        "head_ratio": None,
+        "head_dims": False,
+        "query_heads": False,
+        "hidden": None,
+        "target": "channels",
+        "tolerance": 0.02,
+    }
+)
 
 
-def _layers(model: torch.nn.Module, graph: TracedGraph, plan: Plan) -> tuple[LayerWidth, ...]:
-    shapes = plan.state_shapes()
-    layers = []
-    for value in graph.values:
-        if value.kind.value != "parameter" or value.name != "weight":
-            continue
-        module = model.get_submodule(value.module) if value.module else model
-        rule = rule_for(module)
-        if rule is None or not rule.out_axes:
-            continue
-        axis = rule.out_axes[0][1]
-        before = value.shape[axis]
-        after = shapes.get(value.path, (value.shape, value.shape))[1][axis]
-        layers.append(LayerWidth(value.module, type(module).__name__, before, after))
-    return tuple(layers)
+def interactive(
+    model: torch.nn.Module,
+    example_inputs: ExampleInputs,
+    *,
+    importance: ImportanceLike = "l2",
+    reduction: str = "mean",
+    seed: int = 0,
+    calibration: Iterable[ExampleInputs] | None = None,
+    loss_fn: LossFn | None = None,
+    **options: Any,
+) -> InteractivePruner:
+    """Like :func:`prune` (same options, one step), but returns the proposals for review instead of applying them."""
+    unknown = set(options) - set(_DEFAULTS)
+    if unknown:
+        raise PruningError(f"unknown option(s) {sorted(unknown)}; valid: {', '.join(sorted(_DEFAULTS))}")
+    opts = _options(model, **{**_DEFAULTS, **options, "steps": 1})
+    scorer = resolve_importance(importance, reduction, seed)
+    graph = trace_model(model, example_inputs)
+    scored = _prepare(model, graph, opts, scorer, calibration, loss_fn, False)
+    _, chosen = _plan_for_step(graph, scored, opts)
+    scores = {id(g): s for g, s in scored}
+    proposals = [Proposal(g, units, scores[id(g)]) for g, units in chosen if len(units)]
+    return InteractivePruner(model, example_inputs, graph, proposals)
 
 
 def prune(
@@ -199,8 +330,11 @@ def prune(
     ignore: Iterable[ModuleKey] = (),
     ratios: Mapping[ModuleKey, float] | None = None,
     global_ranking: bool = False,
+    isomorphic: bool = False,
     max_ratio: float = 0.9,
     steps: int = 1,
+    target: str | Target = "channels",
+    tolerance: float = 0.02,
     reduction: str = "mean",
     seed: int = 0,
     prune_outputs: bool = False,
@@ -208,54 +342,60 @@ def prune(
     head_dims: bool = False,
     query_heads: bool = False,
     hidden: bool | None = None,
+    calibration: Iterable[ExampleInputs] | None = None,
+    loss_fn: LossFn | None = None,
     between_steps: Callable[[int, torch.nn.Module], None] | None = None,
+    show_progress: bool = True,
 ) -> Report:
     """Prune ``model`` in place and return a :class:`Report`.
 
-    ``ratio``: fraction of each group's channels to remove (local ranking), or of all channels
-    when ``global_ranking`` (normalised scores compete across groups, no group loses more than
-    ``max_ratio``). ``ratios`` overrides the ratio for groups owned by given modules (objects or
-    paths, a path covers its children). ``ignore`` keeps the output channels of the given modules.
+    ``ratio`` is what to remove: with ``target="channels"`` (default) a fraction of each group's
+    channels (local ranking), or of all channels with ``global_ranking`` (normalised scores
+    compete across groups, no group loses more than ``max_ratio``) or ``isomorphic`` (only
+    structurally identical groups compete); with ``target="params"`` or ``"macs"`` a fraction of
+    parameters or MACs, met within ``tolerance`` by searching the channel fraction.
+    ``ratios`` overrides the ratio for groups owned by given modules (objects or paths, a path
+    covers its children); ``ignore`` keeps the output channels of the given modules.
+
     Transformers: attention heads are pruned whole (``head_ratio`` overrides their ratio), head
     dims only with ``head_dims=True``, query heads within each key/value group of grouped-query
-    attention only with ``query_heads=True``, and the hidden size (channels normalised together, such
-    as the residual stream under LayerNorm/RMSNorm) only with ``hidden=True``; ``hidden=None``
-    prunes normalised channels only in models without attention heads (GroupNorm CNNs, ConvNeXt).
-    ``steps`` reaches the target over several rounds, re-scoring each round and calling
-    ``between_steps(step, model)`` after each (fine-tune there). ``importance`` is a name
-    (``l1``, ``l2``, ``random``, ``bn_scale``, ``taylor``, ``fpgm``) or a callable
-    ``(group, member_data) -> scores``.
+    attention only with ``query_heads=True``, and the hidden size (channels normalised together,
+    such as the residual stream under LayerNorm/RMSNorm) only with ``hidden=True``;
+    ``hidden=None`` prunes normalised channels only in models without attention heads.
+
+    ``importance`` is ``"l1"``, ``"l2"``, ``"random"``, ``"bn_scale"``, ``"taylor"`` (give
+    ``calibration`` batches and ``loss_fn``; gradients are accumulated with a progress bar),
+    ``"fpgm"``, ``"group_l2"`` (after :class:`GroupLasso` training), or a callable
+    ``(group, member_data) -> scores``. ``steps`` reaches the target over several rounds,
+    re-scoring each round and calling ``between_steps(step, model)`` after each (fine-tune there).
     """
-    ratio = check_amount(ratio, "ratio")
-    max_ratio = check_amount(max_ratio, "max_ratio")
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise PruningError(f"'steps' must be an int >= 1 (got {steps!r})")
+    opts = _options(
+        model,
+        ratio=ratio,
+        round_to=round_to,
+        ignore=ignore,
+        ratios=ratios,
+        global_ranking=global_ranking,
+        isomorphic=isomorphic,
+        max_ratio=max_ratio,
+        steps=steps,
+        prune_outputs=prune_outputs,
+        head_ratio=head_ratio,
+        head_dims=head_dims,
+        query_heads=query_heads,
+        hidden=hidden,
+        target=target,
+        tolerance=tolerance,
+    )
     scorer = resolve_importance(importance, reduction, seed)
-    ignored = tuple(_paths(model, ignore, "ignore"))
-    ratio_paths = dict(zip(_paths(model, (ratios or {}).keys(), "ratios"), (ratios or {}).values()))
-    for path, value in ratio_paths.items():
-        check_amount(value, f"ratios[{path!r}]")
-    if head_ratio is not None:
-        head_ratio = check_amount(head_ratio, "head_ratio")
-    step_amount = 1 - (1 - ratio) ** (1 / steps)
     first_graph: TracedGraph | None = None
     combined: Plan | None = None
     head_dim_modules: dict[str, None] = {}
-    for step in range(steps):
+    for step in range(opts.steps):
         graph = trace_model(model, example_inputs)
-        if first_graph is None:
-            first_graph = graph
-        groups = _selected(graph.groups(ignored, prune_outputs).prunable, head_dims, query_heads, hidden)
-        scored = [(g, _scores(model, graph, g, scorer)) for g in groups]
-        if global_ranking:
-            chosen = _choose_global(scored, step_amount, round_to, max_ratio)
-        else:
-            amounts = [
-                1 - (1 - _group_ratio(g, _kind_ratio(g, ratio, head_ratio), ratio_paths)) ** (1 / steps)
-                for g, _ in scored
-            ]
-            chosen = _choose_local(scored, amounts, round_to)
-        plan = make_plan(graph, removal_of(graph, chosen))
+        first_graph = first_graph or graph
+        scored = _prepare(model, graph, opts, scorer, calibration, loss_fn, show_progress)
+        plan, chosen = _plan_for_step(graph, scored, opts)
         for group, units in chosen:
             if group.kind is GroupKind.HEAD_DIMS and len(units):
                 head_dim_modules.update((m.value.module, None) for m in group.parameters)
@@ -263,8 +403,9 @@ def prune(
         combined = plan if combined is None else combined.then(plan)
         if between_steps is not None:
             between_steps(step, model)
-    graph0 = first_graph
-    if graph0 is None or combined is None:
+    if first_graph is None or combined is None:
         raise PruningError("nothing was traced")
-    layers = _layers(model, graph0, combined)
-    return Report(combined, costs(graph0), costs(graph0, combined), layers, steps, tuple(head_dim_modules))
+    layers = layer_widths(model, first_graph, combined)
+    return Report(
+        combined, costs(first_graph), costs(first_graph, combined), layers, opts.steps, tuple(head_dim_modules)
+    )

@@ -1,0 +1,112 @@
+"""The report a prune returns: costs before and after, per-layer widths, the plan, a width plot."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import attrs
+import torch
+from prune_ops import Costs, Plan
+
+from prune_torch._layers import rule_for
+from prune_torch._traced import TracedGraph
+
+__all__ = ["LayerWidth", "Report", "layer_widths"]
+
+
+@attrs.frozen
+class LayerWidth:
+    """Output channels of one layer before and after."""
+
+    module: str
+    kind: str
+    before: int
+    after: int
+
+
+@attrs.frozen
+class Report:
+    """What a prune did.
+
+    ``plan`` is the combined plan that was applied (save it, inspect it, verify with it);
+    ``silence_outputs`` lists the modules whose pruned head dims meet in a product of
+    activations, to pass to :func:`prune_torch.check_equivalence`.
+    """
+
+    plan: Plan
+    before: Costs
+    after: Costs
+    layers: tuple[LayerWidth, ...]
+    steps: int
+    silence_outputs: tuple[str, ...] = ()
+
+    @property
+    def params_ratio(self) -> float:
+        """Parameters after / before."""
+        return self.after.parameters / max(self.before.parameters, 1)
+
+    @property
+    def macs_ratio(self) -> float:
+        """MACs after / before."""
+        return self.after.macs / max(self.before.macs, 1)
+
+    @property
+    def channels_ratio(self) -> float:
+        """Output channels of the listed layers after / before."""
+        return sum(layer.after for layer in self.layers) / max(sum(layer.before for layer in self.layers), 1)
+
+    def __str__(self) -> str:
+        lines = [
+            f"parameters {self.before.parameters:,} → {self.after.parameters:,} ({self.params_ratio:.1%})",
+            f"MACs       {self.before.macs:,} → {self.after.macs:,} ({self.macs_ratio:.1%})",
+            f"channels   {self.channels_ratio:.1%} kept over {len(self.layers)} layers, {self.steps} step(s)",
+            "",
+        ]
+        width = max([len(layer.module) for layer in self.layers] + [6])
+        lines.append(f"{'layer'.ljust(width)}  {'type':<16} channels")
+        for layer in self.layers:
+            lines.append(f"{layer.module.ljust(width)}  {layer.kind:<16} {layer.before} → {layer.after}")
+        return "\n".join(lines)
+
+    def plot_widths(self, path: str | Path, title: str = "Layer widths before and after pruning") -> Path:
+        """Save a bar chart of per-layer widths before and after as PNG (needs matplotlib)."""
+        try:
+            import matplotlib
+
+            matplotlib.use("Agg")
+            import matplotlib.pyplot as plt
+        except ImportError as error:  # pragma: no cover - depends on the environment
+            raise ImportError("plotting needs matplotlib: pip install 'prune-torch[plot]'") from error
+        path = Path(path)
+        positions = range(len(self.layers))
+        fig, ax = plt.subplots(figsize=(max(6.0, 0.25 * len(self.layers)), 4.0))
+        ax.bar(positions, [layer.before for layer in self.layers], color="#c8d3e0", label="before")
+        ax.bar(positions, [layer.after for layer in self.layers], color="#2f6db5", label="after")
+        ax.set_xlabel("layer (execution order)")
+        ax.set_ylabel("output channels")
+        ax.set_title(title)
+        ax.legend()
+        if len(self.layers) <= 40:
+            ax.set_xticks(list(positions), [layer.module for layer in self.layers], rotation=90, fontsize=6)
+        fig.tight_layout()
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+        return path
+
+
+def layer_widths(model: torch.nn.Module, graph: TracedGraph, plan: Plan) -> tuple[LayerWidth, ...]:
+    """Output widths of every layer with a known rule, before and after ``plan`` (model already pruned or not)."""
+    shapes = plan.state_shapes()
+    layers = []
+    for value in graph.values:
+        if value.kind.value != "parameter" or value.name != "weight":
+            continue
+        module = model.get_submodule(value.module) if value.module else model
+        rule = rule_for(module)
+        if rule is None or not rule.out_axes:
+            continue
+        axis = rule.out_axes[0][1]
+        before = value.shape[axis]
+        after = shapes.get(value.path, (value.shape, value.shape))[1][axis]
+        layers.append(LayerWidth(value.module, type(module).__name__, before, after))
+    return tuple(layers)
