@@ -6,8 +6,8 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
-from prune_ops import PruningError
 
+from prune_ops import PruningError
 from prune_torch._trace import ExampleInputs, split_inputs
 
 __all__ = ["LossFn", "accumulate_gradients", "progress"]

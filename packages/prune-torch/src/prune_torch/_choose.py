@@ -6,6 +6,7 @@ import math
 from collections.abc import Callable, Sequence
 
 import numpy as np
+
 from prune_ops import Group, Normalisation, keep_count, normalise, select
 
 __all__ = ["Scored", "choose_global", "choose_isomorphic", "choose_local", "search_amount"]

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from prune_ops import Plan, PlanMismatchError
 
+from prune_ops import Plan, PlanMismatchError
 from prune_torch._trace import ExampleInputs
 
 __all__ = ["FORMAT", "history", "load_pruned", "record", "save_pruned"]

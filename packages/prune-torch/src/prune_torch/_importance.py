@@ -13,8 +13,8 @@ from prune_graph import Graph, OpKind
 from prune_ops import (
     FPGM,
     BNScale,
-    GroupL2,
     Group,
+    GroupL2,
     Importance,
     Magnitude,
     MemberData,

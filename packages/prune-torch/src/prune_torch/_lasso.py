@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import torch
-from prune_ops import Group
 
+from prune_ops import Group
 from prune_torch._trace import ExampleInputs
 from prune_torch._traced import trace_model
 

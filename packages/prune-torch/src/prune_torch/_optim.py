@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+
 from prune_ops import Plan, PlanEntry
 
 __all__ = ["prune_optimizer"]

@@ -10,6 +10,7 @@ from typing import Any, Union
 import attrs
 import numpy as np
 import torch
+
 from prune_ops import (
     Group,
     GroupKind,
@@ -22,7 +23,6 @@ from prune_ops import (
     make_plan,
     removal_of,
 )
-
 from prune_torch._apply import apply
 from prune_torch._calibrate import LossFn, accumulate_gradients
 from prune_torch._choose import choose_global, choose_isomorphic, choose_local, search_amount

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import attrs
 import torch
-from prune_ops import Costs, Plan
 
+from prune_ops import Costs, Plan
 from prune_torch._layers import rule_for
 from prune_torch._traced import TracedGraph
 
