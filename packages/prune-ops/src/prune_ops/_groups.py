@@ -355,7 +355,7 @@ def find_groups(graph: Graph, *, ignore: Collection[str] = (), prune_outputs: bo
 
     order: dict[str, int] = {v.id: i for i, v in enumerate(graph.values)}
     context = _Context(classes, base, atom, positions, size_of, factors_by_part)
-    kind_of = _kinds(graph, classes, factors)
+    kind_of = _kinds(graph, classes, factors, windows)
     mixing = _mixing_dims(graph, couplings)
     groups: list[Group] = []
     for seed in seeds:
@@ -379,8 +379,14 @@ def _parameter_derived(graph: Graph) -> set[str]:
     return derived
 
 
-def _kinds(graph: Graph, classes: _UnionFind, factors: list[FactorLink]) -> dict[DimRef, GroupKind]:
-    """Head and head-dim classes: the parts of a two-way factor whose second part meets an activation product."""
+def _kinds(
+    graph: Graph, classes: _UnionFind, factors: list[FactorLink], windows: list[Link]
+) -> dict[DimRef, GroupKind]:
+    """Head and head-dim classes: the parts of a two-way factor whose second part meets an activation product.
+
+    Slices and concats count as meeting it too (partial rotary embeddings split the head dims,
+    rotate one part and concatenate them again before the product).
+    """
     derived = _parameter_derived(graph)
     attention: set[DimRef] = set()
     for op in graph.ops:
@@ -390,6 +396,14 @@ def _kinds(graph: Graph, classes: _UnionFind, factors: list[FactorLink]) -> dict
         if products:
             for value in (*op.inputs[:2], *op.outputs):
                 attention.update(classes.find(DimRef(value, d)) for d in range(graph.value(value).rank))
+    grown = True
+    while grown:
+        grown = False
+        for link in windows:
+            a, b = classes.find(link.src), classes.find(link.dst)
+            if (a in attention) != (b in attention):
+                attention.update((a, b))
+                grown = True
     kinds: dict[DimRef, GroupKind] = {}
     for factor in factors:
         if len(factor.parts) != 2 or None in factor.parts:

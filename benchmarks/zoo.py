@@ -1,0 +1,288 @@
+"""The model zoo: prune real architectures nobody here wrote and check them numerically.
+
+For each model (random weights, no downloads): trace, prune 50% of channels with L2, run the
+pruned model, check its output shapes, compare with the silenced original in float64, and
+round-trip save_pruned / load_pruned. Writes a Markdown table (docs/zoo.md by default).
+
+    python benchmarks/zoo.py --suite torchvision --subset ci --out docs/zoo.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import gc
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import prune_torch as pt
+
+
+def _outputs(result: Any) -> list[torch.Tensor]:
+    from prune_torch._aten import tensors_in
+
+    if hasattr(result, "to_tuple"):
+        result = result.to_tuple()
+    if isinstance(result, dict):
+        result = list(result.values())
+    return [t for t in tensors_in(result) if t.is_floating_point() or t.dtype == torch.long]
+
+
+def _run(model: torch.nn.Module, inputs: Any) -> list[torch.Tensor]:
+    with torch.no_grad():
+        if isinstance(inputs, dict):
+            return _outputs(model(**inputs))
+        if isinstance(inputs, tuple):
+            return _outputs(model(*inputs))
+        return _outputs(model(inputs))
+
+
+def _double(inputs: Any) -> Any:
+    if isinstance(inputs, torch.Tensor):
+        return inputs.double() if inputs.is_floating_point() else inputs
+    if isinstance(inputs, dict):
+        return {k: _double(v) for k, v in inputs.items()}
+    if isinstance(inputs, (list, tuple)):
+        return type(inputs)(_double(v) for v in inputs)
+    return inputs
+
+
+Case = tuple[str, str, Callable[[], torch.nn.Module], Callable[[], Any], dict[str, Any]]
+
+
+def check(
+    family: str,
+    name: str,
+    build: Callable[[], torch.nn.Module],
+    make_inputs: Callable[[], Any],
+    options: dict[str, Any],
+) -> dict[str, Any]:
+    """One model through every check; the row of the table."""
+    row: dict[str, Any] = {"family": family, "model": name, "result": "fail", "blocker": ""}
+    stage = "build"
+    try:
+        torch.manual_seed(0)
+        model = build().eval()
+        inputs = make_inputs()
+        stage = "trace"
+        start = time.perf_counter()
+        graph = pt.trace(model, inputs)
+        row["trace_s"] = time.perf_counter() - start
+        groups = graph.groups()
+        row["groups"] = f"{len(groups.prunable)}/{sum(1 for g in groups if g.parameters)}"
+        opaque = sorted({f"{op.target} in {op.module or '<root>'}" for op in graph.ops if op.kind.value == "opaque"})
+        original = copy.deepcopy(model)
+        reference_shapes = [tuple(t.shape) for t in _run(model, inputs)]
+        stage = "prune"
+        report = pt.prune(model, inputs, ratio=0.5, importance="l2", show_progress=False, **options)
+        before, after = report.before, report.after
+        row.update(params=(before.parameters, after.parameters), macs=(before.macs, after.macs))
+        stage = "forward"
+        shapes = [tuple(t.shape) for t in _run(model, inputs)]
+        if shapes != reference_shapes:
+            raise AssertionError(f"output shapes changed: {reference_shapes} → {shapes}")
+        stage = "equivalence"
+        result = pt.check_equivalence(
+            original.double(),
+            copy.deepcopy(model).double(),
+            report.plan,
+            _double(inputs),
+            rtol=1e-6,
+            atol=1e-7,
+            silence_outputs=report.silence_outputs,
+        )
+        row["equivalence"] = f"{result.max_rel:.1e}"
+        stage = "save/load"
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / "model.pt"
+            pt.save_pruned(model, path)
+            torch.manual_seed(0)
+            fresh = build().eval()
+            pt.load_pruned(fresh, path, inputs)
+            same = all(torch.equal(a, b) for a, b in zip(_run(fresh, inputs), _run(model, inputs)))
+        if not same:
+            raise AssertionError("load_pruned gives different outputs")
+        if not result.ok:
+            row["result"] = "pass*"
+            row["blocker"] = f"outputs differ from the silenced original (max rel {result.max_rel:.1e})"
+        elif after.parameters >= before.parameters:
+            row["result"] = "pass*"
+            row["blocker"] = "nothing prunable: " + (opaque[0] if opaque else "every group is blocked")
+        else:
+            row["result"] = "pass"
+    except Exception as error:
+        row["blocker"] = f"{stage}: {type(error).__name__}: {str(error).splitlines()[0][:160]}"
+        if "--debug" in sys.argv:
+            traceback.print_exc()
+    finally:
+        gc.collect()
+    return row
+
+
+def _tv_input(name: str) -> Callable[[], Any]:
+    size = 299 if name == "inception_v3" else 224
+    if name.startswith("vit_h"):
+        size = 224
+    return lambda: torch.randn(1, 3, size, size)
+
+
+def torchvision_cases(subset: str) -> Iterator[Case]:
+    import torchvision
+    from torchvision import models
+
+    for name in models.list_models(module=models):
+        if subset == "ci" and name not in CI_TORCHVISION:
+            continue
+        yield (
+            "torchvision classification",
+            name,
+            lambda n=name: models.get_model(n, weights=None),
+            _tv_input(name),
+            {},
+        )
+    for name in models.list_models(module=models.segmentation):
+        if subset == "ci" and name not in CI_TORCHVISION:
+            continue
+        yield (
+            "torchvision segmentation",
+            name,
+            lambda n=name: models.get_model(n, weights=None, weights_backbone=None),
+            lambda: torch.randn(1, 3, 224, 224),
+            {},
+        )
+    if subset == "ci":
+        return
+    for name in models.list_models(module=models.detection):
+        yield (
+            "torchvision detection",
+            name,
+            lambda n=name: models.get_model(n, weights=None, weights_backbone=None),
+            lambda: ([torch.rand(3, 224, 224)],),
+            {},
+        )
+    for name in models.list_models(module=models.video):
+        frames = 16 if "mvit" in name or "s3d" in name else 8
+        yield (
+            "torchvision video",
+            name,
+            lambda n=name: models.get_model(n, weights=None),
+            lambda f=frames: torch.randn(
+                1,
+                3,
+                f,
+                112 if "mvit" not in name and "swin" not in name else 224,
+                112 if "mvit" not in name and "swin" not in name else 224,
+            ),
+            {},
+        )
+    for name in models.list_models(module=models.optical_flow):
+        yield (
+            "torchvision optical flow",
+            name,
+            lambda n=name: models.get_model(n, weights=None),
+            lambda: (torch.randn(1, 3, 128, 128), torch.randn(1, 3, 128, 128)),
+            {},
+        )
+    del torchvision
+
+
+# one model per op family: residual, concat growth, depthwise + SE, channel shuffle, grouped convs,
+# inception branches, ASPP segmentation, ViT attention, shifted windows, LayerNorm CNN, FPN-free seg
+CI_TORCHVISION = {
+    "resnet18",
+    "densenet121",
+    "mobilenet_v3_small",
+    "shufflenet_v2_x0_5",
+    "resnext50_32x4d",
+    "googlenet",
+    "vit_b_16",
+    "swin_t",
+    "convnext_tiny",
+    "efficientnet_b0",
+    "regnet_y_400mf",
+    "squeezenet1_0",
+    "deeplabv3_mobilenet_v3_large",
+    "lraspp_mobilenet_v3_large",
+    "mnasnet0_5",
+    "alexnet",
+    "vgg11_bn",
+}
+
+
+def _fmt_count(n: int) -> str:
+    return f"{n / 1e6:.1f}M" if n >= 1e5 else f"{n / 1e3:.1f}K"
+
+
+def write_table(rows: list[dict[str, Any]], path: Path, title: str, command: str) -> None:
+    passed = sum(1 for r in rows if r["result"] == "pass")
+    partial = sum(1 for r in rows if r["result"] == "pass*")
+    lines = [
+        f"# {title}",
+        "",
+        f"Generated by `{command}` on {time.strftime('%Y-%m-%d')} (torch {torch.__version__}, CPU); do not edit by hand.",
+        "Each model: random weights, prune 50% of channels (L2; heads, MLP units and conv channels; outputs keep",
+        "their shape), run, compare output shapes, compare with the silenced original in float64 (max relative",
+        "difference), save_pruned / load_pruned round trip. `pass*`: runs and round-trips, but see the note.",
+        "",
+        f"**Summary: {passed} pass, {partial} pass with a note, {len(rows) - passed - partial} fail, of {len(rows)} models.**",
+        "",
+        "| family | model | groups (prunable/all) | params before → after | MACs before → after | trace s | equivalence (max rel) | result | note / blocker |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    families: dict[str, list[int]] = {}
+    for r in rows:
+        families.setdefault(r["family"], [0, 0])
+        families[r["family"]][1] += 1
+        families[r["family"]][0] += r["result"] == "pass"
+        params = f"{_fmt_count(r['params'][0])} → {_fmt_count(r['params'][1])}" if "params" in r else ""
+        macs = f"{_fmt_count(r['macs'][0])} → {_fmt_count(r['macs'][1])}" if "macs" in r else ""
+        trace_s = f"{r['trace_s']:.2f}" if "trace_s" in r else ""
+        blocker = str(r["blocker"]).replace("|", "\\|")
+        lines.append(
+            f"| {r['family']} | {r['model']} | {r.get('groups', '')} | {params} | {macs} | {trace_s} | "
+            f"{r.get('equivalence', '')} | {r['result']} | {blocker} |"
+        )
+    lines += ["", "Pass rate per family: " + ", ".join(f"{f} {p}/{n}" for f, (p, n) in families.items()), ""]
+    path.write_text("\n".join(lines))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--suite", action="append", choices=["torchvision", "timm", "transformers"], default=[])
+    parser.add_argument("--subset", choices=["ci", "full"], default="full")
+    parser.add_argument("--out", default="docs/zoo.md")
+    parser.add_argument("--only", action="append", default=[])
+    parser.add_argument("--debug", action="store_true")
+    args = parser.parse_args()
+    suites = args.suite or ["torchvision", "timm", "transformers"]
+    from zoo_hub import timm_cases, transformers_cases
+
+    sources = {"torchvision": torchvision_cases, "timm": timm_cases, "transformers": transformers_cases}
+    rows = []
+    for suite in suites:
+        for family, name, build, make_inputs, options in sources[suite](args.subset):
+            if args.only and name not in args.only:
+                continue
+            start = time.perf_counter()
+            row = check(family, name, build, make_inputs, options)
+            print(
+                f"{row['result']:6} {family:28} {name:36} {time.perf_counter() - start:6.1f}s {row['blocker']}",
+                flush=True,
+            )
+            rows.append(row)
+    command = "nox -s zoo" if args.subset == "full" else "nox -s zoo -- --subset ci"
+    write_table(rows, Path(args.out), "Model zoo", command)
+    failed = [r for r in rows if r["result"] == "fail"]
+    print(f"{len(rows) - len(failed)}/{len(rows)} ran; table in {args.out}")
+    return 1 if args.subset == "ci" and failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,280 @@
+"""timm and transformers cases for the zoo (random weights, small configs, no downloads)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+
+TIMM_FAMILIES = {
+    "ResNet": "resnet18",
+    "ResNeXt": "resnext26ts",
+    "RegNet": "regnetx_002",
+    "EfficientNet": "efficientnet_b0",
+    "MobileNetV3": "mobilenetv3_small_050",
+    "ConvNeXt": "convnext_atto",
+    "ViT": "vit_tiny_patch16_224",
+    "DeiT": "deit_tiny_patch16_224",
+    "Swin": "swin_tiny_patch4_window7_224",
+    "BEiT": "beit_base_patch16_224",
+    "CaiT": "cait_xxs24_224",
+    "PoolFormer": "poolformer_s12",
+    "MLP-Mixer": "mixer_s16_224",
+    "ResMLP": "resmlp_12_224",
+    "CoAtNet": "coatnet_nano_rw_224",
+    "EdgeNeXt": "edgenext_xx_small",
+    "LeViT": "levit_128s",
+    "PiT": "pit_ti_224",
+    "TNT": "tnt_s_patch16_224",
+    "NFNet": "nfnet_l0",
+    "CSPNet": "cspresnet50",
+    "DLA": "dla34",
+    "HRNet": "hrnet_w18_small",
+    "Inception": "inception_v3",
+    "Xception": "xception41",
+    "DPN": "dpn68",
+    "GhostNet": "ghostnet_100",
+    "RepVGG": "repvgg_a0",
+    "VoVNet": "ese_vovnet19b_dw",
+    "TResNet": "tresnet_m",
+    "MobileViT": "mobilevit_xxs",
+    "EfficientFormer": "efficientformer_l1",
+    "DenseNet": "densenet121",
+    "MaxViT": "maxvit_tiny_rw_224",
+    "EVA-02": "eva02_tiny_patch14_224",
+    "FastViT": "fastvit_t8",
+}
+
+CI_TIMM = {"ConvNeXt", "ViT", "Swin", "MLP-Mixer", "GhostNet", "EfficientNet"}
+
+
+def timm_cases(subset: str) -> Iterator[tuple[str, str, Any, Any, dict[str, Any]]]:
+    try:
+        import timm
+    except ImportError:
+        return
+    available = set(timm.list_models())
+    for family, name in TIMM_FAMILIES.items():
+        if subset == "ci" and family not in CI_TIMM:
+            continue
+        if name not in available:
+            yield (f"timm {family}", name, _missing(name), lambda: None, {})
+            continue
+        size = timm.get_pretrained_cfg(name).input_size if timm.get_pretrained_cfg(name) else (3, 224, 224)
+        yield (
+            f"timm {family}",
+            name,
+            lambda n=name: timm.create_model(n, pretrained=False),
+            lambda s=size: torch.randn(1, *s),
+            {},
+        )
+
+
+def _missing(name: str) -> Any:
+    def build() -> torch.nn.Module:
+        raise LookupError(f"{name} is not in this timm version")
+
+    return build
+
+
+def _ids(length: int = 16, vocab: int = 100) -> dict[str, torch.Tensor]:
+    return {"input_ids": torch.randint(0, vocab, (1, length))}
+
+
+def transformers_cases(subset: str) -> Iterator[tuple[str, str, Any, Any, dict[str, Any]]]:
+    try:
+        import transformers as tf
+        from transformers.utils import logging
+    except ImportError:
+        return
+    logging.set_verbosity_error()
+    small = {"vocab_size": 100}
+    enc = dict(
+        hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128, max_position_embeddings=64
+    )
+    cases: list[tuple[str, Any, Any]] = [
+        ("BERT", lambda: tf.BertModel(tf.BertConfig(**small, **enc)), lambda: _ids()),
+        ("RoBERTa", lambda: tf.RobertaModel(tf.RobertaConfig(**small, **enc, pad_token_id=1)), lambda: _ids()),
+        (
+            "DistilBERT",
+            lambda: tf.DistilBertModel(
+                tf.DistilBertConfig(
+                    vocab_size=100, dim=64, n_layers=2, n_heads=4, hidden_dim=128, max_position_embeddings=64
+                )
+            ),
+            lambda: _ids(),
+        ),
+        ("ALBERT", lambda: tf.AlbertModel(tf.AlbertConfig(**small, embedding_size=32, **enc)), lambda: _ids()),
+        (
+            "GPT-2",
+            lambda: tf.GPT2LMHeadModel(
+                tf.GPT2Config(
+                    vocab_size=100, n_embd=64, n_layer=2, n_head=4, n_positions=64, bos_token_id=0, eos_token_id=0
+                )
+            ),
+            lambda: _ids(),
+        ),
+        ("GPT-NeoX", lambda: tf.GPTNeoXForCausalLM(tf.GPTNeoXConfig(**small, **enc)), lambda: _ids()),
+        (
+            "OPT",
+            lambda: tf.OPTForCausalLM(
+                tf.OPTConfig(
+                    vocab_size=100,
+                    hidden_size=64,
+                    num_hidden_layers=2,
+                    num_attention_heads=4,
+                    ffn_dim=128,
+                    max_position_embeddings=64,
+                    word_embed_proj_dim=64,
+                )
+            ),
+            lambda: _ids(),
+        ),
+        (
+            "LLaMA (GQA)",
+            lambda: tf.LlamaForCausalLM(
+                tf.LlamaConfig(
+                    **small,
+                    hidden_size=64,
+                    num_hidden_layers=2,
+                    num_attention_heads=4,
+                    num_key_value_heads=2,
+                    intermediate_size=128,
+                    max_position_embeddings=64,
+                )
+            ),
+            lambda: _ids(),
+        ),
+        (
+            "Mistral",
+            lambda: tf.MistralForCausalLM(
+                tf.MistralConfig(
+                    **small,
+                    hidden_size=64,
+                    num_hidden_layers=2,
+                    num_attention_heads=4,
+                    num_key_value_heads=2,
+                    intermediate_size=128,
+                    max_position_embeddings=64,
+                )
+            ),
+            lambda: _ids(),
+        ),
+        ("Phi", lambda: tf.PhiForCausalLM(tf.PhiConfig(**small, **enc)), lambda: _ids()),
+        (
+            "Qwen2",
+            lambda: tf.Qwen2ForCausalLM(
+                tf.Qwen2Config(
+                    **small,
+                    hidden_size=64,
+                    num_hidden_layers=2,
+                    num_attention_heads=4,
+                    num_key_value_heads=2,
+                    intermediate_size=128,
+                    max_position_embeddings=64,
+                )
+            ),
+            lambda: _ids(),
+        ),
+        (
+            "BART",
+            lambda: tf.BartModel(
+                tf.BartConfig(
+                    vocab_size=100,
+                    d_model=64,
+                    encoder_layers=1,
+                    decoder_layers=1,
+                    encoder_attention_heads=4,
+                    decoder_attention_heads=4,
+                    encoder_ffn_dim=128,
+                    decoder_ffn_dim=128,
+                    max_position_embeddings=64,
+                )
+            ),
+            lambda: {**_ids(), "decoder_input_ids": torch.randint(0, 100, (1, 8))},
+        ),
+        (
+            "T5",
+            lambda: tf.T5Model(tf.T5Config(vocab_size=100, d_model=64, d_kv=16, d_ff=128, num_layers=1, num_heads=4)),
+            lambda: {**_ids(), "decoder_input_ids": torch.randint(0, 100, (1, 8))},
+        ),
+        (
+            "ViT",
+            lambda: tf.ViTModel(
+                tf.ViTConfig(
+                    hidden_size=64,
+                    num_hidden_layers=2,
+                    num_attention_heads=4,
+                    intermediate_size=128,
+                    image_size=32,
+                    patch_size=8,
+                )
+            ),
+            lambda: {"pixel_values": torch.randn(1, 3, 32, 32)},
+        ),
+        (
+            "DeiT",
+            lambda: tf.DeiTModel(
+                tf.DeiTConfig(
+                    hidden_size=64,
+                    num_hidden_layers=2,
+                    num_attention_heads=4,
+                    intermediate_size=128,
+                    image_size=32,
+                    patch_size=8,
+                )
+            ),
+            lambda: {"pixel_values": torch.randn(1, 3, 32, 32)},
+        ),
+        (
+            "CLIP",
+            lambda: tf.CLIPModel(
+                tf.CLIPConfig(
+                    text_config=dict(
+                        vocab_size=100,
+                        hidden_size=64,
+                        num_hidden_layers=2,
+                        num_attention_heads=4,
+                        intermediate_size=128,
+                        max_position_embeddings=32,
+                    ),
+                    vision_config=dict(
+                        hidden_size=64,
+                        num_hidden_layers=2,
+                        num_attention_heads=4,
+                        intermediate_size=128,
+                        image_size=32,
+                        patch_size=8,
+                    ),
+                    projection_dim=32,
+                )
+            ),
+            lambda: {**_ids(8), "pixel_values": torch.randn(1, 3, 32, 32)},
+        ),
+        (
+            "Whisper",
+            lambda: tf.WhisperModel(
+                tf.WhisperConfig(
+                    vocab_size=100,
+                    d_model=64,
+                    encoder_layers=1,
+                    decoder_layers=1,
+                    encoder_attention_heads=4,
+                    decoder_attention_heads=4,
+                    encoder_ffn_dim=128,
+                    decoder_ffn_dim=128,
+                    num_mel_bins=16,
+                    max_source_positions=16,
+                    max_target_positions=32,
+                    decoder_start_token_id=0,
+                    pad_token_id=0,
+                )
+            ),
+            lambda: {"input_features": torch.randn(1, 16, 32), "decoder_input_ids": torch.randint(0, 100, (1, 8))},
+        ),
+    ]
+    for family, build, inputs in cases:
+        if subset == "ci" and family not in {"BERT", "GPT-2", "LLaMA (GQA)", "ViT", "T5"}:
+            continue
+        yield (f"transformers {family}", family, build, inputs, {})
