@@ -169,17 +169,12 @@ def torchvision_cases(subset: str) -> Iterator[Case]:
         )
     for name in models.list_models(module=models.video):
         frames = 16 if "mvit" in name or "s3d" in name else 8
+        side = 224 if "mvit" in name or "swin" in name else 112
         yield (
             "torchvision video",
             name,
             lambda n=name: models.get_model(n, weights=None),
-            lambda f=frames: torch.randn(
-                1,
-                3,
-                f,
-                112 if "mvit" not in name and "swin" not in name else 224,
-                112 if "mvit" not in name and "swin" not in name else 224,
-            ),
+            lambda f=frames, s=side: torch.randn(1, 3, f, s, s),
             {},
         )
     for name in models.list_models(module=models.optical_flow):
