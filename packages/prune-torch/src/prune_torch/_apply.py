@@ -115,6 +115,18 @@ def _slice(tensor: torch.Tensor, entries: list[PlanEntry]) -> torch.Tensor:
     return tensor
 
 
+def _set_data(param: torch.nn.Parameter, data: torch.Tensor) -> None:
+    """``param.data = data``, renewing a gradient accumulator cached with the old shape.
+
+    A graph still alive from before (the last ``loss`` of a training loop) keeps the parameter's
+    accumulator, which torch renews only when the dtype or device changes; the next backward would
+    check gradients against the old shape. Passing through another dtype renews it.
+    """
+    other = torch.float16 if data.dtype != torch.float16 else torch.float32
+    param.data = torch.empty(0, dtype=other, device=data.device)
+    param.data = data
+
+
 def _modules_of(targets: list[_Target]) -> Iterator[torch.nn.Module]:
     seen: set[int] = set()
     for t in targets:
@@ -229,7 +241,7 @@ def apply(
                 snapshot.tensors.append((first.module, name, param.data, param.grad, True))
                 new_data = _slice(param.data, entries)
                 new_grad = _slice(param.grad, entries) if param.grad is not None else None
-                param.data = new_data
+                _set_data(param, new_data)
                 param.grad = new_grad
             else:
                 buffer = first.module._buffers[name]

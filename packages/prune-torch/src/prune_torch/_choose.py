@@ -60,15 +60,17 @@ def choose_isomorphic(scored: Scored, amount: float, round_to: int, max_ratio: f
 def search_amount(removed_fraction: Callable[[float], float], target: float, upper: float, tolerance: float) -> float:
     """The channel amount whose plan removes ``target`` of a cost, by bisection (costs grow with the amount)."""
     low, high = 0.0, upper
-    best = upper
+    best, best_gap = upper, math.inf
     for _ in range(30):
         mid = (low + high) / 2
         got = removed_fraction(mid)
         if abs(got - target) <= tolerance / 2:
             return mid
+        # costs move in steps: keep the closest amount seen, on either side of the target
+        if abs(got - target) < best_gap:
+            best, best_gap = mid, abs(got - target)
         if got < target:
             low = mid
         else:
             high = mid
-            best = mid
     return best

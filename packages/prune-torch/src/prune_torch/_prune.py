@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from prune_ops import (
+    Costs,
     Group,
     GroupKind,
     Plan,
@@ -27,6 +28,7 @@ from prune_torch._apply import apply
 from prune_torch._calibrate import LossFn, accumulate_gradients
 from prune_torch._choose import choose_global, choose_isomorphic, choose_local, search_amount
 from prune_torch._importance import ImportanceLike, member_data, resolve_importance
+from prune_torch._layers import LAYER_RULES
 from prune_torch._report import Report, layer_widths
 from prune_torch._trace import ExampleInputs
 from prune_torch._traced import TracedGraph, trace_model
@@ -143,12 +145,23 @@ def _selected(groups: tuple[Group, ...], opts: _Options) -> list[Group]:
     return chosen
 
 
-def _group_amount(group: Group, opts: _Options, scale: float) -> float:
+def _owners(graph: TracedGraph, group: Group) -> tuple[str, ...]:
+    """Modules whose output channels are in the group: a layer that only reads them (input side) is not one."""
+    owners: dict[str, None] = {}
+    for member in group.parameters:
+        cls = graph.module_types.get(member.value.module)
+        rule = next((LAYER_RULES[c] for c in cls.__mro__ if c in LAYER_RULES), None) if cls else None
+        if rule is None or (member.value.name, member.dim.dim) not in rule.in_axes:
+            owners[member.value.module] = None
+    return tuple(owners)
+
+
+def _group_amount(graph: TracedGraph, group: Group, opts: _Options, scale: float) -> float:
     """This step's fraction for a group: its own ratio (per-module, heads, or global), spread over the steps."""
     ratio = opts.ratio
     if opts.head_ratio is not None and group.kind in (GroupKind.HEADS, GroupKind.QUERY_HEADS):
         ratio = opts.head_ratio
-    for module in group.modules:
+    for module in _owners(graph, group):
         for path, value in opts.ratios.items():
             if module == path or module.startswith(path + "."):
                 ratio = value
@@ -164,27 +177,37 @@ def _score(model: torch.nn.Module, graph: TracedGraph, group: Group, importance:
     return scores
 
 
-def _choose(scored: list[tuple[Group, np.ndarray]], opts: _Options, scale: float) -> list[tuple[Group, np.ndarray]]:
+def _choose(
+    graph: TracedGraph, scored: list[tuple[Group, np.ndarray]], opts: _Options, scale: float
+) -> list[tuple[Group, np.ndarray]]:
     if opts.global_ranking or opts.isomorphic:
         amount = 1 - (1 - min(opts.ratio * scale, opts.max_ratio)) ** (1 / opts.steps)
         choose = choose_isomorphic if opts.isomorphic else choose_global
         return choose(scored, amount, opts.round_to, opts.max_ratio)
-    return choose_local(scored, [_group_amount(g, opts, scale) for g, _ in scored], opts.round_to)
+    return choose_local(scored, [_group_amount(graph, g, opts, scale) for g, _ in scored], opts.round_to)
 
 
 def _plan_for_step(
-    graph: TracedGraph, scored: list[tuple[Group, np.ndarray]], opts: _Options
+    graph: TracedGraph,
+    scored: list[tuple[Group, np.ndarray]],
+    opts: _Options,
+    original: Costs | None = None,
+    step: int = 0,
 ) -> tuple[Plan, list[tuple[Group, np.ndarray]]]:
-    """The step's plan; for a parameter or MAC target, the channel fraction is searched to meet it."""
+    """The step's plan; for a parameter or MAC target, the channel fraction is searched to meet it.
+
+    The cost target is cumulative against the ``original`` model's costs, so the rounding of one
+    step does not compound over the next ones and the last step aims at ``ratio`` itself.
+    """
 
     def plan_at(scale: float) -> tuple[Plan, list[tuple[Group, np.ndarray]]]:
-        chosen = _choose(scored, opts, scale)
+        chosen = _choose(graph, scored, opts, scale)
         return make_plan(graph, removal_of(graph, chosen)), chosen
 
     if opts.target is Target.CHANNELS:
         return plan_at(1.0)
-    base = costs(graph)
-    step_target = 1 - (1 - opts.ratio) ** (1 / opts.steps)
+    base = original or costs(graph)
+    step_target = 1 - (1 - opts.ratio) ** ((step + 1) / opts.steps)
 
     def removed(scale: float) -> float:
         after = costs(graph, plan_at(scale)[0])
@@ -391,14 +414,16 @@ def prune(
     first_graph: TracedGraph | None = None
     combined: Plan | None = None
     head_dim_modules: dict[str, None] = {}
+    normalised = False
     for step in range(opts.steps):
         graph = trace_model(model, example_inputs)
         first_graph = first_graph or graph
         scored = _prepare(model, graph, opts, scorer, calibration, loss_fn, show_progress)
-        plan, chosen = _plan_for_step(graph, scored, opts)
+        plan, chosen = _plan_for_step(graph, scored, opts, costs(first_graph), step)
         for group, units in chosen:
             if group.kind is GroupKind.HEAD_DIMS and len(units):
                 head_dim_modules.update((m.value.module, None) for m in group.parameters)
+            normalised = normalised or (group.normalised and len(units) > 0)
         apply(model, plan, example_inputs)
         combined = plan if combined is None else combined.then(plan)
         if between_steps is not None:
@@ -407,5 +432,11 @@ def prune(
         raise PruningError("nothing was traced")
     layers = layer_widths(model, first_graph, combined)
     return Report(
-        combined, costs(first_graph), costs(first_graph, combined), layers, opts.steps, tuple(head_dim_modules)
+        combined,
+        costs(first_graph),
+        costs(first_graph, combined),
+        layers,
+        opts.steps,
+        tuple(head_dim_modules),
+        normalised,
     )

@@ -30,7 +30,9 @@ class Report:
 
     ``plan`` is the combined plan that was applied (save it, inspect it, verify with it);
     ``silence_outputs`` lists the modules whose pruned head dims meet in a product of
-    activations, to pass to :func:`prune_torch.check_equivalence`.
+    activations, to pass to :func:`prune_torch.check_equivalence`; ``normalised`` says that
+    channels normalised together (LayerNorm / GroupNorm / a mean over them) were pruned, where
+    equality with the silenced original is not expected.
     """
 
     plan: Plan
@@ -39,6 +41,7 @@ class Report:
     layers: tuple[LayerWidth, ...]
     steps: int
     silence_outputs: tuple[str, ...] = ()
+    normalised: bool = False
 
     @property
     def params_ratio(self) -> float:
