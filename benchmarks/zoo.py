@@ -122,6 +122,8 @@ def check(
             row["blocker"] = "nothing prunable: " + (opaque[0] if opaque else "every group is blocked")
         else:
             row["result"] = "pass"
+        if report.skipped and not row["blocker"]:
+            row["blocker"] = "; ".join(report.skipped)[:240]
     except Exception as error:
         row["blocker"] = f"{stage}: {type(error).__name__}: {str(error).splitlines()[0][:160]}"
         if "--debug" in sys.argv:

@@ -10,7 +10,7 @@ import torch
 
 from prune_graph import Graph, ValueKind
 from prune_ops import Plan, PlanEntry, PlanMismatchError, check_indices
-from prune_torch._errors import ApplyError
+from prune_torch._errors import ApplyError, TraceError
 from prune_torch._history import record
 from prune_torch._layers import LAYER_RULES, sync_attributes
 from prune_torch._sizes import size_updates, update_sizes
@@ -181,7 +181,8 @@ def _compare(before: Graph, after: Graph, plan: Plan) -> None:
                     raise ApplyError(
                         f"after pruning, {new_op.target} in module {new_op.module or '<root>'} produced shape {got} "
                         f"where the plan predicted {want}; a size is probably kept in an attribute of "
-                        f"{new_op.module or 'the model'} that pruning could not update. The model was restored."
+                        f"{new_op.module or 'the model'} that pruning could not update. The model was restored.",
+                        new_op.module,
                     )
         return
     for old_id, new_id in zip(before.outputs, after.outputs):
@@ -260,8 +261,8 @@ def apply(
         if verify and before is not None and inputs is not None:
             try:
                 after = trace(model, inputs)
-            except Exception as error:
-                raise ApplyError(f"the pruned model no longer runs: {error}") from error
+            except TraceError as error:
+                raise ApplyError(f"the pruned model no longer runs: {error}", error.module) from error
             _compare(before, after, plan)
     except BaseException:
         snapshot.restore()

@@ -8,8 +8,23 @@ __all__ = ["ApplyError", "TraceError"]
 
 
 class TraceError(PruningError):
-    """The model could not be traced; the message says what the forward pass raised."""
+    """The model could not be traced; the message says what the forward pass raised, and where.
+
+    ``module`` is the path of the innermost module that was running when it failed (``None``
+    when unknown, ``""`` for the model itself).
+    """
+
+    def __init__(self, message: str, module: str | None = None) -> None:
+        super().__init__(message)
+        self.module = module
 
 
 class ApplyError(PlanMismatchError):
-    """A plan could not be applied; the model was restored exactly as it was."""
+    """A plan could not be applied; the model was restored exactly as it was.
+
+    ``module`` names the module whose code could not follow the new sizes, when known.
+    """
+
+    def __init__(self, message: str, module: str | None = None) -> None:
+        super().__init__(message)
+        self.module = module

@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 
 from prune_ops import Plan, PlanMismatchError
+from prune_torch._errors import TraceError
 from prune_torch._trace import ExampleInputs
 
 __all__ = ["FORMAT", "history", "load_pruned", "record", "save_pruned"]
@@ -53,11 +54,30 @@ def load_pruned(
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise PlanMismatchError(f"{path}: not a {FORMAT} file")
     plans = [Plan.from_json(text) for text in payload["plans"]]
-    if plans:
-        combined = plans[0]
-        for plan in plans[1:]:
-            combined = combined.then(plan)
-        apply(model, combined, example_inputs)
+    combined = plans[0] if plans else None
+    for plan in plans[1:]:
+        combined = combined.then(plan)  # type: ignore[union-attr]
+    # check every saved tensor against its shape after the plans before touching the model
+    # (load_state_dict copies what fits before it reports what does not)
+    expected = {key: tuple(value.shape) for key, value in model.state_dict().items()}
+    for key, (_, after) in (combined.state_shapes() if combined is not None else {}).items():
+        if key in expected:
+            expected[key] = after
+    saved = {key: tuple(value.shape) for key, value in payload["state_dict"].items()}
+    wrong = sorted(set(saved) ^ set(expected)) or sorted(k for k in saved if saved[k] != expected[k])
+    if wrong:
+        raise PlanMismatchError(
+            f"{path}: the weights do not fit this {type(model).__name__} after its plans "
+            f"(first mismatch: {wrong[0]!r}, saved {saved.get(wrong[0])}, expected {expected.get(wrong[0])}); "
+            "was the file made for another architecture?"
+        )
+    if combined is not None:
+        try:
+            apply(model, combined, example_inputs)
+        except TraceError as error:
+            raise PlanMismatchError(
+                f"{path}: the saved plans do not fit this {type(model).__name__}: {error}"
+            ) from error
     try:
         model.load_state_dict(payload["state_dict"])
     except RuntimeError as error:

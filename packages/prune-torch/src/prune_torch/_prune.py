@@ -27,6 +27,7 @@ from prune_ops import (
 from prune_torch._apply import apply
 from prune_torch._calibrate import LossFn, accumulate_gradients
 from prune_torch._choose import choose_global, choose_isomorphic, choose_local, search_amount
+from prune_torch._errors import ApplyError
 from prune_torch._importance import ImportanceLike, member_data, resolve_importance
 from prune_torch._layers import LAYER_RULES
 from prune_torch._report import Report, layer_widths
@@ -318,6 +319,37 @@ _DEFAULTS: Mapping[str, Any] = types.MappingProxyType(
 )
 
 
+def _inside(module: str, path: str) -> bool:
+    return path == "" or module == path or module.startswith(path + ".")
+
+
+def _apply_what_fits(
+    model: torch.nn.Module,
+    graph: TracedGraph,
+    plan: Plan,
+    chosen: list[tuple[Group, np.ndarray]],
+    example_inputs: ExampleInputs,
+    skipped: list[str],
+) -> Plan:
+    """Apply ``plan``; when a module's code cannot follow (it keeps a size we cannot update), leave
+    the groups that touch that module alone, note why, and apply the rest."""
+    while True:
+        try:
+            apply(model, plan, example_inputs)
+            return plan
+        except ApplyError as error:
+            where = error.module
+            if where is None:
+                raise
+            hit = [g for g, u in chosen if len(u) and any(_inside(m.value.module, where) for m in g.members)]
+            if not hit or (len(hit) == sum(1 for _, u in chosen if len(u)) and where == ""):
+                raise
+            reason = str(error).splitlines()[0][:200]
+            skipped.append(f"{len(hit)} group(s) touching {where or '<root>'} left unpruned: {reason}")
+            chosen = [(g, u) for g, u in chosen if g not in hit]
+            plan = make_plan(graph, removal_of(graph, chosen))
+
+
 def interactive(
     model: torch.nn.Module,
     example_inputs: ExampleInputs,
@@ -415,6 +447,7 @@ def prune(
     combined: Plan | None = None
     head_dim_modules: dict[str, None] = {}
     normalised = False
+    skipped: list[str] = []
     for step in range(opts.steps):
         graph = trace_model(model, example_inputs)
         first_graph = first_graph or graph
@@ -424,7 +457,7 @@ def prune(
             if group.kind is GroupKind.HEAD_DIMS and len(units):
                 head_dim_modules.update((m.value.module, None) for m in group.parameters)
             normalised = normalised or (group.normalised and len(units) > 0)
-        apply(model, plan, example_inputs)
+        plan = _apply_what_fits(model, graph, plan, chosen, example_inputs, skipped)
         combined = plan if combined is None else combined.then(plan)
         if between_steps is not None:
             between_steps(step, model)
@@ -439,4 +472,5 @@ def prune(
         opts.steps,
         tuple(head_dim_modules),
         normalised,
+        tuple(skipped),
     )

@@ -32,7 +32,8 @@ class Report:
     ``silence_outputs`` lists the modules whose pruned head dims meet in a product of
     activations, to pass to :func:`prune_torch.check_equivalence`; ``normalised`` says that
     channels normalised together (LayerNorm / GroupNorm / a mean over them) were pruned, where
-    equality with the silenced original is not expected.
+    equality with the silenced original is not expected. ``skipped`` lists groups left alone
+    because a module's code keeps a size that pruning cannot update (the reason names the module).
     """
 
     plan: Plan
@@ -42,6 +43,7 @@ class Report:
     steps: int
     silence_outputs: tuple[str, ...] = ()
     normalised: bool = False
+    skipped: tuple[str, ...] = ()
 
     @property
     def params_ratio(self) -> float:
@@ -63,8 +65,9 @@ class Report:
             f"parameters {self.before.parameters:,} → {self.after.parameters:,} ({self.params_ratio:.1%})",
             f"MACs       {self.before.macs:,} → {self.after.macs:,} ({self.macs_ratio:.1%})",
             f"channels   {self.channels_ratio:.1%} kept over {len(self.layers)} layers, {self.steps} step(s)",
-            "",
         ]
+        lines += [f"skipped    {note}" for note in self.skipped]
+        lines.append("")
         width = max([len(layer.module) for layer in self.layers] + [6])
         lines.append(f"{'layer'.ljust(width)}  {'type':<16} channels")
         for layer in self.layers:

@@ -151,14 +151,15 @@ def _module_stack(model: torch.nn.Module, stack: list[str], recorder: _Recorder 
     def enter(module: torch.nn.Module, inputs: Any) -> None:
         stack.append(paths.get(id(module), stack[-1]))
         if recorder is not None and isinstance(module, SEALED_MODULES):
-            recorder.seal(type(module).__name__, tensors_in(list(inputs)))
+            recorder.seal(type(module).__name__, tensors_in(list(inputs)) + list(module.parameters()))
 
     def leave(module: torch.nn.Module, _inputs: Any, _output: Any) -> None:
         if len(stack) > 1:
             stack.pop()
 
     pre = torch.nn.modules.module.register_module_forward_pre_hook(enter)
-    post = torch.nn.modules.module.register_module_forward_hook(leave, always_call=True)
+    # not called when a forward raises, so the stack then still names the module that failed
+    post = torch.nn.modules.module.register_module_forward_hook(leave)
     try:
         yield
     finally:
@@ -215,11 +216,15 @@ def _run(model: torch.nn.Module, example_inputs: ExampleInputs, meta: bool) -> G
             names[id(t)] = input_ids[-1]
     stack = [""]
     recorder = _Recorder(builder, names, stack)
-    with _module_stack(model, stack, recorder), recorder:
-        if meta:
-            result = torch.func.functional_call(model, stand_ins, args, kwargs, tie_weights=True, strict=False)
-        else:
-            result = model(*args, **kwargs)
+    try:
+        with _module_stack(model, stack, recorder), recorder:
+            if meta:
+                result = torch.func.functional_call(model, stand_ins, args, kwargs, tie_weights=True, strict=False)
+            else:
+                result = model(*args, **kwargs)
+    except Exception as error:
+        where = stack[-1]
+        raise TraceError(f"in module {where or '<root>'}: {type(error).__name__}: {error}", where) from error
     outputs = [recorder._id_of(t) for t in tensors_in(_plain(result))]
     return builder.build(input_ids, list(dict.fromkeys(outputs)))
 
@@ -251,10 +256,14 @@ def trace(model: torch.nn.Module, example_inputs: ExampleInputs, *, meta: bool |
     on_meta = any(t.is_meta for t in model.parameters()) or any(t.is_meta for t in model.buffers())
     attempts = [True] if (meta is True or on_meta) else ([False] if meta is False else [True, False])
     errors: list[str] = []
+    module: str | None = None
     for use_meta in attempts:
         try:
             with torch.enable_grad():
                 return _run(model, example_inputs, use_meta)
+        except TraceError as error:
+            errors.append(f"{'meta' if use_meta else 'real'} run {error}")
+            module = error.module if module is None else module
         except Exception as error:
             errors.append(f"{'meta' if use_meta else 'real'} run: {type(error).__name__}: {error}")
-    raise TraceError(f"could not trace {type(model).__name__}: " + " | ".join(errors))
+    raise TraceError(f"could not trace {type(model).__name__}: " + " | ".join(errors), module)
