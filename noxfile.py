@@ -41,6 +41,37 @@ def slow(session: nox.Session) -> None:
     session.run("pytest", *session.posargs, env={"HYPOTHESIS_PROFILE": "slow"})
 
 
+ZOO_CONSTRAINTS = ("-c", "constraints-zoo.txt")
+# timm and transformers supply the real architectures of the zoo; torch-pruning is what users would pick instead
+ZOO_DEPS = ("timm>=1.0", "transformers>=4.45", "matplotlib>=3.7", "tqdm>=4.60")
+
+
+def install_zoo(session: nox.Session) -> None:
+    """torchvision's torch (local wheels), timm, transformers and our packages."""
+    session.install(*ZOO_CONSTRAINTS, "torch", "torchvision")
+    session.install(*ZOO_CONSTRAINTS, *ZOO_DEPS)
+    for package in PACKAGES:
+        session.install(*ZOO_CONSTRAINTS, "-e", package)
+
+
+@nox.session
+def zoo(session: nox.Session) -> None:
+    """Prune every torchvision model and 30+ timm / 12+ transformers families; writes docs/zoo.md.
+
+    ``nox -s zoo -- --subset ci --out /tmp/zoo-ci.md`` runs the subset CI uses (one model per op family).
+    """
+    install_zoo(session)
+    session.run("python", "benchmarks/zoo.py", *session.posargs)
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Benchmarks against Torch-Pruning from PyPI, side by side; writes docs/benchmarks.md."""
+    install_zoo(session)
+    session.install(*ZOO_CONSTRAINTS, "torch-pruning")
+    session.run("python", "benchmarks/bench.py", *session.posargs)
+
+
 @nox.session
 def lint(session: nox.Session) -> None:
     """ruff check and ruff format --check."""
