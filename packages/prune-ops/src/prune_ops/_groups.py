@@ -330,6 +330,18 @@ def find_groups(graph: Graph, *, ignore: Collection[str] = (), prune_outputs: bo
 
     fine_classes = {classes.find(f.fine) for f in factors}
     fine_atoms = {int(atom[base[k] + i]) for k in fine_classes if k in base for i in range(size_of[k])}
+    # a channel that offsets or windows carry from one factorised dim into another (a grouped
+    # conv's output concatenated into another grouped conv) follows two layouts at once: keep them
+    fines_of_atom: dict[int, set[DimRef]] = {}
+    for k in fine_classes & base.keys():
+        for i in range(size_of[k]):
+            fines_of_atom.setdefault(int(atom[base[k] + i]), set()).add(k)
+    clashing = {k for ks in fines_of_atom.values() if len(ks) > 1 for k in ks}
+    for f in factors:
+        if classes.find(f.fine) in clashing:
+            clashing.discard(classes.find(f.fine))
+            reason = f"its channels are factored two ways (by op {f.op} and through a concat, split or slice)"
+            pins.setdefault(f.fine, []).append(reason)
     factors_by_part: dict[DimRef, list[FactorLink]] = {}
     for f in factors:
         for part in f.parts:

@@ -159,11 +159,6 @@ def _sync_stateless(model: torch.nn.Module, graph: Graph, plan: Plan, snapshot: 
             module.normalized_shape = tuple(int(s) for s in new[len(new) - k :])
 
 
-# ``.contiguous()`` copies only what is not contiguous yet: a channel shuffle pruned to one channel
-# per group skips its clone, so copies are left out when the two traces are matched op by op
-_OPTIONAL_COPIES = frozenset({"aten.clone"})
-
-
 def _compare(before: Graph, after: Graph, plan: Plan) -> None:
     """Every shape of the re-trace must be the plan's prediction.
 

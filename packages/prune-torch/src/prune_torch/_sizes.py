@@ -96,6 +96,13 @@ def size_updates(graph: Graph, plan: Plan, groups: GroupSet | None = None) -> li
                 old, new = graph.shape(x)[d], shapes[x][d]
                 if old != new:
                     found.append(SizeUpdate(op.module, "hidden", old, new))
+        if op.kind is OpKind.EXPAND and op.outputs[0] in shapes:
+            # a dim expanded from size 1 repeats each key/value head for its query heads; with a single
+            # key/value head (multi-query) no reshape shows it as a factor, only this expand does
+            y = op.outputs[0]
+            for d, (old, new) in enumerate(zip(graph.shape(y), shapes[y])):
+                if old != new and _broadcast_dim(graph, y, d):
+                    found.append(SizeUpdate(op.module, "kv_groups", old, new))
         if op.kind is not OpKind.RESHAPE:
             continue
         x, y = op.inputs[0], op.outputs[0]

@@ -263,7 +263,8 @@ def trace(model: torch.nn.Module, example_inputs: ExampleInputs, *, meta: bool |
                 return _run(model, example_inputs, use_meta)
         except TraceError as error:
             errors.append(f"{'meta' if use_meta else 'real'} run {error}")
-            module = error.module if module is None else module
+            # the last attempt names the module: a meta run can stop early where a model reads values
+            module = error.module
         except Exception as error:
             errors.append(f"{'meta' if use_meta else 'real'} run: {type(error).__name__}: {error}")
     raise TraceError(f"could not trace {type(model).__name__}: " + " | ".join(errors), module)
