@@ -92,6 +92,29 @@ class GraphBuilder:
             axes.append(self.value(f"{op_id}:{name}", (size,), "none", ValueKind.VIRTUAL, module, name))
         return tuple(axes)
 
-    def build(self, inputs: Sequence[str], outputs: Sequence[str]) -> Graph:
-        """Freeze into a graph."""
-        return Graph(tuple(self._values.values()), tuple(self._ops), tuple(inputs), tuple(outputs))
+    def build(self, inputs: Sequence[str], outputs: Sequence[str], *, drop_unused: bool = False) -> Graph:
+        """Freeze into a graph.
+
+        With ``drop_unused``, ops whose results nothing reads and the model does not return
+        (autograd's saved copies, statistics kept for backward) are left out with their values.
+        """
+        ops = self._ops
+        values = self._values
+        if drop_unused:
+            needed = set(outputs)
+            kept: list[Op] = []
+            for op in reversed(self._ops):
+                if any(out in needed for out in op.outputs):
+                    kept.append(op)
+                    needed.update(op.inputs)
+                    needed.update(op.axes)
+            ops = kept[::-1]
+            produced = {out for op in self._ops for out in op.outputs}
+            alive = {v for op in ops for v in (*op.inputs, *op.outputs, *op.axes)} | set(inputs) | set(outputs)
+            values = {
+                k: v
+                for k, v in self._values.items()
+                if k in alive
+                or (k not in produced and v.kind is not ValueKind.ACTIVATION and v.kind is not ValueKind.VIRTUAL)
+            }
+        return Graph(tuple(values.values()), tuple(ops), tuple(inputs), tuple(outputs))

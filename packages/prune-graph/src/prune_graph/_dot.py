@@ -11,7 +11,9 @@ __all__ = ["to_dot"]
 
 
 def _quote(text: str) -> str:
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    """A DOT string literal; line breaks in ``text`` become DOT's ``\\n``."""
+    escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return f'"{escaped}"'
 
 
 def to_dot(graph: Graph, colours: Mapping[str, str] | None = None, name: str = "model") -> str:
@@ -25,13 +27,13 @@ def to_dot(graph: Graph, colours: Mapping[str, str] | None = None, name: str = "
     shown_values |= {v.id for v in graph.values if v.kind in (ValueKind.PARAMETER, ValueKind.BUFFER)}
     for value in graph.values:
         if value.id in shown_values:
-            label = f"{value.path}\\n{tuple(value.shape)}"
+            label = f"{value.path}\n{tuple(value.shape)}"
             fill = colours.get(value.id, "white")
             lines.append(
                 f"  {_quote('v:' + value.id)} [shape=ellipse, style=filled, fillcolor={_quote(fill)}, label={_quote(label)}];"
             )
     for op in graph.ops:
-        label = f"{op.kind.value}\\n{op.module or '<root>'}"
+        label = f"{op.kind.value}\n{op.module or '<root>'}"
         fill = colours.get(op.id, "lightgrey" if op.kind.value == "opaque" else "white")
         lines.append(
             f"  {_quote('o:' + op.id)} [shape=box, style=filled, fillcolor={_quote(fill)}, label={_quote(label)}];"

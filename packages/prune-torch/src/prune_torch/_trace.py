@@ -226,7 +226,7 @@ def _run(model: torch.nn.Module, example_inputs: ExampleInputs, meta: bool) -> G
         where = stack[-1]
         raise TraceError(f"in module {where or '<root>'}: {type(error).__name__}: {error}", where) from error
     outputs = [recorder._id_of(t) for t in tensors_in(_plain(result))]
-    return builder.build(input_ids, list(dict.fromkeys(outputs)))
+    return builder.build(input_ids, list(dict.fromkeys(outputs)), drop_unused=True)
 
 
 def _plain(result: Any) -> Any:
