@@ -104,7 +104,8 @@ class GraphBuilder:
             needed = set(outputs)
             kept: list[Op] = []
             for op in reversed(self._ops):
-                if any(out in needed for out in op.outputs):
+                # an op without results is there for what it says about its inputs (a sealed module): keep it
+                if not op.outputs or any(out in needed for out in op.outputs):
                     kept.append(op)
                     needed.update(op.inputs)
                     needed.update(op.axes)

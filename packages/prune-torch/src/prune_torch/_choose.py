@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from fractions import Fraction
 
 import numpy as np
 
-from prune_ops import Group, Normalisation, keep_count, normalise, select
+from prune_ops import Group, GroupKind, Normalisation, keep_count, normalise, select
 
-__all__ = ["Scored", "choose_global", "choose_isomorphic", "choose_local", "search_amount"]
+__all__ = ["Scored", "choose_global", "choose_isomorphic", "choose_local", "harmonise_head_dims", "search_amount"]
 
 Scored = Sequence[tuple[Group, np.ndarray]]
 Chosen = list[tuple[Group, np.ndarray]]
@@ -74,3 +75,64 @@ def search_amount(removed_fraction: Callable[[float], float], target: float, upp
         else:
             high = mid
     return best
+
+
+def harmonise_head_dims(chosen: Chosen, scored: Scored) -> Chosen:
+    """Head-dim groups that share an attention module remove the same number of dims per head.
+
+    A model reshapes queries, keys and values with one ``head_dim``, but rotary query/key dims go
+    in pairs while value dims go one by one, and each group picks its own count. Within every set
+    of head-dim groups joined by a module, the removed fraction of each head is lowered to the
+    largest one all of them can reach.
+    """
+    scores = {id(g): s for g, s in scored}
+    heads = [i for i, (g, u) in enumerate(chosen) if g.kind is GroupKind.HEAD_DIMS]
+    if len(heads) < 2:
+        return chosen
+    parent = list(range(len(chosen)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            i = parent[i]
+        return i
+
+    owner: dict[str, int] = {}
+    for i in heads:
+        # the modules that run the reshapes into heads hold activations of every head-dim group they use
+        for module in {m.value.module for m in chosen[i][0].members}:
+            if module in owner:
+                parent[find(i)] = find(owner[module])
+            else:
+                owner[module] = i
+    components: dict[int, list[int]] = {}
+    for i in heads:
+        components.setdefault(find(i), []).append(i)
+    result = list(chosen)
+    for members in components.values():
+        if len(members) < 2:
+            continue
+        share = {i: _unit_share(chosen[i][0]) for i in members}
+        target = min(len(chosen[i][1]) * share[i] for i in members)
+        step = _lcm_fraction([share[i] for i in members])
+        target = (target // step) * step
+        for i in members:
+            group = chosen[i][0]
+            count = int(target / share[i])
+            result[i] = (group, select(scores[id(group)], count=count) if count else np.zeros(0, dtype=np.int64))
+    return result
+
+
+def _unit_share(group: Group) -> Fraction:
+    """The fraction of a head one unit holds: the indices of unit 0 over the size of a projection's dim."""
+    member = group.parameters[0] if group.parameters else group.members[0]
+    return Fraction(int((member.units == 0).sum()), len(member.units))
+
+
+def _lcm_fraction(values: list[Fraction]) -> Fraction:
+    """The least common multiple of positive fractions."""
+    numerator = 1
+    denominator = 0
+    for v in values:
+        numerator = numerator * v.numerator // math.gcd(numerator, v.numerator)
+        denominator = v.denominator if denominator == 0 else math.gcd(denominator, v.denominator)
+    return Fraction(numerator, denominator)

@@ -26,7 +26,13 @@ from prune_ops import (
 )
 from prune_torch._apply import apply
 from prune_torch._calibrate import LossFn, accumulate_gradients
-from prune_torch._choose import choose_global, choose_isomorphic, choose_local, search_amount
+from prune_torch._choose import (
+    choose_global,
+    choose_isomorphic,
+    choose_local,
+    harmonise_head_dims,
+    search_amount,
+)
 from prune_torch._errors import ApplyError
 from prune_torch._importance import ImportanceLike, member_data, resolve_importance
 from prune_torch._layers import LAYER_RULES
@@ -184,8 +190,9 @@ def _choose(
     if opts.global_ranking or opts.isomorphic:
         amount = 1 - (1 - min(opts.ratio * scale, opts.max_ratio)) ** (1 / opts.steps)
         choose = choose_isomorphic if opts.isomorphic else choose_global
-        return choose(scored, amount, opts.round_to, opts.max_ratio)
-    return choose_local(scored, [_group_amount(graph, g, opts, scale) for g, _ in scored], opts.round_to)
+        return harmonise_head_dims(choose(scored, amount, opts.round_to, opts.max_ratio), scored)
+    chosen = choose_local(scored, [_group_amount(graph, g, opts, scale) for g, _ in scored], opts.round_to)
+    return harmonise_head_dims(chosen, scored)
 
 
 def _plan_for_step(

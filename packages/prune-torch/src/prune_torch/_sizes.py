@@ -152,7 +152,8 @@ def update_sizes(model: torch.nn.Module, updates: list[SizeUpdate], remember: An
                 if key in planned and planned[key][1] != update.new:
                     raise ApplyError(
                         f"module {update.module or '<root>'}: attribute {name!r} would need two new values "
-                        f"({planned[key][1]} and {update.new}); prune heads and head dims uniformly"
+                        f"({planned[key][1]} and {update.new}); prune heads and head dims uniformly",
+                        update.module,
                     )
                 planned[key] = (update.old, update.new)
     touched: set[int] = set()
