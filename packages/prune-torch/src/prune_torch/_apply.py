@@ -115,7 +115,7 @@ def _slice(tensor: torch.Tensor, entries: list[PlanEntry]) -> torch.Tensor:
     return tensor
 
 
-def _set_data(param: torch.nn.Parameter, data: torch.Tensor) -> None:
+def set_data(param: torch.nn.Parameter, data: torch.Tensor) -> None:
     """``param.data = data``, renewing a gradient accumulator cached with the old shape.
 
     A graph still alive from before (the last ``loss`` of a training loop) keeps the parameter's
@@ -237,7 +237,7 @@ def apply(
                 snapshot.tensors.append((first.module, name, param.data, param.grad, True))
                 new_data = _slice(param.data, entries)
                 new_grad = _slice(param.grad, entries) if param.grad is not None else None
-                _set_data(param, new_data)
+                set_data(param, new_data)
                 param.grad = new_grad
             else:
                 buffer = first.module._buffers[name]

@@ -6,6 +6,7 @@ subclasses are covered and unrelated classes with the same name are not.
 
 from __future__ import annotations
 
+import sys
 import types
 from collections.abc import Callable, Mapping
 
@@ -108,20 +109,22 @@ def _rnn_rule(max_layers: int = 16) -> LayerRule:
 
 
 def _optional_rules() -> dict[type, LayerRule]:
-    """Rules for layer types of optional libraries, keyed by the class itself when it imports."""
+    """Rules for layer types of optional libraries already imported, keyed by the class itself.
+
+    Looked up only when a module matches no built-in rule, so importing prune_torch never
+    imports those libraries; a model that uses their layers has imported them already.
+    """
     rules: dict[type, LayerRule] = {}
-    try:
-        from transformers.pytorch_utils import Conv1D
-    except ImportError:
-        return rules
-    # GPT-2's Conv1D is a linear layer with its weight stored (in, out)
-    rules[Conv1D] = LayerRule((("weight", 1), ("bias", 0)), (("weight", 0),), _conv1d_sync)
+    utils = sys.modules.get("transformers.pytorch_utils")
+    conv1d = getattr(utils, "Conv1D", None)
+    if isinstance(conv1d, type):
+        # GPT-2's Conv1D is a linear layer with its weight stored (in, out)
+        rules[conv1d] = LayerRule((("weight", 1), ("bias", 0)), (("weight", 0),), _conv1d_sync)
     return rules
 
 
 LAYER_RULES: Mapping[type, LayerRule] = types.MappingProxyType(
     {
-        **_optional_rules(),
         nn.Linear: LayerRule((("weight", 0), ("bias", 0)), (("weight", 1),), _linear_sync),
         nn.Bilinear: LayerRule((("weight", 0), ("bias", 0)), (("weight", 1),), _bilinear_sync),
         nn.modules.conv._ConvTransposeNd: _CONV_T,
@@ -138,10 +141,11 @@ LAYER_RULES: Mapping[type, LayerRule] = types.MappingProxyType(
 
 def rule_for(module: nn.Module, rules: Mapping[type, LayerRule] = LAYER_RULES) -> LayerRule | None:
     """The rule of the closest class in the module's MRO, if any."""
-    for cls in type(module).__mro__:
-        rule = rules.get(cls)
-        if rule is not None:
-            return rule
+    for table in (rules, _optional_rules()):
+        for cls in type(module).__mro__:
+            rule = table.get(cls)
+            if rule is not None:
+                return rule
     return None
 
 

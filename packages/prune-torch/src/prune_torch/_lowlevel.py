@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from prune_ops import PruningError, UnprunableError, check_indices, complement
+from prune_torch._apply import set_data
 from prune_torch._layers import rule_for
 
 __all__ = [
@@ -48,12 +49,12 @@ def _slice_axes(module: nn.Module, axes: tuple[tuple[str, int], ...], idxs: list
         keep = torch.as_tensor(keep_list, dtype=torch.long, device=tensor.device)
         if name in module._parameters:
             param = module._parameters[name]
-            param_ = param
-            if param_ is None:
+            if param is None:
                 continue
-            new_grad = param_.grad.index_select(axis, keep) if param_.grad is not None else None
-            param_.data = param_.data.index_select(axis, keep)
-            param_.grad = new_grad
+            new_grad = param.grad.index_select(axis, keep) if param.grad is not None else None
+            param.grad = None
+            set_data(param, param.data.index_select(axis, keep))
+            param.grad = new_grad
         else:
             module._buffers[name] = tensor.index_select(axis, keep)
 

@@ -69,7 +69,7 @@ def build_model(spec: str) -> torch.nn.Module:
 def parse_shape(text: str) -> tuple[int, ...]:
     """``"1,3,224,224"`` → ``(1, 3, 224, 224)``."""
     try:
-        shape = tuple(int(part) for part in text.replace("x", ",").split(",") if part.strip())
+        shape = tuple(int(part) for part in text.split(","))
     except ValueError:
         raise SpecError(f"bad input shape {text!r}: expected comma-separated positive ints like 1,3,224,224") from None
     if not shape or any(s <= 0 for s in shape):
