@@ -81,7 +81,7 @@ class Value:
         return self.kind in (ValueKind.PARAMETER, ValueKind.BUFFER, ValueKind.VIRTUAL)
 
 
-@attrs.frozen(order=True)
+@attrs.frozen(order=True, cache_hash=True)
 class DimRef:
     """Dimension ``dim`` of value ``value``; ``dim`` is non-negative.
 

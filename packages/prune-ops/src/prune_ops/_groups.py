@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Collection, Iterator, Sequence
+from typing import Any
 
 import attrs
 import numpy as np
@@ -166,25 +167,58 @@ class GroupSet:
 
 
 class _UnionFind:
-    def __init__(self) -> None:
-        self.parent: dict[DimRef, DimRef] = {}
+    """Union-find over dims; roots are returned as the first DimRef object seen for them."""
 
-    def find(self, x: DimRef) -> DimRef:
-        parent = self.parent
-        if x not in parent:
-            parent[x] = x
-            return x
-        root = x
-        while parent[root] != root:
-            root = parent[root]
-        while parent[x] != root:
-            parent[x], x = root, parent[x]
+    def __init__(self) -> None:
+        self.ids: dict[DimRef, int] = {}
+        self.dims: list[DimRef] = []
+        self.up: list[int] = []
+
+    @property
+    def parent(self) -> dict[DimRef, int]:
+        """Every dim seen so far (keys), for iteration."""
+        return self.ids
+
+    def _id(self, x: DimRef) -> int:
+        i = self.ids.get(x)
+        if i is None:
+            i = self.ids[x] = len(self.dims)
+            self.dims.append(x)
+            self.up.append(i)
+        return i
+
+    def _root(self, i: int) -> int:
+        up = self.up
+        root = i
+        while up[root] != root:
+            root = up[root]
+        while up[i] != root:
+            up[i], i = root, up[i]
         return root
 
+    def find(self, x: DimRef) -> DimRef:
+        return self.dims[self._root(self._id(x))]
+
     def union(self, a: DimRef, b: DimRef) -> None:
-        ra, rb = self.find(a), self.find(b)
+        ra, rb = self._root(self._id(a)), self._root(self._id(b))
         if ra != rb:
-            self.parent[rb] = ra
+            self.up[rb] = ra
+
+
+def _components(total: int, edges_a: list[IntArray], edges_b: list[IntArray]) -> IntArray:
+    """Connected components of ``total`` elements joined by edges, labelled by their smallest element."""
+    labels = np.arange(total, dtype=np.int64)
+    if not edges_a:
+        return labels
+    a, b = np.concatenate(edges_a), np.concatenate(edges_b)
+    while True:
+        low = np.minimum(labels[a], labels[b])
+        before = labels.copy()
+        np.minimum.at(labels, a, low)
+        np.minimum.at(labels, b, low)
+        labels = labels[labels]  # pointer jumping: follow labels to their own labels
+        if np.array_equal(labels, before):
+            return labels
 
 
 def _find_root(parent: IntArray, i: int) -> int:
@@ -311,15 +345,14 @@ def find_groups(graph: Graph, *, ignore: Collection[str] = (), prune_outputs: bo
             if k not in base:
                 base[k] = sum(size_of[j] for j in base)
     total = sum(size_of[k] for k in base)
-    parent = np.arange(total, dtype=np.int64)
+    edges_a: list[IntArray] = []
+    edges_b: list[IntArray] = []
     for link in windows:
         src, dst = base[classes.find(link.src)], base[classes.find(link.dst)]
         domain = link.map.domain()
-        for i, j in zip(domain, link.map.forward(domain)):
-            a, b = _find_root(parent, src + i), _find_root(parent, dst + j)
-            if a != b:
-                parent[max(a, b)] = min(a, b)
-    atom = np.array([_find_root(parent, i) for i in range(total)], dtype=np.int64)
+        edges_a.append(src + np.asarray(domain, dtype=np.int64))
+        edges_b.append(dst + np.asarray(link.map.forward(domain), dtype=np.int64))
+    atom = _components(total, edges_a, edges_b)
     positions: dict[int, list[tuple[DimRef, int]]] = {}
     support: dict[int, set[DimRef]] = {}
     for k, start in base.items():
@@ -365,8 +398,15 @@ def find_groups(graph: Graph, *, ignore: Collection[str] = (), prune_outputs: bo
                 seed.setdefault(k, np.full(size_of[k], -1, dtype=np.int64))[i] = unit_of[root]
         seeds.append(seed)
 
+    joined = _UnionFind()
+    for link in windows:
+        joined.union(classes.find(link.src), classes.find(link.dst))
+    spaces: dict[DimRef, list[DimRef]] = {}
+    for k in base:
+        spaces.setdefault(joined.find(k), []).append(k)
     order: dict[str, int] = {v.id: i for i, v in enumerate(graph.values)}
     context = _Context(classes, base, atom, positions, size_of, factors_by_part)
+    context.spaces = {k: members for members in spaces.values() for k in members}
     kind_of = _kinds(graph, classes, factors, windows)
     mixing = _mixing_dims(graph, couplings)
     groups: list[Group] = []
@@ -459,12 +499,33 @@ class _Context:
     positions: dict[int, list[tuple[DimRef, int]]]
     size_of: dict[DimRef, int]
     factors_by_part: dict[DimRef, list[FactorLink]]
+    atoms_of: dict[DimRef, IntArray] = attrs.field(factory=dict)
+    spaces: dict[DimRef, list[DimRef]] = attrs.field(factory=dict)
+
+    def __attrs_post_init__(self) -> None:
+        for k, start in self.base.items():
+            self.atoms_of[k] = self.atom[start : start + self.size_of[k]]
+
+    def _spread(self, k: DimRef, array: IntArray, assign: Any, merge: Any) -> None:
+        total = len(self.atom)
+        _, updates, pairs = _spread_atoms(self.atoms_of, self.spaces[k], k, array, total)
+        if pairs is not None:
+            merge(*pairs)
+        for other, new in updates:
+            if (new >= 0).any():
+                assign(other, new)
 
     def expand(self, seed: dict[DimRef, IntArray]) -> dict[DimRef, IntArray]:
         """Follow atoms and factors from the seed classes; merge units that meet."""
         units: dict[DimRef, IntArray] = {}
         labels = np.arange(max(int(a.max(initial=-1)) for a in seed.values()) + 1, dtype=np.int64)
         queue: list[DimRef] = []
+
+        def merge(a: IntArray, b: IntArray) -> None:
+            for x, y in set(zip(a.tolist(), b.tolist())):
+                rx, ry = _label_root(labels, x), _label_root(labels, y)
+                if rx != ry:
+                    labels[max(rx, ry)] = min(rx, ry)
 
         def assign(k: DimRef, new: IntArray) -> None:
             old = units.get(k)
@@ -473,10 +534,8 @@ class _Context:
                 queue.append(k)
                 return
             both = (old >= 0) & (new >= 0) & (old != new)
-            for a, b in zip(old[both], new[both]):
-                ra, rb = _label_root(labels, int(a)), _label_root(labels, int(b))
-                if ra != rb:
-                    labels[max(ra, rb)] = min(ra, rb)
+            if both.any():
+                merge(old[both], new[both])
             fill = (old < 0) & (new >= 0)
             if fill.any():
                 old[fill] = new[fill]
@@ -488,15 +547,7 @@ class _Context:
             k = queue.pop()
             array = units[k]
             if k in self.base:
-                start = self.base[k]
-                for i in np.flatnonzero(array >= 0):
-                    for other, j in self.positions[int(self.atom[start + i])]:
-                        if other != k:
-                            target = units.get(other)
-                            if target is None or target[j] < 0 or target[j] != array[i]:
-                                update = np.full(self.size_of[other], -1, dtype=np.int64)
-                                update[j] = array[i]
-                                assign(other, update)
+                self._spread(k, array, assign, merge)
             for factor in self.factors_by_part.get(k, ()):
                 fine = self.classes.find(factor.fine)
                 for axis, part in enumerate(factor.parts):
@@ -512,6 +563,25 @@ class _Context:
             relabelled = np.where(array >= 0, compact[final[np.maximum(array, 0)]], -1)
             out[k] = relabelled
         return out
+
+
+def _spread_atoms(
+    atoms_of: dict[DimRef, IntArray], space: list[DimRef], k: DimRef, array: IntArray, total: int
+) -> tuple[IntArray, list[tuple[DimRef, IntArray]], tuple[IntArray, IntArray] | None]:
+    """Units of class ``k`` carried by atoms to the other classes of its space.
+
+    Returns the unit of every atom, the arrays for the other classes, and pairs of units that
+    share an atom within ``k`` (they must merge), if any.
+    """
+    valid = array >= 0
+    atoms = atoms_of[k][valid]
+    values = array[valid]
+    by_atom = np.full(total, -1, dtype=np.int64)
+    by_atom[atoms] = values
+    clash = by_atom[atoms] != values
+    pairs = (by_atom[atoms][clash], values[clash]) if clash.any() else None
+    updates = [(other, by_atom[atoms_of[other]]) for other in space if other != k]
+    return by_atom, updates, pairs
 
 
 def _label_root(labels: IntArray, i: int) -> int:
