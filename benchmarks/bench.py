@@ -111,10 +111,19 @@ def ours_prune(model: nn.Module, inputs: Any, ignore: list[str]) -> None:
     pt.prune(model, inputs, ratio=0.5, importance="l2", ignore=ignore, show_progress=False)
 
 
+def _first_tensor(output: Any) -> torch.Tensor:
+    """What Torch-Pruning needs from a Hugging Face output: one tensor to walk back from."""
+    if isinstance(output, torch.Tensor):
+        return output
+    if hasattr(output, "to_tuple"):
+        output = output.to_tuple()
+    return output[0] if isinstance(output, (tuple, list)) else output
+
+
 def theirs_build(model: nn.Module, inputs: Any, ignore: list[str]) -> None:
     import torch_pruning as tp
 
-    tp.DependencyGraph().build_dependency(model, example_inputs=inputs)
+    tp.DependencyGraph().build_dependency(model, example_inputs=inputs, output_transform=_first_tensor)
 
 
 def theirs_prune(model: nn.Module, inputs: Any, ignore: list[str]) -> None:
@@ -122,7 +131,12 @@ def theirs_prune(model: nn.Module, inputs: Any, ignore: list[str]) -> None:
 
     ignored = [model.get_submodule(path) for path in ignore]
     pruner = tp.pruner.BasePruner(
-        model, inputs, importance=tp.importance.GroupMagnitudeImportance(p=2), pruning_ratio=0.5, ignored_layers=ignored
+        model,
+        inputs,
+        importance=tp.importance.GroupMagnitudeImportance(p=2),
+        pruning_ratio=0.5,
+        ignored_layers=ignored,
+        output_transform=_first_tensor,
     )
     pruner.step()
 
@@ -193,9 +207,11 @@ def llama8b() -> dict[str, float]:
         "intermediate_size=14336, vocab_size=128256, max_position_embeddings=8192); "
         "t0 = time.perf_counter(); m = None\n"
         "with torch.device('meta'): m = LlamaForCausalLM(c)\n"
+        "status = lambda key: int(next(l for l in open('/proc/self/status') if l.startswith(key)).split()[1]); "
+        "open('/proc/self/clear_refs', 'w').write('5'); base = status('VmRSS:'); "
         "t1 = time.perf_counter(); g = pt.trace(m, {'input_ids': torch.zeros(1, 16, dtype=torch.long)}); "
         "t2 = time.perf_counter(); gs = g.groups(); t3 = time.perf_counter(); "
-        "print(t1 - t0, t2 - t1, t3 - t2, len(g.ops), len(gs.prunable), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)"
+        "print(t1 - t0, t2 - t1, t3 - t2, len(g.ops), len(gs.prunable), (status('VmHWM:') - base) / 1024)"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, check=True)
     build, trace_s, groups_s, ops, prunable, rss = (float(v) for v in done.stdout.split()[-6:])

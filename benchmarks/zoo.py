@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import copy
 import gc
+import signal
 import sys
 import tempfile
 import time
@@ -67,6 +68,12 @@ def check(
     """One model through every check; the row of the table."""
     row: dict[str, Any] = {"family": family, "model": name, "result": "fail", "blocker": ""}
     stage = "build"
+
+    def out_of_time(_signum: int, _frame: Any) -> None:
+        raise TimeoutError(f"over the {TIME_LIMIT} s budget per model on this machine")
+
+    signal.signal(signal.SIGALRM, out_of_time)
+    signal.alarm(TIME_LIMIT)
     try:
         torch.manual_seed(0)
         model = build().eval()
@@ -129,8 +136,12 @@ def check(
         if "--debug" in sys.argv:
             traceback.print_exc()
     finally:
+        signal.alarm(0)
         gc.collect()
     return row
+
+
+TIME_LIMIT = 420
 
 
 def _tv_input(name: str) -> Callable[[], Any]:
