@@ -6,7 +6,8 @@ plans (printable, JSON, composable) and costs. Imports no deep-learning framewor
 
 from prune_ops._costs import Costs, costs
 from prune_ops._errors import InvalidIndicesError, PlanMismatchError, PruningError, UnprunableError
-from prune_ops._groups import Group, GroupKind, GroupSet, Member, find_groups
+from prune_ops._grouping import find_groups
+from prune_ops._groups import Group, GroupKind, GroupSet, Member
 from prune_ops._importance import (
     FPGM,
     BNScale,

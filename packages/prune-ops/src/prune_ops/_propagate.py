@@ -10,7 +10,8 @@ import numpy.typing as npt
 
 from prune_graph import DimRef, Graph
 from prune_ops._errors import InvalidIndicesError, UnprunableError
-from prune_ops._groups import Group, GroupSet, Member, find_groups
+from prune_ops._grouping import find_groups
+from prune_ops._groups import Group, GroupSet, Member
 from prune_ops._indices import IntArray, check_indices
 
 __all__ = ["Removal", "propagate", "removal_of"]

@@ -1,0 +1,77 @@
+"""What a group's units are: heads, query heads, head dims or channels; and which dims are normalised together."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from prune_graph import Absorb, Coupling, DimRef, FactorLink, Graph, Link, OpKind, ValueKind
+from prune_ops._classes import UnionFind
+from prune_ops._groups import GroupKind
+
+__all__ = ["group_kinds", "mixing_dims"]
+
+
+def _parameter_derived(graph: Graph) -> set[str]:
+    """Parameters and values computed from parameters and constants only (``w.t()``, ``w.to(dtype)``)."""
+    derived: set[str] = {
+        v.id for v in graph.values if v.kind in (ValueKind.PARAMETER, ValueKind.BUFFER, ValueKind.CONSTANT)
+    }
+    for op in graph.ops:
+        if op.inputs and all(i in derived for i in op.inputs):
+            derived.update(op.outputs)
+    return derived
+
+
+def group_kinds(
+    graph: Graph, classes: UnionFind, factors: list[FactorLink], windows: list[Link]
+) -> dict[DimRef, GroupKind]:
+    """Head and head-dim classes: the parts of a two-way factor whose second part meets an activation product.
+
+    Slices and concats count as meeting it too (partial rotary embeddings split the head dims,
+    rotate one part and concatenate them again before the product).
+    """
+    derived = _parameter_derived(graph)
+    attention: set[DimRef] = set()
+    for op in graph.ops:
+        products = op.kind is OpKind.ATTENTION or (
+            op.kind is OpKind.MATMUL and op.inputs[0] not in derived and op.inputs[1] not in derived
+        )
+        if products:
+            for value in (*op.inputs[:2], *op.outputs):
+                attention.update(classes.find(DimRef(value, d)) for d in range(graph.value(value).rank))
+    grown = True
+    while grown:
+        grown = False
+        for link in windows:
+            a, b = classes.find(link.src), classes.find(link.dst)
+            if (a in attention) != (b in attention):
+                attention.update((a, b))
+                grown = True
+    kinds: dict[DimRef, GroupKind] = {}
+    for factor in factors:
+        if len(factor.parts) != 2 or None in factor.parts:
+            continue
+        heads, dims = (classes.find(p) for p in factor.parts if p is not None)
+        if dims in attention:
+            kinds.setdefault(heads, GroupKind.HEADS)
+            kinds.setdefault(dims, GroupKind.HEAD_DIMS)
+    # heads made of two factors (grouped-query attention: key/value heads × queries per key/value head)
+    changed = True
+    while changed:
+        changed = False
+        for factor in factors:
+            if kinds.get(classes.find(factor.fine)) is GroupKind.HEADS:
+                for axis, part in enumerate(factor.parts):
+                    if part is not None and classes.find(part) not in kinds:
+                        kinds[classes.find(part)] = GroupKind.HEADS if axis == 0 else GroupKind.QUERY_HEADS
+                        changed = True
+    return kinds
+
+
+def mixing_dims(graph: Graph, couplings: Sequence[Coupling]) -> set[DimRef]:
+    """Dims whose channels are normalised together (LayerNorm, GroupNorm, a mean over them)."""
+    found = {c.dim for c in couplings if isinstance(c, Absorb)}
+    for op in graph.ops:
+        if op.kind is OpKind.NORM and op.attr("mixes", False):
+            found.update(DimRef(op.inputs[0], d) for d in op.ints_attr("channel_dims"))
+    return found
