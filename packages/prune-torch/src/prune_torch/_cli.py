@@ -5,9 +5,16 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 __all__ = ["main"]
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (and the exit code 2), like every other error here."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
 def _add_model_args(parser: argparse.ArgumentParser) -> None:
@@ -19,13 +26,11 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
     common.add_argument("--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress bars")
-    parser = argparse.ArgumentParser(
-        prog="prune-torch", description="Structural pruning for PyTorch models.", parents=[common]
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = _Parser(prog="prune-torch", description="Structural pruning for PyTorch models.", parents=[common])
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     prune = sub.add_parser("prune", help="prune a model and save it with save_pruned", parents=[common])
     _add_model_args(prune)

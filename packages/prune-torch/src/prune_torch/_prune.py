@@ -417,7 +417,8 @@ def prune(
     structurally identical groups compete); with ``target="params"`` or ``"macs"`` a fraction of
     parameters or MACs, met within ``tolerance`` by searching the channel fraction.
     ``ratios`` overrides the ratio for groups owned by given modules (objects or paths, a path
-    covers its children); ``ignore`` keeps the output channels of the given modules.
+    covers its children; local ranking only, as is ``head_ratio``); ``ignore`` keeps the output
+    channels of the given modules.
 
     Transformers: attention heads are pruned whole (``head_ratio`` overrides their ratio), head
     dims only with ``head_dims=True``, query heads within each key/value group of grouped-query
