@@ -149,11 +149,23 @@ RUNNERS = {
 }
 
 
+RUN_LIMIT = 240  # seconds one build or prune may take before it counts as failed
+
+
 def _timed(fn: Callable[..., None], model: nn.Module, inputs: Any, ignore: list[str], copy_first: bool) -> float:
     subject = copy.deepcopy(model) if copy_first else model  # the copy is not timed
-    start = time.perf_counter()
-    fn(subject, inputs, ignore)
-    return time.perf_counter() - start
+
+    def out_of_time(_signum: int, _frame: Any) -> None:
+        raise TimeoutError(f"over {RUN_LIMIT} s")
+
+    signal.signal(signal.SIGALRM, out_of_time)
+    signal.alarm(RUN_LIMIT)
+    try:
+        start = time.perf_counter()
+        fn(subject, inputs, ignore)
+        return time.perf_counter() - start
+    finally:
+        signal.alarm(0)
 
 
 def side_by_side(model: nn.Module, inputs: Any, ignore: list[str], repeats: int, what: str) -> dict[str, Any]:
