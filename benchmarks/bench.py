@@ -14,6 +14,7 @@ import argparse
 import copy
 import json
 import platform
+import signal
 import statistics
 import subprocess
 import sys
