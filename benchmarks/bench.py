@@ -206,7 +206,10 @@ def child_peak_rss(who: str, model_name: str) -> float | None:
         f"bench.RUNNERS['{who}_prune'](m, x, ig); "
         "print((status('VmHWM:') - base) / 1024)"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=1800)
+    try:
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=RUN_LIMIT + 120)
+    except subprocess.TimeoutExpired:
+        return None
     if done.returncode != 0:
         return None
     return float(done.stdout.split()[-1])
@@ -242,7 +245,8 @@ def machine() -> str:
         pass
     import os
 
-    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, torch {torch.__version__}"
+    threads = torch.get_num_threads()
+    return f"{cpu}, {os.cpu_count()} cores ({threads} torch thread(s)), Python {platform.python_version()}, torch {torch.__version__}"
 
 
 def _fmt(v: float | None) -> str:
