@@ -132,7 +132,9 @@ def check(
         if report.skipped and not row["blocker"]:
             row["blocker"] = "; ".join(report.skipped)[:240]
     except Exception as error:
-        row["blocker"] = f"{stage}: {type(error).__name__}: {str(error).splitlines()[0][:160]}"
+        # a trace error lists the meta run, then the real run: the last attempt is the blocker
+        message = str(error).splitlines()[0].split(" | ")[-1]
+        row["blocker"] = f"{stage}: {type(error).__name__}: {message[:200]}"
         if "--debug" in sys.argv:
             traceback.print_exc()
     finally:
