@@ -216,6 +216,9 @@ def _run(model: torch.nn.Module, example_inputs: ExampleInputs, meta: bool) -> G
             names[id(t)] = input_ids[-1]
     stack = [""]
     recorder = _Recorder(builder, names, stack)
+    # a forward may cache tensors on its modules (anchor grids, masks); on meta those caches would
+    # poison the real model, so every module's attributes are put back afterwards
+    saved = [(module, dict(module.__dict__)) for module in model.modules()]
     try:
         with _module_stack(model, stack, recorder), recorder:
             if meta:
@@ -225,6 +228,12 @@ def _run(model: torch.nn.Module, example_inputs: ExampleInputs, meta: bool) -> G
     except Exception as error:
         where = stack[-1]
         raise TraceError(f"in module {where or '<root>'}: {type(error).__name__}: {error}", where) from error
+    finally:
+        for module, attributes in saved:
+            current = module.__dict__
+            if len(current) != len(attributes) or any(attributes.get(k, current) is not v for k, v in current.items()):
+                current.clear()
+                current.update(attributes)
     outputs = [recorder._id_of(t) for t in tensors_in(_plain(result))]
     return builder.build(input_ids, list(dict.fromkeys(outputs)), drop_unused=True)
 
