@@ -189,7 +189,7 @@ def torchvision_cases(subset: str) -> Iterator[Case]:
         )
     for name in models.list_models(module=models.video):
         frames = 16 if "mvit" in name or "s3d" in name else 8
-        side = 224 if "mvit" in name or "swin" in name else 112
+        side = 224 if "mvit" in name or "swin" in name or "s3d" in name else 112
         yield (
             "torchvision video",
             name,
