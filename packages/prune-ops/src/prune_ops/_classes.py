@@ -117,12 +117,11 @@ def unify_factors(classes: UnionFind, factors: list[FactorLink]) -> list[Pin]:
                     if classes.find(a) != classes.find(b):
                         classes.union(a, b)
                         changed = True
-                elif (a or b) is not None and (a or b) not in pinned:
+                else:
                     part = a if a is not None else b
-                    the_part = part
-                    if the_part is not None:
-                        pinned.add(the_part)
-                        pins.append(Pin(the_part, f"it is a fixed factor of {factor.fine} elsewhere", factor.op))
+                    if part is not None and part not in pinned:
+                        pinned.add(part)
+                        pins.append(Pin(part, f"it is a fixed factor of {factor.fine} elsewhere", factor.op))
     # factorisations of different sizes (a depthwise conv feeding a grouped conv of other groups):
     # a unit of one is scattered in the other, so no removal is whole in both; keep the channels
     sizes_of: dict[DimRef, set[tuple[int, ...]]] = {}
