@@ -90,6 +90,14 @@ def transformers_cases(subset: str) -> Iterator[tuple[str, str, Any, Any, dict[s
         return
     logging.set_verbosity_error()
     small = {"vocab_size": 100}
+    gqa = dict(
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        intermediate_size=128,
+        max_position_embeddings=64,
+    )
     enc = dict(
         hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128, max_position_embeddings=64
     )
@@ -136,12 +144,7 @@ def transformers_cases(subset: str) -> Iterator[tuple[str, str, Any, Any, dict[s
             lambda: tf.LlamaForCausalLM(
                 tf.LlamaConfig(
                     **small,
-                    hidden_size=64,
-                    num_hidden_layers=2,
-                    num_attention_heads=4,
-                    num_key_value_heads=2,
-                    intermediate_size=128,
-                    max_position_embeddings=64,
+                    **gqa,
                 )
             ),
             lambda: _ids(),
@@ -151,12 +154,7 @@ def transformers_cases(subset: str) -> Iterator[tuple[str, str, Any, Any, dict[s
             lambda: tf.MistralForCausalLM(
                 tf.MistralConfig(
                     **small,
-                    hidden_size=64,
-                    num_hidden_layers=2,
-                    num_attention_heads=4,
-                    num_key_value_heads=2,
-                    intermediate_size=128,
-                    max_position_embeddings=64,
+                    **gqa,
                 )
             ),
             lambda: _ids(),
@@ -167,12 +165,7 @@ def transformers_cases(subset: str) -> Iterator[tuple[str, str, Any, Any, dict[s
             lambda: tf.Qwen2ForCausalLM(
                 tf.Qwen2Config(
                     **small,
-                    hidden_size=64,
-                    num_hidden_layers=2,
-                    num_attention_heads=4,
-                    num_key_value_heads=2,
-                    intermediate_size=128,
-                    max_position_embeddings=64,
+                    **gqa,
                 )
             ),
             lambda: _ids(),
