@@ -8,13 +8,14 @@ import pytest
 
 from prune_graph import (
     RULES,
-    Absorb,
     DimRef,
     FactorLink,
     GraphBuilder,
     GraphError,
     Identity,
     Link,
+    Mix,
+    Mixing,
     Offset,
     Op,
     OpId,
@@ -308,15 +309,48 @@ def test_reduce_drops_the_reduced_dim():
     shapes = {"x": (2, 3, 4), "y": (2, 3)}
     found = couple(OpKind.REDUCE, shapes, ["x"], ["y"], {"dims": (-1,)})
     assert identity_links(found) == {pair("x[0]", "y[0]", 2), pair("x[1]", "y[1]", 3)}
-    # the reduced dim is folded into one: prunable, coupled to nothing further
-    assert [c for c in found if not isinstance(c, Link)] == [Absorb(d("x", 2), OpId("op0"))]
+    # the reduced dim is folded into one: coupled to nothing further, and its channels mix
+    assert [c for c in found if not isinstance(c, Link)] == [Mix(d("x", 2), Mixing.REDUCTION, OpId("op0"))]
 
 
 def test_reduce_with_keepdim_keeps_the_positions_of_the_other_dims():
     shapes = {"x": (2, 3, 4), "y": (2, 1, 4)}
     found = couple(OpKind.REDUCE, shapes, ["x"], ["y"], {"dims": (1,), "keepdim": True})
     assert identity_links(found) == {pair("x[0]", "y[0]", 2), pair("x[2]", "y[2]", 4)}
-    assert Absorb(d("x", 1), OpId("op0")) in found
+    assert Mix(d("x", 1), Mixing.REDUCTION, OpId("op0")) in found
+
+
+def test_reduce_inside_a_normalisation_layer_is_a_normalisation():
+    shapes = {"x": (2, 3, 4), "y": (2, 3, 1)}
+    found = couple(OpKind.REDUCE, shapes, ["x"], ["y"], {"dims": (2,), "keepdim": True, "normalises": True})
+    assert Mix(d("x", 2), Mixing.NORMALISATION, OpId("op0")) in found
+
+
+@pytest.mark.parametrize("how", ["softmax", "cumulative"])
+def test_mix_links_every_dim_and_marks_the_mixed_one(how):
+    shapes = {"x": (2, 3, 4), "y": (2, 3, 4)}
+    found = couple(OpKind.MIX, shapes, ["x"], ["y"], {"dims": (1,), "how": how})
+    assert identity_links(found) == {pair("x[0]", "y[0]", 2), pair("x[1]", "y[1]", 3), pair("x[2]", "y[2]", 4)}
+    assert [c for c in found if not isinstance(c, Link)] == [Mix(d("x", 1), Mixing(how), OpId("op0"))]
+
+
+def test_mix_needs_a_known_way_of_mixing():
+    shapes = {"x": (2, 3), "y": (2, 3)}
+    with pytest.raises(GraphError, match="'how' must be 'softmax' or 'cumulative'"):
+        couple(OpKind.MIX, shapes, ["x"], ["y"], {"dims": (1,), "how": "blend"})
+
+
+def test_layer_norm_mixes_its_channel_dims_and_group_norm_only_within_groups():
+    shapes = {"x": (2, 8, 5), "w": (8,), "y": (2, 8, 5)}
+    found = couple(OpKind.NORM, shapes, ["x", "w"], ["y"], {"channel_dims": (1,), "mixes": True})
+    assert [c for c in found if isinstance(c, Mix)] == [Mix(d("x", 1), Mixing.NORMALISATION, OpId("op0"))]
+    shapes = {**shapes, "g": (4,), "p": (2,)}
+    op = Op(
+        OpId("op0"), OpKind.NORM, "aten.x", ("x", "w"), ("y",), "m",
+        {"channel_dims": (1,), "num_groups": 4, "mixes": True}, axes=("g", "p"),
+    )
+    found = couplings_of(op, lambda v: shapes[v])
+    assert [c for c in found if isinstance(c, Mix)] == [Mix(d("p", 0), Mixing.NORMALISATION, OpId("op0"))]
 
 
 # -- concat, split, slice ------------------------------------------------------------------

@@ -6,7 +6,7 @@ and DOT forms. Imports nothing but the standard library and ``attrs``.
 """
 
 from prune_graph._builder import GraphBuilder
-from prune_graph._couplings import Absorb, Broadcast, Coupling, FactorLink, Link, Pin
+from prune_graph._couplings import Broadcast, Coupling, FactorLink, Link, Mix, Mixing, Pin
 from prune_graph._dot import to_dot
 from prune_graph._errors import GraphError, IndexMapError, SchemaError
 from prune_graph._graph import Graph
@@ -32,7 +32,6 @@ from prune_graph._values import DimRef, Value, ValueId, ValueKind
 __all__ = [
     "RULES",
     "SCHEMA",
-    "Absorb",
     "AttrValue",
     "Broadcast",
     "Compose",
@@ -48,6 +47,8 @@ __all__ = [
     "IndexMapError",
     "IndexMapLike",
     "Link",
+    "Mix",
+    "Mixing",
     "Offset",
     "Op",
     "OpId",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import math
 from collections.abc import Iterable
 from typing import Union
@@ -13,7 +14,7 @@ from prune_graph._index_maps import Factor, IndexMapLike
 from prune_graph._ops import OpId
 from prune_graph._values import DimRef
 
-__all__ = ["Absorb", "Broadcast", "Coupling", "FactorLink", "Link", "Pin"]
+__all__ = ["Broadcast", "Coupling", "FactorLink", "Link", "Mix", "Mixing", "Pin"]
 
 
 @attrs.frozen
@@ -86,15 +87,46 @@ class Pin:
     op: OpId | None = None
 
 
-@attrs.frozen
-class Absorb:
-    """The op reads every channel of ``dim`` and folds them into one (a sum or mean over the dim).
+class Mixing(enum.Enum):
+    """How an op mixes the channels of a dim: removing some of them changes the values of the rest.
 
-    Removing channels there is allowed and couples nothing further; a mean's denominator
-    changes, so equivalence with the silenced model holds for sums, not for means.
+    - ``REDUCTION``: the dim is folded into one value (sum, mean, max, var, norm, logsumexp ...);
+    - ``SOFTMAX``: softmax or log-softmax over the dim;
+    - ``CUMULATIVE``: a running sum, product, max or min along the dim;
+    - ``NORMALISATION``: statistics over the dim rescale it, inside a recognised normalisation
+      layer (LayerNorm, RMSNorm, the positions within each group of a GroupNorm).
+
+    A group that crosses such a dim is *approximate*: the pruned model no longer computes what
+    the silenced original computes.
+    """
+
+    REDUCTION = "reduction"
+    SOFTMAX = "softmax"
+    CUMULATIVE = "cumulative"
+    NORMALISATION = "normalisation"
+
+
+def _to_mixing(value: object) -> Mixing:
+    if isinstance(value, Mixing):
+        return value
+    try:
+        return Mixing(value)
+    except ValueError:
+        valid = ", ".join(m.value for m in Mixing)
+        raise GraphError(f"'how' must be a Mixing ({valid}) (got {value!r})") from None
+
+
+@attrs.frozen
+class Mix:
+    """The op reads every channel of ``dim`` to compute each of its outputs (``how`` says in what way).
+
+    A reduction consumes the dim (it couples nothing further); softmax, cumulative ops and
+    normalisations also link the dim to their output with their other couplings. Pruning is
+    allowed, but the kept channels change value: the group is approximate.
     """
 
     dim: DimRef
+    how: Mixing = attrs.field(converter=_to_mixing)
     op: OpId | None = None
 
 
@@ -110,4 +142,4 @@ class Broadcast:
     op: OpId | None = None
 
 
-Coupling = Union[Link, FactorLink, Pin, Absorb, Broadcast]
+Coupling = Union[Link, FactorLink, Pin, Mix, Broadcast]

@@ -215,4 +215,4 @@ def _dims_of(c: Coupling) -> tuple[DimRef, ...]:
         return (c.src, c.dst)
     if isinstance(c, FactorLink):
         return (c.fine, *(p for p in c.parts if p is not None))
-    return (c.dim,)  # Pin, Absorb and Broadcast
+    return (c.dim,)  # Pin, Mix and Broadcast

@@ -28,9 +28,14 @@ class OpKind(enum.Enum):
     - ``MATMUL``: (a, b[, bias]) → y, batched ``a @ b (+ bias)`` with broadcasting.
     - ``NORM``: (x, *params) → y. attrs ``channel_dims`` (dims of x the params run along, in
       order), ``num_groups`` (group norm; one virtual axis pair when 1 < groups < channels),
-      ``mixes`` (statistics are taken over the channel dims, as LayerNorm does).
+      ``mixes`` (statistics are taken over the channel dims, as LayerNorm does; for a group norm,
+      over the positions within each group).
     - ``ELEMENTWISE``: n-ary with broadcasting (activations, add, mul, dropout, casts, copies).
-    - ``REDUCE``: (x) → y, attrs ``dims`` and ``keepdim``.
+    - ``REDUCE``: (x) → y, attrs ``dims`` and ``keepdim``; attr ``normalises`` when the reduction
+      computes the statistics of a recognised normalisation layer (an RMSNorm written with plain
+      tensor ops). A reduction mixes the channels of its dims.
+    - ``MIX``: (x) → y of the same shape, attrs ``dims`` and ``how`` (``"softmax"`` or
+      ``"cumulative"``, a :class:`Mixing` value): every output reads every channel along ``dims``.
     - ``POOL``: (x) → y..., attr ``dims``: the dims whose size the op sets (pooling,
       interpolation, padding); every other dim passes through.
     - ``CONCAT``: (x0, x1, ...) → y, attr ``dim``.
@@ -55,6 +60,7 @@ class OpKind(enum.Enum):
     NORM = "norm"
     ELEMENTWISE = "elementwise"
     REDUCE = "reduce"
+    MIX = "mix"
     POOL = "pool"
     CONCAT = "concat"
     STACK = "stack"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import types
 from collections.abc import Callable, Mapping, Sequence
 
-from prune_graph._couplings import Absorb, Broadcast, Coupling, FactorLink, Link, Pin
+from prune_graph._couplings import Broadcast, Coupling, FactorLink, Link, Mix, Mixing, Pin
 from prune_graph._errors import GraphError
 from prune_graph._index_maps import Identity, Offset, Window
 from prune_graph._ops import Op, OpKind
@@ -137,6 +137,7 @@ def _norm(op: Op, shape: ShapeOf) -> list[Coupling]:
             raise GraphError(f"op {op.where}: parameter {p} has rank {len(shape(p))}, expected {len(channel_dims)}")
         for k, d in enumerate(channel_dims):
             result += _link_same(op, shape, p, k, x, d)
+    mixes = bool(op.attr("mixes", False))
     groups = op.int_attr("num_groups", 1)
     if groups > 1:
         if len(op.axes) != 2 or len(channel_dims) != 1:
@@ -146,6 +147,11 @@ def _norm(op: Op, shape: ShapeOf) -> list[Coupling]:
         result += _factor(
             op, DimRef(x, channel_dims[0]), (DimRef(group_axis, 0), DimRef(width_axis, 0)), (groups, channels // groups)
         )
+        # statistics are per group: removing whole groups is exact, removing positions is not
+        if mixes and channels // groups > 1:
+            result.append(Mix(DimRef(width_axis, 0), Mixing.NORMALISATION, op.id))
+    elif mixes:
+        result += [Mix(DimRef(x, d), Mixing.NORMALISATION, op.id) for d in channel_dims if shape(x)[d] > 1]
     return result
 
 
@@ -162,16 +168,32 @@ def _reduce(op: Op, shape: ShapeOf) -> list[Coupling]:
     rank = len(shape(x))
     dims = {d % rank for d in op.ints_attr("dims")} if rank else set()
     keepdim = bool(op.attr("keepdim", False))
+    how = Mixing.NORMALISATION if op.attr("normalises", False) else Mixing.REDUCTION
     result: list[Coupling] = []
     j = 0
     for d in range(rank):
         if d in dims:
             if shape(x)[d] > 1:
-                result.append(Absorb(DimRef(x, d), op.id))
+                result.append(Mix(DimRef(x, d), how, op.id))
             j += 1 if keepdim else 0
             continue
         result += _link_same(op, shape, x, d, y, j)
         j += 1
+    return result
+
+
+def _mix(op: Op, shape: ShapeOf) -> list[Coupling]:
+    x, y = op.inputs[0], op.outputs[0]
+    how = op.attr("how", "")
+    if how not in (Mixing.SOFTMAX.value, Mixing.CUMULATIVE.value):
+        raise GraphError(f"op {op.where}: attribute 'how' must be 'softmax' or 'cumulative' (got {how!r})")
+    rank = len(shape(x))
+    result: list[Coupling] = []
+    for d in range(rank):
+        result += _link_same(op, shape, x, d, y, d)
+    for d in {d % rank for d in op.ints_attr("dims")} if rank else ():
+        if shape(x)[d] > 1:
+            result.append(Mix(DimRef(x, d), Mixing(how), op.id))
     return result
 
 
@@ -390,6 +412,7 @@ RULES: Mapping[OpKind, Rule] = types.MappingProxyType(
         OpKind.NORM: _norm,
         OpKind.ELEMENTWISE: _elementwise,
         OpKind.REDUCE: _reduce,
+        OpKind.MIX: _mix,
         OpKind.POOL: _pool,
         OpKind.CONCAT: _concat,
         OpKind.STACK: _stack,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prune_graph._couplings import Absorb, Broadcast, FactorLink, Link, Pin
+from prune_graph._couplings import Mix, Broadcast, FactorLink, Link, Pin
 from prune_graph._errors import GraphError, IndexMapError
 from prune_graph._graph import Graph
 from prune_graph._values import DimRef, ValueKind
@@ -82,7 +82,7 @@ def problems(graph: Graph) -> tuple[str, ...]:
             for part, size in zip(c.parts, c.sizes):
                 if part is not None and graph.dim_size(part) != size:
                     found.append(f"{where}: factor part {part} has size {graph.dim_size(part)}, expected {size}")
-        elif isinstance(c, (Pin, Absorb, Broadcast)):
+        elif isinstance(c, (Pin, Mix, Broadcast)):
             bad = _dim_problem(graph, c.dim, where)
             if bad:
                 found.append(bad)

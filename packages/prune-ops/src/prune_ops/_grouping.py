@@ -17,7 +17,7 @@ from typing import Any
 import attrs
 import numpy as np
 
-from prune_graph import Absorb, Broadcast, Coupling, DimRef, FactorLink, Graph, Identity, Link, Pin, ValueKind
+from prune_graph import Broadcast, Coupling, DimRef, FactorLink, Graph, Identity, Link, Mix, Pin, ValueKind
 from prune_ops._classes import UnionFind, boundary_and_ignored, components, unify_factors
 from prune_ops._groups import Group, GroupKind, GroupSet, Member
 from prune_ops._indices import IntArray
@@ -57,7 +57,7 @@ def find_groups(graph: Graph, *, ignore: Collection[str] = (), prune_outputs: bo
         elif isinstance(c, Pin):
             classes.find(c.dim)
             pins.setdefault(c.dim, []).append(c.reason)
-        elif isinstance(c, (Absorb, Broadcast)):
+        elif isinstance(c, (Mix, Broadcast)):
             classes.find(c.dim)
     for pin in unify_factors(classes, factors):
         pins.setdefault(pin.dim, []).append(pin.reason)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from prune_graph import Absorb, Coupling, DimRef, FactorLink, Graph, Link, OpKind, ValueKind
+from prune_graph import Coupling, DimRef, FactorLink, Graph, Link, Mix, OpKind, ValueKind
 from prune_ops._classes import UnionFind
 from prune_ops._groups import GroupKind
 
@@ -70,7 +70,7 @@ def group_kinds(
 
 def mixing_dims(graph: Graph, couplings: Sequence[Coupling]) -> set[DimRef]:
     """Dims whose channels are normalised together (LayerNorm, GroupNorm, a mean over them)."""
-    found = {c.dim for c in couplings if isinstance(c, Absorb)}
+    found = {c.dim for c in couplings if isinstance(c, Mix)}
     for op in graph.ops:
         if op.kind is OpKind.NORM and op.attr("mixes", False):
             found.update(DimRef(op.inputs[0], d) for d in op.ints_attr("channel_dims"))
