@@ -13,7 +13,7 @@ from prune_graph._couplings import Coupling, FactorLink, Link, Pin
 from prune_graph._errors import GraphError
 from prune_graph._ops import Op, OpId
 from prune_graph._rules import couplings_of
-from prune_graph._values import DimRef, Value, ValueId
+from prune_graph._values import DimRef, Value, ValueId, ValueKind
 
 __all__ = ["Graph"]
 
@@ -189,6 +189,27 @@ class Graph:
                     by_dim.setdefault(dim, []).append(c)
             self._memo["by_dim"] = {k: tuple(v) for k, v in by_dim.items()}
         return self._memo["by_dim"].get(ref, ())  # type: ignore[no-any-return]
+
+    # -- display ---------------------------------------------------------------------------
+    def __repr__(self) -> str:
+        """One line: counts and the model's input and output shapes (the records are the fields).
+
+        >>> Graph(values=(), ops=(), inputs=(), outputs=())
+        Graph(0 ops, 0 values, 0 parameters, inputs [], outputs [])
+        """
+        parameters = sum(1 for v in self.values if v.kind is ValueKind.PARAMETER)
+        inputs = ", ".join(str(self.shape(i)) for i in self.inputs)
+        outputs = ", ".join(str(self.shape(o)) for o in self.outputs)
+        return (
+            f"{type(self).__name__}({len(self.ops)} ops, {len(self.values)} values, {parameters} parameters, "
+            f"inputs [{inputs}], outputs [{outputs}])"
+        )
+
+    @classmethod
+    def __attrs_init_subclass__(cls) -> None:
+        # attrs writes a field-by-field repr for every attrs subclass (an adapter's graph with
+        # extra fields): thousands of records on one line; subclasses keep the summary instead
+        cls.__repr__ = Graph.__repr__  # type: ignore[method-assign]
 
     # -- identity --------------------------------------------------------------------------
     def fingerprint(self, shapes: Mapping[ValueId, tuple[int, ...]] | None = None) -> str:

@@ -118,6 +118,14 @@ class Plan:
                 total += math.prod(before) - math.prod(after)
         return total
 
+    def __repr__(self) -> str:
+        """One line; ``str(plan)`` is the full table."""
+        modules = len({e.module for e in self.entries})
+        return (
+            f"Plan({self.fingerprint} → {self.result_fingerprint}: {len(self.entries)} axes of {modules} modules, "
+            f"{self.parameters_removed:,} parameters removed)"
+        )
+
     def __str__(self) -> str:
         rows = [("module", "param", "axis", "before → after", "params removed")]
         shapes = self.state_shapes()
