@@ -24,6 +24,7 @@ PUBLIC = {
     "L2Strategy",
     "Magnitude",
     "Member",
+    "MixNote",
     "MemberData",
     "Normalisation",
     "Plan",
@@ -41,14 +42,18 @@ PUBLIC = {
     "check_indices",
     "complement",
     "costs",
+    "factor_sets",
     "find_groups",
     "keep_count",
     "make_plan",
+    "mixing_blocker",
+    "normalisation_modules",
     "normalise",
     "propagate",
     "reduce_members",
     "removal_of",
     "select",
+    "split_between_factors",
 }
 
 

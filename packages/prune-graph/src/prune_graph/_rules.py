@@ -183,14 +183,15 @@ def _reduce(op: Op, shape: ShapeOf) -> list[Coupling]:
 
 
 def _mix(op: Op, shape: ShapeOf) -> list[Coupling]:
-    x, y = op.inputs[0], op.outputs[0]
+    x = op.inputs[0]
     how = op.attr("how", "")
     if how not in (Mixing.SOFTMAX.value, Mixing.CUMULATIVE.value):
         raise GraphError(f"op {op.where}: attribute 'how' must be 'softmax' or 'cumulative' (got {how!r})")
     rank = len(shape(x))
     result: list[Coupling] = []
-    for d in range(rank):
-        result += _link_same(op, shape, x, d, y, d)
+    for y in op.outputs:  # cummax and cummin also return the positions of the running maxima
+        for d in range(rank):
+            result += _link_same(op, shape, x, d, y, d)
     for d in {d % rank for d in op.ints_attr("dims")} if rank else ():
         if shape(x)[d] > 1:
             result.append(Mix(DimRef(x, d), Mixing(how), op.id))

@@ -22,10 +22,11 @@ from prune_ops._importance import (
     normalise,
     reduce_members,
 )
+from prune_ops._mixing import MixNote, mixing_blocker, normalisation_modules
 from prune_ops._indices import IntArray, as_index_array, check_indices, complement
 from prune_ops._plan import PLAN_SCHEMA, Plan, PlanEntry, make_plan
 from prune_ops._propagate import Removal, propagate, removal_of
-from prune_ops._selection import check_amount, keep_count, select
+from prune_ops._selection import check_amount, factor_sets, keep_count, select, split_between_factors
 from prune_ops._strategy import L1Strategy, L2Strategy, RandomStrategy
 
 __all__ = [
@@ -44,6 +45,7 @@ __all__ = [
     "L2Strategy",
     "Magnitude",
     "Member",
+    "MixNote",
     "MemberData",
     "Normalisation",
     "Plan",
@@ -61,12 +63,16 @@ __all__ = [
     "check_indices",
     "complement",
     "costs",
+    "factor_sets",
     "find_groups",
     "keep_count",
     "make_plan",
+    "mixing_blocker",
+    "normalisation_modules",
     "normalise",
     "propagate",
     "reduce_members",
     "removal_of",
     "select",
+    "split_between_factors",
 ]

@@ -82,10 +82,14 @@ def boundary_and_ignored(graph: Graph, ignore: Collection[str], prune_outputs: b
     if not ignored:
         return pins
     for op in graph.ops:
-        if not _inside(op.module, ignored):
+        owners = [path for path in ignored if _inside(op.module, (path,))]
+        if not owners:
             continue
         for out in op.outputs:
-            leaves = out in graph.outputs or any(not _inside(c.module, ignored) for c in graph.consumers(out))
+            # leaving one ignored module counts even when the reader is another ignored module
+            leaves = out in graph.outputs or any(
+                not _inside(c.module, (path,)) for path in owners for c in graph.consumers(out)
+            )
             if not leaves:
                 continue
             for d, size in enumerate(graph.shape(out)):

@@ -21,7 +21,8 @@ from prune_graph import Broadcast, Coupling, DimRef, FactorLink, Graph, Identity
 from prune_ops._classes import UnionFind, boundary_and_ignored, components, unify_factors
 from prune_ops._groups import Group, GroupKind, GroupSet, Member
 from prune_ops._indices import IntArray
-from prune_ops._kinds import group_kinds, mixing_dims
+from prune_ops._kinds import group_kinds
+from prune_ops._mixing import mixing_of
 
 __all__ = ["find_groups"]
 
@@ -136,14 +137,14 @@ def find_groups(graph: Graph, *, ignore: Collection[str] = (), prune_outputs: bo
     context = _Context(classes, base, atom, positions, size_of, factors_by_part)
     context.spaces = {k: members for members in spaces.values() for k in members}
     kind_of = group_kinds(graph, classes, factors, windows)
-    mixing = mixing_dims(graph, couplings)
+    mixing = mixing_of(graph, couplings)
     groups: list[Group] = []
     for seed in seeds:
         units = context.expand(seed)
         group = _make_group(len(groups), graph, units, dims_of, pins, order)
         kind = next((kind_of[k] for k in seed if k in kind_of), GroupKind.CHANNELS)
-        normalised = any(m.dim in mixing for m in group.members)
-        groups.append(attrs.evolve(group, kind=kind, normalised=normalised))
+        notes = tuple(dict.fromkeys(n for m in group.members for n in mixing.get(m.dim, ())))
+        groups.append(attrs.evolve(group, kind=kind, mixing=notes))
     groups.sort(key=lambda g: _order_key(graph, g))
     return GroupSet(graph, [attrs.evolve(g, id=i) for i, g in enumerate(groups)])
 

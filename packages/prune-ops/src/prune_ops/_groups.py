@@ -8,8 +8,9 @@ from collections.abc import Iterator, Sequence
 import attrs
 import numpy as np
 
-from prune_graph import DimRef, Graph, Value, ValueKind
+from prune_graph import DimRef, Graph, Mixing, Value, ValueKind
 from prune_ops._indices import IntArray
+from prune_ops._mixing import MixNote
 
 __all__ = ["Group", "GroupKind", "GroupSet", "Member"]
 
@@ -65,7 +66,18 @@ class Group:
     members: tuple[Member, ...] = attrs.field(repr=False)
     blockers: tuple[str, ...] = ()
     kind: GroupKind = GroupKind.CHANNELS
-    normalised: bool = False
+    mixing: tuple[MixNote, ...] = ()
+
+    @property
+    def approximate(self) -> bool:
+        """Some op mixes the group's channels (a reduction, softmax, cumulative op or norm over them):
+        pruning changes the values of the kept channels, so the prune is not exact."""
+        return bool(self.mixing)
+
+    @property
+    def normalised(self) -> bool:
+        """A normalisation layer (LayerNorm, RMSNorm, positions within GroupNorm groups) mixes the channels."""
+        return any(n.how is Mixing.NORMALISATION for n in self.mixing)
 
     @property
     def prunable(self) -> bool:
@@ -81,6 +93,13 @@ class Group:
     def modules(self) -> tuple[str, ...]:
         """Modules owning the group's parameters, in order of appearance."""
         return tuple(dict.fromkeys(m.value.module for m in self.parameters))
+
+    @property
+    def name(self) -> str:
+        """The group as a user knows it: its kind and the modules whose parameters it holds."""
+        modules = [m or "<root>" for m in self.modules]
+        listed = ", ".join(modules[:4]) + (f" and {len(modules) - 4} more" if len(modules) > 4 else "")
+        return f"{self.kind.value} of {listed or self.root_member.label} ({self.size} units)"
 
     @property
     def root_member(self) -> Member:
@@ -108,7 +127,10 @@ class Group:
         params = ", ".join(m.label for m in self.parameters) or "no parameters"
         state = "prunable" if self.prunable else "unprunable: " + ("; ".join(self.blockers) or "a single unit")
         kind = self.kind.value + (", normalised" if self.normalised else "")
-        return f"group {self.id} ({self.size} {kind}) root {self.root_member.label}: {params} [{state}]"
+        line = f"group {self.id} ({self.size} {kind}) root {self.root_member.label}: {params} [{state}]"
+        if self.mixing:
+            line += "; approximate: mixed by " + "; ".join(str(n) for n in self.mixing)
+        return line
 
 
 class GroupSet:

@@ -1,14 +1,12 @@
-"""What a group's units are: heads, query heads, head dims or channels; and which dims are normalised together."""
+"""What a group's units are: heads, query heads, head dims or channels."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
-from prune_graph import Coupling, DimRef, FactorLink, Graph, Link, Mix, OpKind, ValueKind
+from prune_graph import DimRef, FactorLink, Graph, Link, OpKind, ValueKind
 from prune_ops._classes import UnionFind
 from prune_ops._groups import GroupKind
 
-__all__ = ["group_kinds", "mixing_dims"]
+__all__ = ["group_kinds"]
 
 
 def _parameter_derived(graph: Graph) -> set[str]:
@@ -66,12 +64,3 @@ def group_kinds(
                         kinds[classes.find(part)] = GroupKind.HEADS if axis == 0 else GroupKind.QUERY_HEADS
                         changed = True
     return kinds
-
-
-def mixing_dims(graph: Graph, couplings: Sequence[Coupling]) -> set[DimRef]:
-    """Dims whose channels are normalised together (LayerNorm, GroupNorm, a mean over them)."""
-    found = {c.dim for c in couplings if isinstance(c, Mix)}
-    for op in graph.ops:
-        if op.kind is OpKind.NORM and op.attr("mixes", False):
-            found.update(DimRef(op.inputs[0], d) for d in op.ints_attr("channel_dims"))
-    return found

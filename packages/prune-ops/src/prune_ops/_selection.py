@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 import numpy.typing as npt
 
 from prune_ops._errors import InvalidIndicesError, PruningError
+from prune_ops._groups import Group
 from prune_ops._indices import IntArray
 
-__all__ = ["check_amount", "keep_count", "select"]
+__all__ = ["check_amount", "factor_sets", "keep_count", "select", "split_between_factors"]
 
 
 def check_amount(amount: float, name: str = "amount") -> float:
@@ -79,3 +81,49 @@ def select(
     keep = keep_count(values.size, amount=amount, count=count, round_to=round_to, min_keep=min_keep)
     order = np.argsort(values, kind="stable")
     return np.sort(order[: values.size - keep]).astype(np.int64)
+
+
+def factor_sets(groups: Sequence[Group]) -> list[list[int]]:
+    """Indices of groups that are factors of the same channels (GroupNorm groups × positions, heads × head dims).
+
+    Two groups are factors of one another when they share a dim in which every index has a
+    unit in both: each channel there is (a unit of one, a unit of the other). Groups that
+    merely share a concatenated dim hold different indices of it and are not factors.
+    """
+    parent = list(range(len(groups)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    full: dict[object, int] = {}
+    for i, group in enumerate(groups):
+        for member in group.parameters:
+            if member.units.size and bool((member.units >= 0).all()):
+                j = full.setdefault(member.dim, i)
+                parent[find(i)] = find(j)
+    sets: dict[int, list[int]] = {}
+    for i in range(len(groups)):
+        sets.setdefault(find(i), []).append(i)
+    return [s for s in sets.values() if len(s) > 1]
+
+
+def split_between_factors(groups: Sequence[Group], amounts: Sequence[float], fixed: Sequence[bool] = ()) -> list[float]:
+    """Amounts such that channels factored ``k`` ways lose ``amount`` of channels, not more.
+
+    Every factor of a set loses ``1 - (1 - amount) ** (1 / k)`` of its units, so the channels they
+    form together keep ``1 - amount`` (a GroupNorm's groups and the positions within them at 50%
+    each would otherwise remove 75% of its channels). Amounts marked ``fixed`` (an explicit
+    ``head_ratio``) are kept as given and do not count among the factors.
+    """
+    out = [float(a) for a in amounts]
+    fixed = list(fixed) or [False] * len(groups)
+    for members in factor_sets(groups):
+        free = [i for i in members if not fixed[i]]
+        if len(free) < 2:
+            continue
+        for i in free:
+            out[i] = 1 - (1 - out[i]) ** (1 / len(free))
+    return out

@@ -43,7 +43,7 @@ from prune_torch._prune import InteractivePruner, Proposal, Target, interactive,
 from prune_torch._report import LayerWidth, Report
 from prune_torch._traced import TracedGraph
 from prune_torch._traced import trace_model as trace
-from prune_torch._verify import Equivalence, check_equivalence, silenced_copy
+from prune_torch._verify import Equivalence, VerificationError, check_equivalence, silenced_copy
 
 __all__ = [
     "LAYER_RULES",
@@ -64,6 +64,7 @@ __all__ = [
     "TraceError",
     "TracedGraph",
     "UnprunableError",
+    "VerificationError",
     "apply",
     "check_equivalence",
     "costs",

@@ -183,8 +183,15 @@ def _group_norm(args: Sequence[Any], kwargs: Mapping[str, Any], out: Any) -> OpS
     )
 
 
-def _softmax(args: Sequence[Any], kwargs: Mapping[str, Any], out: Any) -> OpSpec:
-    return OpSpec(OpKind.ELEMENTWISE, (args[0],), _outs(out))
+def _mixing(how: str) -> Reader:
+    """Ops whose every output reads the whole of one dim: softmax over it, a running sum or max along it."""
+
+    def read(args: Sequence[Any], kwargs: Mapping[str, Any], out: Any) -> OpSpec:
+        x = args[0]
+        dims = _norm_dims(_arg(args, kwargs, 1, "dim"), x.dim())
+        return OpSpec(OpKind.MIX, (x,), _outs(out), {"dims": dims, "how": how})
+
+    return read
 
 
 def _cat(args: Sequence[Any], kwargs: Mapping[str, Any], out: Any) -> OpSpec:
@@ -327,7 +334,6 @@ def _table() -> Mapping[Any, Reader]:
         "expm1",
         "log2",
         "nan_to_num",
-        "cumsum",
         "clone",
         "_to_copy",
         "detach",
@@ -406,7 +412,7 @@ def _table() -> Mapping[Any, Reader]:
         table[packet] = _constant
     for packet in _packets("sum", "mean", "amax", "amin", "prod", "logsumexp", "any", "all", "nansum", "nanmean"):
         table[packet] = _reduce
-    for packet in _packets("max", "min"):
+    for packet in _packets("max", "min", "median", "nanmedian"):
         table[packet] = _reduce_all_or_dim
     for packet in _packets("var", "std", "var_mean", "std_mean"):
         table[packet] = _var_like
@@ -450,7 +456,9 @@ def _table() -> Mapping[Any, Reader]:
     table[aten.native_layer_norm] = _layer_norm
     table[aten.native_group_norm] = _group_norm
     for packet in _packets("_softmax", "softmax", "_log_softmax", "log_softmax", "_safe_softmax"):
-        table[packet] = _softmax
+        table[packet] = _mixing("softmax")
+    for packet in _packets("cumsum", "cumsum_", "cumprod", "cumprod_", "cummax", "cummin", "logcumsumexp"):
+        table[packet] = _mixing("cumulative")
     table[aten.cat] = _cat
     table[aten.stack] = _stack
     for packet in _packets("split", "split_with_sizes", "unsafe_split", "unsafe_split_with_sizes"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import enum
 import types
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -22,7 +23,9 @@ from prune_ops import (
     check_amount,
     costs,
     make_plan,
+    mixing_blocker,
     removal_of,
+    split_between_factors,
 )
 from prune_torch._apply import apply
 from prune_torch._calibrate import LossFn, accumulate_gradients
@@ -36,9 +39,12 @@ from prune_torch._choose import (
 from prune_torch._errors import ApplyError
 from prune_torch._importance import ImportanceLike, member_data, resolve_importance
 from prune_torch._layers import LAYER_RULES
+from prune_torch._optim import prune_optimizer
 from prune_torch._report import Report, layer_widths
+from prune_torch._rollback import ModelState
 from prune_torch._trace import ExampleInputs
 from prune_torch._traced import TracedGraph, trace_model
+from prune_torch._verify import verify_step
 
 __all__ = ["InteractivePruner", "Proposal", "Target", "interactive", "prune"]
 
@@ -73,6 +79,7 @@ class _Options:
     hidden: bool | None
     target: Target
     tolerance: float
+    approximate: bool | None = None
 
 
 def _paths(model: torch.nn.Module, keys: Iterable[ModuleKey], what: str) -> list[str]:
@@ -117,6 +124,13 @@ def _options(model: torch.nn.Module, **kw: Any) -> _Options:
     tolerance = float(kw["tolerance"])
     if not 0 < tolerance < 1:
         raise PruningError(f"'tolerance' must be in (0, 1) (got {tolerance!r})")
+    approximate = kw.get("approximate")
+    if approximate is not None and not isinstance(approximate, bool):
+        raise PruningError(f"'approximate' must be None, True or False (got {approximate!r})")
+    if approximate is False and kw["hidden"] is True:
+        raise PruningError(
+            "hidden=True prunes channels a normalisation layer mixes, which approximate=False forbids; drop one"
+        )
     return _Options(
         ratio=ratio,
         round_to=round_to,
@@ -133,15 +147,32 @@ def _options(model: torch.nn.Module, **kw: Any) -> _Options:
         hidden=kw["hidden"],
         target=target,
         tolerance=tolerance,
+        approximate=approximate,
     )
 
 
+def _left_alone(groups: tuple[Group, ...], opts: _Options) -> list[str]:
+    """Why each group that mixing ops keep out of this prune is left alone."""
+    notes = []
+    for group in groups:
+        reason = mixing_blocker(group.mixing, opts.approximate)
+        if reason is not None:
+            notes.append(f"{group.name} left unpruned: {reason}")
+    return notes
+
+
 def _selected(groups: tuple[Group, ...], opts: _Options) -> list[Group]:
-    """The groups a prune touches by default: channels and heads; the rest on request."""
+    """The groups a prune touches by default: channels and heads; the rest on request.
+
+    Groups whose channels an op mixes (a reduction, softmax or cumulative op over them) are left
+    alone unless ``approximate=True``; normalisation layers are accepted unless ``approximate=False``.
+    """
     has_heads = any(g.kind is GroupKind.HEADS for g in groups)
     keep_hidden = (not has_heads) if opts.hidden is None else opts.hidden
     chosen = []
     for group in groups:
+        if mixing_blocker(group.mixing, opts.approximate) is not None:
+            continue
         if group.kind is GroupKind.HEAD_DIMS and not opts.head_dims:
             continue
         if group.kind is GroupKind.QUERY_HEADS and not opts.query_heads:
@@ -163,11 +194,15 @@ def _owners(graph: TracedGraph, group: Group) -> tuple[str, ...]:
     return tuple(owners)
 
 
+def _head_ratio_applies(group: Group, opts: _Options) -> bool:
+    return opts.head_ratio is not None and group.kind in (GroupKind.HEADS, GroupKind.QUERY_HEADS)
+
+
 def _group_amount(graph: TracedGraph, group: Group, opts: _Options, scale: float) -> float:
     """This step's fraction for a group: its own ratio (per-module, heads, or global), spread over the steps."""
     ratio = opts.ratio
-    if opts.head_ratio is not None and group.kind in (GroupKind.HEADS, GroupKind.QUERY_HEADS):
-        ratio = opts.head_ratio
+    if _head_ratio_applies(group, opts):
+        ratio = opts.head_ratio  # type: ignore[assignment]
     for module in _owners(graph, group):
         for path, value in opts.ratios.items():
             if module == path or module.startswith(path + "."):
@@ -191,7 +226,11 @@ def _choose(
         amount = 1 - (1 - min(opts.ratio * scale, opts.max_ratio)) ** (1 / opts.steps)
         choose = choose_isomorphic if opts.isomorphic else choose_global
         return harmonise_head_dims(choose(scored, amount, opts.round_to, opts.max_ratio), scored)
-    chosen = choose_local(scored, [_group_amount(graph, g, opts, scale) for g, _ in scored], opts.round_to)
+    groups = [g for g, _ in scored]
+    amounts = split_between_factors(
+        groups, [_group_amount(graph, g, opts, scale) for g in groups], [_head_ratio_applies(g, opts) for g in groups]
+    )
+    chosen = choose_local(scored, amounts, opts.round_to)
     return harmonise_head_dims(chosen, scored)
 
 
@@ -320,6 +359,7 @@ _DEFAULTS: Mapping[str, Any] = types.MappingProxyType(
         "head_dims": False,
         "query_heads": False,
         "hidden": None,
+        "approximate": None,
         "target": "channels",
         "tolerance": 0.02,
     }
@@ -337,13 +377,13 @@ def _apply_what_fits(
     chosen: list[tuple[Group, np.ndarray]],
     example_inputs: ExampleInputs,
     skipped: list[str],
-) -> Plan:
+) -> tuple[Plan, list[tuple[Group, np.ndarray]]]:
     """Apply ``plan``; when a module's code cannot follow (it keeps a size we cannot update), leave
-    the groups that touch that module alone, note why, and apply the rest."""
+    the groups that touch that module alone, note why, and apply the rest. Returns what was applied."""
     while True:
         try:
             apply(model, plan, example_inputs)
-            return plan
+            return plan, [(g, u) for g, u in chosen if len(u)]
         except ApplyError as error:
             where = error.module
             if where is None:
@@ -404,9 +444,12 @@ def prune(
     head_dims: bool = False,
     query_heads: bool = False,
     hidden: bool | None = None,
+    approximate: bool | None = None,
     calibration: Iterable[ExampleInputs] | None = None,
     loss_fn: LossFn | None = None,
     between_steps: Callable[[int, torch.nn.Module], None] | None = None,
+    optimizer: torch.optim.Optimizer | None = None,
+    verify: bool = False,
     show_progress: bool = True,
 ) -> Report:
     """Prune ``model`` in place and return a :class:`Report`.
@@ -418,7 +461,19 @@ def prune(
     parameters or MACs, met within ``tolerance`` by searching the channel fraction.
     ``ratios`` overrides the ratio for groups owned by given modules (objects or paths, a path
     covers its children; local ranking only, as is ``head_ratio``); ``ignore`` keeps the output
-    channels of the given modules.
+    channels of the given modules, whatever they feed. Channels factored two or three ways
+    (GroupNorm groups × positions, heads × head dims) lose ``ratio`` of the channels in all: each
+    factor loses ``1 - (1 - ratio) ** (1 / k)`` of its units (local ranking).
+
+    ``approximate`` decides about groups whose channels an op mixes, where the pruned model can
+    no longer compute what the silenced original computes: ``None`` (default) prunes across
+    normalisation layers (LayerNorm, RMSNorm, the positions within GroupNorm groups) and leaves
+    groups that meet a reduction, softmax or cumulative op over their channels alone, listed in
+    ``report.skipped``; ``True`` prunes those too; ``False`` prunes only exact groups.
+    ``report.approximate`` names every approximate group that was pruned and the op that mixes it.
+    ``verify=True`` compares the pruned model with the silenced original on ``example_inputs``
+    (eval mode) after each step; if a group that is not approximate changes the outputs, the
+    whole prune is rolled back and the error names that group.
 
     Transformers: attention heads are pruned whole (``head_ratio`` overrides their ratio), head
     dims only with ``head_dims=True``, query heads within each key/value group of grouped-query
@@ -430,7 +485,11 @@ def prune(
     ``calibration`` batches and ``loss_fn``; gradients are accumulated with a progress bar),
     ``"fpgm"``, ``"group_l2"`` (after :class:`GroupLasso` training), or a callable
     ``(group, member_data) -> scores``. ``steps`` reaches the target over several rounds,
-    re-scoring each round and calling ``between_steps(step, model)`` after each (fine-tune there).
+    re-scoring each round and calling ``between_steps(step, model)`` after each (fine-tune there);
+    an ``optimizer`` given here has its state pruned along with every step. All or nothing: if
+    any step, the hook or the verification raises, the model (and the optimizer) are put back
+    exactly as they were before the call and the exception propagates. For that, a prune with
+    ``between_steps`` keeps one copy of the model's tensors while it runs.
     """
     opts = _options(
         model,
@@ -449,23 +508,63 @@ def prune(
         hidden=hidden,
         target=target,
         tolerance=tolerance,
+        approximate=approximate,
     )
+    if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
+        raise PruningError(f"'optimizer' must be a torch.optim.Optimizer (got {type(optimizer).__name__})")
+    if between_steps is not None and not callable(between_steps):
+        raise PruningError(f"'between_steps' must be callable (got {type(between_steps).__name__})")
     scorer = resolve_importance(importance, reduction, seed)
+    guarded = opts.steps > 1 or between_steps is not None or optimizer is not None or verify
+    state = ModelState.capture(model, optimizer, clone=between_steps is not None) if guarded else None
+    try:
+        return _prune_steps(
+            model, example_inputs, opts, scorer, calibration, loss_fn, between_steps, optimizer, verify, show_progress
+        )
+    except BaseException:
+        if state is not None:
+            state.restore()
+        raise
+
+
+def _prune_steps(
+    model: torch.nn.Module,
+    example_inputs: ExampleInputs,
+    opts: _Options,
+    scorer: Any,
+    calibration: Iterable[ExampleInputs] | None,
+    loss_fn: LossFn | None,
+    between_steps: Callable[[int, torch.nn.Module], None] | None,
+    optimizer: torch.optim.Optimizer | None,
+    verify: bool,
+    show_progress: bool,
+) -> Report:
     first_graph: TracedGraph | None = None
     combined: Plan | None = None
     head_dim_modules: dict[str, None] = {}
     normalised = False
     skipped: list[str] = []
+    approximate: dict[str, None] = {}
     for step in range(opts.steps):
         graph = trace_model(model, example_inputs)
         first_graph = first_graph or graph
         scored = _prepare(model, graph, opts, scorer, calibration, loss_fn, show_progress)
+        if step == 0:
+            skipped += _left_alone(graph.groups(opts.ignore, opts.prune_outputs).prunable, opts)
         plan, chosen = _plan_for_step(graph, scored, opts, costs(first_graph), step)
-        for group, units in chosen:
-            if group.kind is GroupKind.HEAD_DIMS and len(units):
+        before = copy.deepcopy(model) if verify else None
+        plan, applied = _apply_what_fits(model, graph, plan, chosen, example_inputs, skipped)
+        for group, _units in applied:
+            if group.kind is GroupKind.HEAD_DIMS:
                 head_dim_modules.update((m.value.module, None) for m in group.parameters)
-            normalised = normalised or (group.normalised and len(units) > 0)
-        plan = _apply_what_fits(model, graph, plan, chosen, example_inputs, skipped)
+            normalised = normalised or group.normalised
+            if group.approximate:
+                mixed = "; ".join(str(n) for n in group.mixing)
+                approximate[f"{group.name}: mixed by {mixed}"] = None
+        if before is not None:
+            verify_step(before, model, graph, applied, example_inputs, tuple(head_dim_modules))
+        if optimizer is not None:
+            prune_optimizer(optimizer, model, plan)
         combined = plan if combined is None else combined.then(plan)
         if between_steps is not None:
             between_steps(step, model)
@@ -481,4 +580,6 @@ def prune(
         tuple(head_dim_modules),
         normalised,
         tuple(skipped),
+        tuple(approximate),
     )
+

@@ -31,9 +31,11 @@ class Report:
     ``plan`` is the combined plan that was applied (save it, inspect it, verify with it);
     ``silence_outputs`` lists the modules whose pruned head dims meet in a product of
     activations, to pass to :func:`prune_torch.check_equivalence`; ``normalised`` says that
-    channels normalised together (LayerNorm / GroupNorm / a mean over them) were pruned, where
-    equality with the silenced original is not expected. ``skipped`` lists groups left alone
-    because a module's code keeps a size that pruning cannot update (the reason names the module).
+    channels a normalisation layer mixes (LayerNorm, RMSNorm, positions within GroupNorm groups)
+    were pruned. ``approximate`` names every pruned group whose channels an op mixes, with the op
+    and module: for those, equality with the silenced original is not expected. ``skipped`` lists
+    groups left alone, and why: a module's code keeps a size that pruning cannot update, or an
+    op mixes the group's channels (see ``approximate=`` of :func:`prune_torch.prune`).
     """
 
     plan: Plan
@@ -44,6 +46,7 @@ class Report:
     silence_outputs: tuple[str, ...] = ()
     normalised: bool = False
     skipped: tuple[str, ...] = ()
+    approximate: tuple[str, ...] = ()
 
     @property
     def params_ratio(self) -> float:
@@ -67,6 +70,7 @@ class Report:
             f"channels   {self.channels_ratio:.1%} kept over {len(self.layers)} layers, {self.steps} step(s)",
         ]
         lines += [f"skipped    {note}" for note in self.skipped]
+        lines += [f"approx.    {note}" for note in self.approximate]
         lines.append("")
         width = max([len(layer.module) for layer in self.layers] + [6])
         lines.append(f"{'layer'.ljust(width)}  {'type':<16} channels")

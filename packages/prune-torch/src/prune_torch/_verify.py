@@ -8,18 +8,21 @@ positions), so nothing downstream sees those channels.
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import attrs
+import numpy as np
 import torch
 
-from prune_ops import Plan, PruningError
+from prune_graph import Graph
+from prune_ops import Group, Plan, PruningError, make_plan, removal_of
+from prune_torch._apply import apply
 from prune_torch._aten import tensors_in
 from prune_torch._layers import rule_for
 from prune_torch._trace import ExampleInputs, split_inputs
 
-__all__ = ["Equivalence", "check_equivalence", "silenced_copy"]
+__all__ = ["Equivalence", "VerificationError", "check_equivalence", "silenced_copy", "verify_step"]
 
 
 def silenced_copy(original: torch.nn.Module, plan: Plan, silence_outputs: Iterable[str] = ()) -> torch.nn.Module:
@@ -71,17 +74,32 @@ def _run(model: torch.nn.Module, inputs: ExampleInputs) -> list[torch.Tensor]:
     return tensors_in(out)
 
 
+# largest difference, relative to the largest output magnitude, that rounding alone explains;
+# a wrong prune moves outputs by 10% or more
+_TOLERANCE = {torch.float64: 1e-9, torch.float32: 1e-4, torch.float16: 2e-2, torch.bfloat16: 5e-2}
+
+
+def _tolerance(dtype: torch.dtype) -> float:
+    return _TOLERANCE.get(dtype, 1e-4)
+
+
 def check_equivalence(
     original: torch.nn.Module,
     pruned: torch.nn.Module,
     plan: Plan,
     inputs: ExampleInputs,
     *,
-    rtol: float = 1e-6,
-    atol: float = 1e-8,
+    rtol: float | None = None,
+    atol: float | None = None,
     silence_outputs: Iterable[str] = (),
 ) -> Equivalence:
-    """Compare ``pruned`` with the silenced ``original`` on ``inputs`` (both in eval mode is up to the caller)."""
+    """Compare ``pruned`` with the silenced ``original`` on ``inputs`` (both in eval mode is up to the caller).
+
+    By default the outputs are equal when the largest difference, relative to the largest
+    output magnitude, is within what rounding explains for their dtype (1e-9 in float64, 1e-4
+    in float32, 2e-2 in float16). Give ``rtol`` and ``atol`` to compare element by element
+    with :func:`torch.allclose` instead.
+    """
     reference = _run(silenced_copy(original, plan, silence_outputs), inputs)
     result = _run(pruned, inputs)
     if len(reference) != len(result):
@@ -97,8 +115,78 @@ def check_equivalence(
         if a.numel() == 0:
             continue
         diff = (a.double() - b.double()).abs()
-        max_abs = max(max_abs, float(diff.max()) if diff.numel() else 0.0)
+        max_abs = max(max_abs, float(diff.max()))
         scale = a.double().abs().max().clamp_min(1e-30)
-        max_rel = max(max_rel, float(diff.max() / scale) if diff.numel() else 0.0)
-        ok = ok and bool(torch.allclose(a.double(), b.double(), rtol=rtol, atol=atol))
+        rel = float(diff.max() / scale)
+        max_rel = max(max_rel, rel)
+        if rtol is None and atol is None:
+            ok = ok and rel <= _tolerance(a.dtype)
+        else:
+            ok = ok and bool(
+                torch.allclose(a.double(), b.double(), rtol=1e-6 if rtol is None else rtol, atol=atol or 0.0)
+            )
     return Equivalence(max_abs, max_rel, ok)
+
+
+class VerificationError(PruningError):
+    """``prune(verify=True)`` found a group that is not approximate but changed the outputs; the prune was rolled back."""
+
+
+def _in_eval(model: torch.nn.Module) -> dict[torch.nn.Module, bool]:
+    modes = {m: m.training for m in model.modules()}
+    model.eval()
+    return modes
+
+
+def verify_step(
+    before: torch.nn.Module,
+    pruned: torch.nn.Module,
+    graph: Graph,
+    applied: Sequence[tuple[Group, np.ndarray]],
+    inputs: ExampleInputs,
+    silence_outputs: Iterable[str] = (),
+) -> None:
+    """Check that the exact groups of one prune step keep the outputs of the silenced ``before``.
+
+    Approximate groups cannot be checked this way; when some were pruned, the exact ones are
+    applied alone to a copy of ``before`` and that copy is checked. On a difference, each exact
+    group is tried alone to name the one that breaks equality.
+    """
+    exact = [(g, u) for g, u in applied if not g.approximate]
+    if not exact:
+        return
+    silence = tuple(silence_outputs)
+    before.eval()  # the caller's private copy
+
+    def trial(chosen: Sequence[tuple[Group, np.ndarray]]) -> tuple[Plan, torch.nn.Module]:
+        plan = make_plan(graph, removal_of(graph, list(chosen)))
+        model = copy.deepcopy(before)
+        apply(model, plan, inputs)
+        return plan, model
+
+    if len(exact) == len(applied):
+        plan = make_plan(graph, removal_of(graph, exact))
+        modes = _in_eval(pruned)
+        try:
+            result = check_equivalence(before, pruned, plan, inputs, silence_outputs=silence)
+        finally:
+            for module, training in modes.items():
+                module.training = training
+    else:
+        plan, model = trial(exact)
+        result = check_equivalence(before, model, plan, inputs, silence_outputs=silence)
+    if result.ok:
+        return
+    for group, units in exact:
+        plan, model = trial([(group, units)])
+        alone = check_equivalence(before, model, plan, inputs, silence_outputs=silence)
+        if not alone.ok:
+            raise VerificationError(
+                f"verification failed: pruning {group.name} changed the outputs ({alone}) although no op "
+                "mixes its channels; the whole prune was rolled back. Please report this model; "
+                "ignore=[...] one of its modules to prune the rest."
+            )
+    raise VerificationError(
+        f"verification failed: the pruned model's outputs differ from the silenced original ({result}), though no "
+        "single group does on its own; the whole prune was rolled back"
+    )
