@@ -168,6 +168,27 @@ def _data_sized(graph: Graph) -> set[str]:
     return tainted
 
 
+def _shape_mismatch(target: str, module: str, old: tuple[int, ...], want: tuple[int, ...], got: tuple[int, ...]) -> str:
+    """Why a re-traced op's shape is not the predicted one, as far as its three shapes tell."""
+    where = module or "<root>"
+    head = f"after pruning, {target} in module {where} produced shape {got} where the plan predicted {want}"
+    if want == old:
+        # the plan has this value unchanged: its positions name other values than this trace's
+        cause = (
+            "the plan expected this value not to change, so its values do not line up with this trace "
+            "(was the plan made from other example inputs, or for a model whose forward depends on "
+            "state it caches, or on code that changed since?)"
+        )
+    elif got == old:
+        cause = (
+            f"{where} kept its size from before pruning; a size is probably kept in an attribute of "
+            f"{module or 'the model'} (or computed in its code) that pruning could not update"
+        )
+    else:
+        cause = f"a size is probably kept in an attribute of {module or 'the model'} that pruning could not update"
+    return f"{head}; {cause}. The model was restored."
+
+
 def _compare(before: Graph, after: Graph, plan: Plan) -> None:
     """Every shape of the re-trace must be the plan's prediction.
 
@@ -187,12 +208,8 @@ def _compare(before: Graph, after: Graph, plan: Plan) -> None:
                 want = tuple(expected.get(old_id, before.shape(old_id)))
                 got = after.shape(new_id)
                 if want != got:
-                    raise ApplyError(
-                        f"after pruning, {new_op.target} in module {new_op.module or '<root>'} produced shape {got} "
-                        f"where the plan predicted {want}; a size is probably kept in an attribute of "
-                        f"{new_op.module or 'the model'} that pruning could not update. The model was restored.",
-                        new_op.module,
-                    )
+                    message = _shape_mismatch(new_op.target, new_op.module, before.shape(old_id), want, got)
+                    raise ApplyError(message, new_op.module)
         return
     for old_id, new_id in zip(before.outputs, after.outputs):
         if old_id in data_sized:

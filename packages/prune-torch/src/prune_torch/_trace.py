@@ -6,6 +6,13 @@ Parameters and buffers are recognised by identity. By default the run happens on
 device through ``torch.func.functional_call`` with meta stand-ins: no FLOPs, no activation
 memory. When a model reads tensor values in Python (``.item()``, data-dependent ``if``), the
 trace falls back to the real tensors.
+
+Every trace runs in eval mode, whatever the modes of the model's modules, and puts back each
+module's own ``training`` flag afterwards. So the graph, its fingerprint and its value ids, and
+with them every plan, are the same whether the model was in train or eval mode, partly or
+wholly: a plan made in one mode applies in any other. Eval mode is the choice because it is the
+graph the pruned model is deployed with, and because a train-mode forward on real tensors (the
+fallback) would update BatchNorm running statistics as a side effect of tracing.
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ from prune_graph import Graph, GraphBuilder, OpKind, ValueId, ValueKind
 from prune_torch._aten import READERS, OpSpec, tensors_in
 from prune_torch._errors import TraceError
 
-__all__ = ["ExampleInputs", "split_inputs", "trace"]
+__all__ = ["ExampleInputs", "eval_flags", "split_inputs", "trace"]
 
 ExampleInputs = Any  # a tensor, a tuple of positional arguments, or a dict of keyword arguments
 
@@ -167,6 +174,23 @@ def _module_stack(model: torch.nn.Module, stack: list[str], recorder: _Recorder 
         post.remove()
 
 
+@contextlib.contextmanager
+def eval_flags(model: torch.nn.Module) -> Iterator[None]:
+    """Every module in eval mode inside the block; each module's own ``training`` flag put back after.
+
+    The flags are set directly rather than through ``model.eval()``, so an overridden ``train()``
+    (one that freezes some layers, or moves things) is not run, and a mix of modes comes back exactly.
+    """
+    flags = [(module, module.training) for module in model.modules()]
+    try:
+        for module, _ in flags:
+            module.training = False
+        yield
+    finally:
+        for module, training in flags:
+            module.training = training
+
+
 def _state(model: torch.nn.Module) -> list[tuple[str, str, str, torch.Tensor, ValueKind]]:
     """(path, module, name, tensor, kind) for each unique parameter and buffer."""
     seen: set[int] = set()
@@ -253,7 +277,9 @@ def trace(model: torch.nn.Module, example_inputs: ExampleInputs, *, meta: bool |
     ``example_inputs`` is a tensor, a tuple of positional arguments, or a dict of keyword
     arguments. ``meta=None`` (default) traces on the meta device and falls back to real
     tensors when the model reads tensor values; ``True`` or ``False`` forces one way. Models
-    whose parameters live on the meta device are always traced on meta.
+    whose parameters live on the meta device are always traced on meta. The trace runs in eval
+    mode and leaves every module's train/eval mode as it found it, so the graph does not depend
+    on the mode (code that runs only in training, such as an auxiliary head, is not traced).
 
     >>> import torch
     >>> graph = trace(torch.nn.Sequential(torch.nn.Linear(4, 3)), torch.randn(2, 4))
@@ -268,7 +294,7 @@ def trace(model: torch.nn.Module, example_inputs: ExampleInputs, *, meta: bool |
     module: str | None = None
     for use_meta in attempts:
         try:
-            with torch.enable_grad():
+            with torch.enable_grad(), eval_flags(model):
                 return _run(model, example_inputs, use_meta)
         except TraceError as error:
             errors.append(f"{'meta' if use_meta else 'real'} run {error}")
