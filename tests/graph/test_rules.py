@@ -346,8 +346,14 @@ def test_layer_norm_mixes_its_channel_dims_and_group_norm_only_within_groups():
     assert [c for c in found if isinstance(c, Mix)] == [Mix(d("x", 1), Mixing.NORMALISATION, OpId("op0"))]
     shapes = {**shapes, "g": (4,), "p": (2,)}
     op = Op(
-        OpId("op0"), OpKind.NORM, "aten.x", ("x", "w"), ("y",), "m",
-        {"channel_dims": (1,), "num_groups": 4, "mixes": True}, axes=("g", "p"),
+        OpId("op0"),
+        OpKind.NORM,
+        "aten.x",
+        ("x", "w"),
+        ("y",),
+        "m",
+        {"channel_dims": (1,), "num_groups": 4, "mixes": True},
+        axes=("g", "p"),
     )
     found = couplings_of(op, lambda v: shapes[v])
     assert [c for c in found if isinstance(c, Mix)] == [Mix(d("p", 0), Mixing.NORMALISATION, OpId("op0"))]

@@ -40,6 +40,7 @@ PUBLIC = {
     "as_index_array",
     "check_amount",
     "check_indices",
+    "check_plan_groups",
     "complement",
     "costs",
     "factor_sets",

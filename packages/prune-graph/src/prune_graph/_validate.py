@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prune_graph._couplings import Mix, Broadcast, FactorLink, Link, Pin
+from prune_graph._couplings import Broadcast, FactorLink, Link, Mix, Pin
 from prune_graph._errors import GraphError, IndexMapError
 from prune_graph._graph import Graph
 from prune_graph._values import DimRef, ValueKind

@@ -22,9 +22,10 @@ from prune_ops._importance import (
     normalise,
     reduce_members,
 )
-from prune_ops._mixing import MixNote, mixing_blocker, normalisation_modules
 from prune_ops._indices import IntArray, as_index_array, check_indices, complement
+from prune_ops._mixing import MixNote, mixing_blocker, normalisation_modules
 from prune_ops._plan import PLAN_SCHEMA, Plan, PlanEntry, make_plan
+from prune_ops._plan_check import check_plan_groups
 from prune_ops._propagate import Removal, propagate, removal_of
 from prune_ops._selection import check_amount, factor_sets, keep_count, select, split_between_factors
 from prune_ops._strategy import L1Strategy, L2Strategy, RandomStrategy
@@ -45,8 +46,8 @@ __all__ = [
     "L2Strategy",
     "Magnitude",
     "Member",
-    "MixNote",
     "MemberData",
+    "MixNote",
     "Normalisation",
     "Plan",
     "PlanEntry",
@@ -61,6 +62,7 @@ __all__ = [
     "as_index_array",
     "check_amount",
     "check_indices",
+    "check_plan_groups",
     "complement",
     "costs",
     "factor_sets",

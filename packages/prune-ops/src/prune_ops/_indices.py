@@ -14,14 +14,27 @@ __all__ = ["IntArray", "as_index_array", "check_indices", "complement"]
 IntArray = npt.NDArray[np.int64]
 
 
-def as_index_array(indices: Iterable[int] | npt.ArrayLike) -> IntArray:
-    """Indices as a 1-D int64 array (no checks)."""
-    array = np.asarray(indices if isinstance(indices, np.ndarray) else list(indices))  # type: ignore[arg-type]
+def as_index_array(indices: Iterable[int] | npt.ArrayLike, where: str = "indices") -> IntArray:
+    """Indices as a 1-D int64 array: ints only (no bools, floats or strings), no range checks.
+
+    >>> as_index_array([3, 1]).tolist()
+    [3, 1]
+    """
+    if isinstance(indices, np.ndarray):
+        array = indices
+    else:
+        if isinstance(indices, (str, bytes)) or not isinstance(indices, Iterable):
+            raise InvalidIndicesError(f"{where}: indices must be a sequence of ints (got {indices!r})")
+        items = list(indices)
+        bad = next((i for i in items if isinstance(i, (bool, np.bool_)) or not isinstance(i, (int, np.integer))), None)
+        if bad is not None:
+            raise InvalidIndicesError(f"{where}: indices must be ints (got {bad!r} of type {type(bad).__name__})")
+        array = np.asarray(items, dtype=np.int64)
     if array.size == 0:
         return np.zeros(0, dtype=np.int64)
     if array.ndim != 1 or not np.issubdtype(array.dtype, np.integer):
         raise InvalidIndicesError(
-            f"indices must be a 1-D sequence of ints (got dtype {array.dtype}, shape {array.shape})"
+            f"{where}: indices must be a 1-D sequence of ints (got dtype {array.dtype}, shape {array.shape})"
         )
     return array.astype(np.int64, copy=False)
 
@@ -34,7 +47,7 @@ def check_indices(
     >>> check_indices([3, 1], 4, "conv.weight[0]").tolist()
     [1, 3]
     """
-    array = as_index_array(indices)
+    array = as_index_array(indices, where)
     if array.size == 0 and not allow_empty:
         raise InvalidIndicesError(f"{where}: no indices given (expected at least one channel to remove)")
     negative = array[array < 0]

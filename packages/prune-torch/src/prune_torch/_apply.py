@@ -9,7 +9,7 @@ import attrs
 import torch
 
 from prune_graph import Graph, OpKind, ValueKind
-from prune_ops import Plan, PlanEntry, PlanMismatchError, check_indices
+from prune_ops import Plan, PlanEntry, PlanMismatchError, check_indices, check_plan_groups, find_groups
 from prune_torch._errors import ApplyError, TraceError
 from prune_torch._history import record
 from prune_torch._layers import LAYER_RULES, sync_attributes
@@ -253,6 +253,8 @@ def apply(
                 "(another model, another input shape, or the plan was already applied)"
             )
     targets = _resolve(model, plan)
+    if before is not None:
+        check_plan_groups(before, find_groups(before), plan)
     snapshot = _Snapshot()
     try:
         by_tensor: dict[int, list[_Target]] = {}

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 
 import torch
 
-from prune_ops import Group
+from prune_ops import Group, PruningError
 from prune_torch._trace import ExampleInputs
 from prune_torch._traced import trace_model
 
@@ -28,6 +29,16 @@ class GroupLasso:
     def __init__(
         self, model: torch.nn.Module, example_inputs: ExampleInputs, strength: float = 1e-4, ignore: Iterable[str] = ()
     ) -> None:
+        if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not math.isfinite(strength):
+            raise PruningError(f"GroupLasso: 'strength' must be a finite number >= 0 (got {strength!r})")
+        if strength < 0:
+            raise PruningError(
+                f"GroupLasso: 'strength' must be >= 0; a negative penalty rewards large weights (got {strength!r})"
+            )
+        if not isinstance(model, torch.nn.Module):
+            raise PruningError(f"GroupLasso needs an nn.Module (got {type(model).__name__})")
+        if isinstance(ignore, str) or any(not isinstance(path, str) for path in ignore):
+            raise PruningError(f"GroupLasso: 'ignore' must be a list of module paths (got {ignore!r})")
         self.model = model
         self.strength = float(strength)
         graph = trace_model(model, example_inputs)

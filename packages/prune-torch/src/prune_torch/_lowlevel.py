@@ -1,19 +1,23 @@
 """Pruning one layer by hand; the neighbours are the caller's job.
 
 ``prune_out_channels(layer, idxs)`` removes channels the layer writes, ``prune_in_channels``
-channels it reads. Indices are checked before anything changes.
+channels it reads. Indices are checked before anything changes (ints only: no bools, floats or
+strings), and if anything fails on the way every tensor and attribute of the layer is put back.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import functools
+from collections.abc import Callable, Iterable
+from typing import TypeVar
 
 import torch
 from torch import nn
 
-from prune_ops import PruningError, UnprunableError, check_indices, complement
+from prune_ops import InvalidIndicesError, PruningError, UnprunableError, as_index_array, check_indices, complement
 from prune_torch._apply import set_data
 from prune_torch._layers import rule_for
+from prune_torch._rollback import ModelState
 
 __all__ = [
     "prune_batchnorm",
@@ -26,8 +30,35 @@ __all__ = [
 ]
 
 
-def _as_list(idxs: Iterable[int] | torch.Tensor) -> list[int]:
-    return idxs.tolist() if isinstance(idxs, torch.Tensor) else [int(i) for i in idxs]
+_F = TypeVar("_F", bound=Callable[..., nn.Module])
+
+
+def _as_list(idxs: Iterable[int] | torch.Tensor, module: nn.Module) -> list[int]:
+    where = type(module).__name__
+    if isinstance(idxs, torch.Tensor):
+        if idxs.dtype.is_floating_point or idxs.dtype.is_complex or idxs.dtype == torch.bool or idxs.dim() != 1:
+            raise InvalidIndicesError(
+                f"{where}: indices must be a 1-D integer tensor (got {idxs.dtype}, shape {tuple(idxs.shape)})"
+            )
+        return [int(i) for i in idxs.tolist()]
+    return as_index_array(idxs, where).tolist()
+
+
+def _all_or_nothing(function: _F) -> _F:
+    """Put every tensor and attribute of the layer back when pruning it fails half way."""
+
+    @functools.wraps(function)
+    def guarded(module: nn.Module, idxs: Iterable[int] | torch.Tensor) -> nn.Module:
+        if not isinstance(module, nn.Module):
+            raise PruningError(f"{function.__name__} needs an nn.Module (got {type(module).__name__})")
+        state = ModelState.capture(module)
+        try:
+            return function(module, idxs)
+        except BaseException:
+            state.restore()
+            raise
+
+    return guarded  # type: ignore[return-value]
 
 
 def _slice_axes(module: nn.Module, axes: tuple[tuple[str, int], ...], idxs: list[int], side: str) -> None:
@@ -44,19 +75,23 @@ def _slice_axes(module: nn.Module, axes: tuple[tuple[str, int], ...], idxs: list
             raise PruningError(
                 f"{type(module).__name__}.{name} has {tensor.shape[axis]} channels on axis {axis}, expected {size}"
             )
+    # slice everything first, then swap the results in (the caller restores the layer if a swap fails)
+    sliced = []
     for name, axis in present:
         tensor = getattr(module, name)
         keep = torch.as_tensor(keep_list, dtype=torch.long, device=tensor.device)
+        grad = tensor.grad.index_select(axis, keep) if tensor.grad is not None else None
+        sliced.append((name, tensor.data.index_select(axis, keep), grad))
+    for name, data, grad in sliced:
         if name in module._parameters:
             param = module._parameters[name]
             if param is None:
                 continue
-            new_grad = param.grad.index_select(axis, keep) if param.grad is not None else None
             param.grad = None
-            set_data(param, param.data.index_select(axis, keep))
-            param.grad = new_grad
+            set_data(param, data)
+            param.grad = grad
         else:
-            module._buffers[name] = tensor.index_select(axis, keep)
+            module._buffers[name] = data
 
 
 def _rule(module: nn.Module):  # type: ignore[no-untyped-def]
@@ -76,6 +111,7 @@ def _grouped(module: nn.Module) -> tuple[bool, bool]:
     return True, groups == module.in_channels == module.out_channels
 
 
+@_all_or_nothing
 def prune_out_channels(module: nn.Module, idxs: Iterable[int] | torch.Tensor) -> nn.Module:
     """Remove output channels (and, for BatchNorm-like layers, the same channels they read).
 
@@ -83,7 +119,7 @@ def prune_out_channels(module: nn.Module, idxs: Iterable[int] | torch.Tensor) ->
     go through :func:`prune_torch.plan`, which keeps the group structure.
     """
     rule = _rule(module)
-    idxs = _as_list(idxs)
+    idxs = _as_list(idxs, module)
     grouped, depthwise = _grouped(module)
     if grouped and not depthwise:
         raise UnprunableError(f"{type(module).__name__} has groups={module.groups}; prune it through pt.plan()")
@@ -114,10 +150,11 @@ def _group_norm_groups(module: nn.GroupNorm, idxs: list[int]) -> int:
     )
 
 
+@_all_or_nothing
 def prune_in_channels(module: nn.Module, idxs: Iterable[int] | torch.Tensor) -> nn.Module:
     """Remove input channels (the columns a layer reads)."""
     rule = _rule(module)
-    idxs = _as_list(idxs)
+    idxs = _as_list(idxs, module)
     grouped, depthwise = _grouped(module)
     if rule.in_is_out or depthwise:
         return prune_out_channels(module, idxs)

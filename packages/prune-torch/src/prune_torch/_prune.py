@@ -582,4 +582,3 @@ def _prune_steps(
         tuple(skipped),
         tuple(approximate),
     )
-
