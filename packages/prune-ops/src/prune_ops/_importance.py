@@ -21,6 +21,7 @@ from prune_ops._groups import Group, Member
 
 __all__ = [
     "FPGM",
+    "IMPORTANCES",
     "BNScale",
     "Importance",
     "Magnitude",
@@ -31,6 +32,7 @@ __all__ = [
     "Taylor",
     "normalise",
     "reduce_members",
+    "resolve_importance",
 ]
 
 FloatArray = npt.NDArray[np.float64]
@@ -41,13 +43,24 @@ class MemberData:
     """A parameter member's values: ``weight`` and ``grad`` have the member's axis first, flattened to 2-D.
 
     ``role`` is the kind of the op that reads the parameter (``OpKind.NORM`` for a BatchNorm
-    scale), when known.
+    scale) and ``slot`` its position among that op's inputs (1 for a norm's scale), when known.
     """
 
     member: Member
     weight: FloatArray
     grad: FloatArray | None = None
     role: OpKind | None = None
+    slot: int | None = None
+
+    @property
+    def is_norm_scale(self) -> bool:
+        """Whether this is the scale of a normalisation op: the op's first parameter (slot 1).
+
+        Adapters that do not report the slot fall back on the tensor name ``weight``.
+        """
+        if self.role is not OpKind.NORM:
+            return False
+        return self.slot == 1 if self.slot is not None else self.member.value.name == "weight"
 
 
 Importance = Callable[[Group, Sequence[MemberData]], FloatArray]
@@ -144,7 +157,7 @@ class BNScale:
     def __call__(self, group: Group, data: Sequence[MemberData]) -> FloatArray:
         rows = []
         for d in data:
-            if d.role is OpKind.NORM and d.member.value.name == "weight" and d.weight.shape[1] == 1:
+            if d.is_norm_scale and d.weight.shape[1] == 1:
                 rows.append(_per_unit(d.member, np.abs(d.weight[:, 0]), group.size))
         if not rows:
             raise PruningError(f"BN-scale importance: group {group.id} ({group.root_member.label}) has no norm scale")
@@ -240,3 +253,37 @@ def normalise(scores: npt.ArrayLike, how: Normalisation = Normalisation.MEAN) ->
     [0.333, 1.0]
     """
     return _NORMALISERS[how](np.asarray(scores, dtype=np.float64))
+
+
+IMPORTANCES: Mapping[str, Callable[[Reduction, int], Importance]] = types.MappingProxyType(
+    {
+        "l1": lambda r, seed: Magnitude(1, r),
+        "l2": lambda r, seed: Magnitude(2, r),
+        "random": lambda r, seed: Random(np.random.default_rng(seed)),
+        "bn_scale": lambda r, seed: BNScale(r),
+        "taylor": lambda r, seed: Taylor(r),
+        "fpgm": lambda r, seed: FPGM(r),
+        "group_l2": lambda r, seed: GroupL2(),
+    }
+)
+"""Importance criteria by name: ``(reduction, seed) -> importance``."""
+
+_REDUCTIONS = types.MappingProxyType({r.value: r for r in Reduction})
+
+
+def resolve_importance(importance: str | Importance, reduction: str | Reduction = "mean", seed: int = 0) -> Importance:
+    """An importance callable from a name (``"l1"``, ``"l2"``, ``"random"``, ``"bn_scale"``, ``"taylor"``,
+    ``"fpgm"``, ``"group_l2"``) or a callable, which is returned as it is.
+
+    >>> resolve_importance("l1")
+    Magnitude(p=1, reduction=<Reduction.MEAN: 'mean'>)
+    """
+    if isinstance(reduction, str):
+        if reduction not in _REDUCTIONS:
+            raise PruningError(f"unknown reduction {reduction!r}; valid: {', '.join(sorted(_REDUCTIONS))}")
+        reduction = _REDUCTIONS[reduction]
+    if callable(importance):
+        return importance
+    if isinstance(importance, str) and importance in IMPORTANCES:
+        return IMPORTANCES[importance](reduction, seed)
+    raise PruningError(f"unknown importance {importance!r}; valid: {', '.join(sorted(IMPORTANCES))}, or a callable")

@@ -1,138 +1,23 @@
-"""Choosing units to remove across groups: local, global and isomorphic ranking, cost targets."""
+"""Choosing units to remove across groups: framework-free, so it lives in prune-ops (re-exported here)."""
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Sequence
-from fractions import Fraction
+from prune_ops._choose import (
+    Chosen,
+    Scored,
+    choose_global,
+    choose_isomorphic,
+    choose_local,
+    harmonise_head_dims,
+    search_amount,
+)
 
-import numpy as np
-
-from prune_ops import Group, GroupKind, Normalisation, keep_count, normalise, select
-
-__all__ = ["Scored", "choose_global", "choose_isomorphic", "choose_local", "harmonise_head_dims", "search_amount"]
-
-Scored = Sequence[tuple[Group, np.ndarray]]
-Chosen = list[tuple[Group, np.ndarray]]
-
-
-def choose_local(scored: Scored, amounts: Sequence[float], round_to: int) -> Chosen:
-    """Every group loses its own fraction of units (the lowest-scored ones)."""
-    return [(g, select(s, amount=a, round_to=round_to)) for (g, s), a in zip(scored, amounts)]
-
-
-def choose_global(scored: Scored, amount: float, round_to: int, max_ratio: float) -> Chosen:
-    """Normalised scores compete across groups; ``amount`` of all units go, no group loses more than ``max_ratio``."""
-    entries = []
-    for gi, (_group, scores) in enumerate(scored):
-        for unit, score in enumerate(normalise(scores, Normalisation.MEAN)):
-            entries.append((float(score), gi, unit))
-    entries.sort()
-    total = sum(g.size for g, _ in scored)
-    budget = math.floor(amount * total + 1e-9)
-    counts = [0] * len(scored)
-    caps = [min(g.size - 1, math.floor(max_ratio * g.size)) for g, _ in scored]
-    for _, gi, _ in entries:
-        if budget <= 0:
-            break
-        if counts[gi] < caps[gi]:
-            counts[gi] += 1
-            budget -= 1
-    chosen = []
-    for (group, scores), count in zip(scored, counts):
-        keep = keep_count(group.size, count=count, round_to=round_to) if count else group.size
-        chosen.append((group, select(scores, count=group.size - keep)))
-    return chosen
-
-
-def choose_isomorphic(scored: Scored, amount: float, round_to: int, max_ratio: float) -> Chosen:
-    """Global ranking within each set of structurally identical groups (same signature) only."""
-    by_signature: dict[object, list[int]] = {}
-    for i, (group, _) in enumerate(scored):
-        by_signature.setdefault(group.signature(), []).append(i)
-    chosen: list[tuple[Group, np.ndarray] | None] = [None] * len(scored)
-    for indices in by_signature.values():
-        part = choose_global([scored[i] for i in indices], amount, round_to, max_ratio)
-        for i, pick in zip(indices, part):
-            chosen[i] = pick
-    return [c for c in chosen if c is not None]
-
-
-def search_amount(removed_fraction: Callable[[float], float], target: float, upper: float, tolerance: float) -> float:
-    """The channel amount whose plan removes ``target`` of a cost, by bisection (costs grow with the amount)."""
-    low, high = 0.0, upper
-    best, best_gap = upper, math.inf
-    for _ in range(30):
-        mid = (low + high) / 2
-        got = removed_fraction(mid)
-        if abs(got - target) <= tolerance / 2:
-            return mid
-        # costs move in steps: keep the closest amount seen, on either side of the target
-        if abs(got - target) < best_gap:
-            best, best_gap = mid, abs(got - target)
-        if got < target:
-            low = mid
-        else:
-            high = mid
-    return best
-
-
-def harmonise_head_dims(chosen: Chosen, scored: Scored) -> Chosen:
-    """Head-dim groups that share an attention module remove the same number of dims per head.
-
-    A model reshapes queries, keys and values with one ``head_dim``, but rotary query/key dims go
-    in pairs while value dims go one by one, and each group picks its own count. Within every set
-    of head-dim groups joined by a module, the removed fraction of each head is lowered to the
-    largest one all of them can reach.
-    """
-    scores = {id(g): s for g, s in scored}
-    heads = [i for i, (g, u) in enumerate(chosen) if g.kind is GroupKind.HEAD_DIMS]
-    if len(heads) < 2:
-        return chosen
-    parent = list(range(len(chosen)))
-
-    def find(i: int) -> int:
-        while parent[i] != i:
-            i = parent[i]
-        return i
-
-    owner: dict[str, int] = {}
-    for i in heads:
-        # the modules that run the reshapes into heads hold activations of every head-dim group they use
-        for module in {m.value.module for m in chosen[i][0].members}:
-            if module in owner:
-                parent[find(i)] = find(owner[module])
-            else:
-                owner[module] = i
-    components: dict[int, list[int]] = {}
-    for i in heads:
-        components.setdefault(find(i), []).append(i)
-    result = list(chosen)
-    for members in components.values():
-        if len(members) < 2:
-            continue
-        share = {i: _unit_share(chosen[i][0]) for i in members}
-        target = min(len(chosen[i][1]) * share[i] for i in members)
-        step = _lcm_fraction([share[i] for i in members])
-        target = (target // step) * step
-        for i in members:
-            group = chosen[i][0]
-            count = int(target / share[i])
-            result[i] = (group, select(scores[id(group)], count=count) if count else np.zeros(0, dtype=np.int64))
-    return result
-
-
-def _unit_share(group: Group) -> Fraction:
-    """The fraction of a head one unit holds: the indices of unit 0 over the size of a projection's dim."""
-    member = group.parameters[0] if group.parameters else group.members[0]
-    return Fraction(int((member.units == 0).sum()), len(member.units))
-
-
-def _lcm_fraction(values: list[Fraction]) -> Fraction:
-    """The least common multiple of positive fractions."""
-    numerator = 1
-    denominator = 0
-    for v in values:
-        numerator = numerator * v.numerator // math.gcd(numerator, v.numerator)
-        denominator = v.denominator if denominator == 0 else math.gcd(denominator, v.denominator)
-    return Fraction(numerator, denominator)
+__all__ = [
+    "Chosen",
+    "Scored",
+    "choose_global",
+    "choose_isomorphic",
+    "choose_local",
+    "harmonise_head_dims",
+    "search_amount",
+]

@@ -1,0 +1,236 @@
+"""``plan`` (the classic workflow) and ``prune`` (the one call), with their report."""
+
+from __future__ import annotations
+
+import enum
+import types
+from collections.abc import Iterable, Mapping, Sequence
+
+import attrs
+import numpy as np
+import numpy.typing as npt
+import onnx
+
+from prune_graph import DimRef, Mix, Mixing, OpKind, ValueKind
+from prune_onnx._apply import apply
+from prune_onnx._read import ModelLike
+from prune_onnx._trace import OnnxGraph, trace
+from prune_ops import (
+    Costs,
+    Group,
+    GroupKind,
+    Importance,
+    MemberData,
+    Plan,
+    PruningError,
+    Random,
+    check_amount,
+    costs,
+    make_plan,
+    propagate,
+    removal_of,
+)
+from prune_ops._choose import choose_global, choose_isomorphic, choose_local, search_amount
+from prune_ops._importance import resolve_importance
+
+__all__ = ["Report", "Target", "member_data", "plan", "prune"]
+
+
+class Target(enum.Enum):
+    """What ``ratio`` measures: channels of each group (or of all), parameters, or MACs."""
+
+    CHANNELS = "channels"
+    PARAMS = "params"
+    MACS = "macs"
+
+
+_TARGETS = types.MappingProxyType({t.value: t for t in Target})
+
+
+@attrs.frozen
+class Report:
+    """What a prune did: the plan, costs before and after, and the groups left alone or only approximately equal.
+
+    ``approximate`` lists pruned groups whose channels an op mixes (a LayerNorm, a softmax, a
+    reduction over them): there the pruned model is not expected to equal the silenced original.
+    """
+
+    plan: Plan
+    before: Costs
+    after: Costs
+    skipped: tuple[str, ...] = ()
+    approximate: tuple[str, ...] = ()
+
+    @property
+    def params_ratio(self) -> float:
+        """Parameters after / before."""
+        return self.after.parameters / max(self.before.parameters, 1)
+
+    @property
+    def macs_ratio(self) -> float:
+        """MACs after / before."""
+        return self.after.macs / max(self.before.macs, 1)
+
+    def __str__(self) -> str:
+        lines = [
+            f"parameters {self.before.parameters:,} → {self.after.parameters:,} ({self.params_ratio:.1%})",
+            f"MACs       {self.before.macs:,} → {self.after.macs:,} ({self.macs_ratio:.1%})",
+            f"{len(self.plan.entries)} tensor axes changed",
+        ]
+        lines += [f"skipped: {s}" for s in self.skipped]
+        lines += [f"approximate: {s}" for s in self.approximate]
+        return "\n".join(lines)
+
+
+def _output_axis(graph: OnnxGraph, node: str) -> tuple[str, int]:
+    """The weight of a node and the axis of its output channels."""
+    for op in graph.ops:
+        if op.module != node or len(op.inputs) < 2:
+            continue
+        weight = graph.value(op.inputs[1])
+        if weight.kind is not ValueKind.PARAMETER:
+            continue
+        if op.kind is OpKind.CONV:
+            return weight.id, 1 if op.attr("transposed", False) else 0
+        if op.kind is OpKind.LINEAR:
+            return weight.id, 1 if op.attr("weight_in_out", False) else 0
+        if op.kind is OpKind.MATMUL:
+            return weight.id, weight.rank - 1
+    raise PruningError(f"node {node!r} has no weight whose output channels could be pruned (name an initializer)")
+
+
+def plan(graph: OnnxGraph, target: str, indices: npt.ArrayLike | Iterable[int], dim: int | None = None) -> Plan:
+    """The plan that removing ``indices`` of one tensor implies: the group, every coupled tensor.
+
+    ``target`` is an initializer name (``dim`` defaults to 0) or a node name (its weight's output
+    channels; ``dim`` picks another axis of that weight).
+    """
+    if graph.has_value(target) and graph.value(target).is_state:
+        value, axis = graph.value(target).id, 0 if dim is None else dim
+    else:
+        if not any(op.module == target for op in graph.ops):
+            raise PruningError(f"the model has no initializer or node named {target!r}")
+        value, axis = _output_axis(graph, target)
+        axis = axis if dim is None else dim
+    removal = propagate(graph, DimRef(value, axis), indices, graph.groups(prune_outputs=True))
+    return make_plan(graph, removal)
+
+
+def member_data(graph: OnnxGraph, group: Group) -> list[MemberData]:
+    """The group's parameter members as 2-D float64 arrays (member axis first)."""
+    found = []
+    for member in group.parameters:
+        if member.value.kind is not ValueKind.PARAMETER:
+            continue
+        array = np.asarray(graph.initializer(member.value.name), dtype=np.float64)
+        weight = np.moveaxis(array, member.dim.dim, 0).reshape(array.shape[member.dim.dim], -1)
+        consumers = graph.consumers(member.value.id)
+        role = consumers[0].kind if consumers else None
+        slot = consumers[0].inputs.index(member.value.id) if consumers else None
+        found.append(MemberData(member, weight, None, role, slot))
+    return found
+
+
+def _mixing(graph: OnnxGraph) -> dict[DimRef, set[Mixing]]:
+    found: dict[DimRef, set[Mixing]] = {}
+    for c in graph.couplings:
+        if isinstance(c, Mix):
+            found.setdefault(c.dim, set()).add(c.how)
+    return found
+
+
+def _nodes(graph: OnnxGraph, names: Iterable[str], what: str) -> tuple[str, ...]:
+    known = {op.module for op in graph.ops}
+    out = []
+    for name in names:
+        if not isinstance(name, str) or name not in known:
+            raise PruningError(f"{what}: the model has no node {name!r}")
+        out.append(name)
+    return tuple(out)
+
+
+def prune(
+    model: ModelLike,
+    *,
+    ratio: float = 0.5,
+    importance: str | Importance = "l2",
+    round_to: int = 1,
+    ignore: Sequence[str] = (),
+    target: str | Target = "channels",
+    global_ranking: bool = False,
+    isomorphic: bool = False,
+    max_ratio: float = 0.9,
+    tolerance: float = 0.02,
+    reduction: str = "mean",
+    seed: int = 0,
+    approximate: bool | None = None,
+    prune_outputs: bool = False,
+    input_shapes: Mapping[str, Sequence[int]] | None = None,
+) -> tuple[onnx.ModelProto, Report]:
+    """Prune ``model`` (a ``ModelProto`` or a path) and return ``(pruned model, report)``; the input is unchanged.
+
+    ``ratio`` is what to remove: a fraction of each group's channels (``target="channels"``,
+    local ranking; ``global_ranking`` / ``isomorphic`` rank across groups, capped by
+    ``max_ratio``) or of the parameters / MACs (``target="params"`` / ``"macs"``, within
+    ``tolerance``). ``ignore`` holds node names whose output channels stay. ``approximate``:
+    ``None`` prunes channels normalised together (LayerNorm, GroupNorm) but not those a softmax,
+    a reduction or a cumulative op mixes; ``True`` prunes those too, ``False`` neither; every
+    pruned mixing group is listed in ``report.approximate``.
+    """
+    ratio = check_amount(ratio, "ratio")
+    max_ratio = check_amount(max_ratio, "max_ratio")
+    if isinstance(round_to, bool) or not isinstance(round_to, int) or round_to < 1:
+        raise PruningError(f"'round_to' must be an int >= 1 (got {round_to!r})")
+    if isinstance(target, str):
+        if target not in _TARGETS:
+            raise PruningError(f"unknown target {target!r}; valid: {', '.join(_TARGETS)}")
+        target = _TARGETS[target]
+    scorer = resolve_importance(importance, reduction, seed)
+    graph = trace(model, input_shapes)
+    ignored = _nodes(graph, ignore, "ignore")
+    mixing = _mixing(graph)
+    scored: list[tuple[Group, np.ndarray]] = []
+    skipped: list[str] = []
+    approximate_groups: list[str] = []
+    for group in graph.groups(ignored, prune_outputs).prunable:
+        if group.kind in (GroupKind.HEAD_DIMS, GroupKind.QUERY_HEADS):
+            continue
+        hows = set().union(*(mixing.get(m.dim, set()) for m in group.members))
+        if hows:
+            allowed = approximate is True or (approximate is None and hows <= {Mixing.NORMALISATION})
+            names = ", ".join(sorted(h.value for h in hows))
+            if not allowed:
+                skipped.append(f"{group.describe()}: its channels are mixed ({names})")
+                continue
+            approximate_groups.append(f"{group.describe()}: mixed ({names})")
+        data = [] if isinstance(scorer, Random) else member_data(graph, group)
+        scores = np.asarray(scorer(group, data), dtype=np.float64)
+        if scores.shape != (group.size,):
+            raise PruningError(
+                f"importance returned shape {scores.shape} for group {group.id}; expected ({group.size},)"
+            )
+        scored.append((group, scores))
+
+    def plan_at(scale: float) -> Plan:
+        amount = min(ratio * scale, max_ratio)
+        if global_ranking or isomorphic:
+            choose = choose_isomorphic if isomorphic else choose_global
+            chosen = choose(scored, amount, round_to, max_ratio)
+        else:
+            chosen = choose_local(scored, [amount] * len(scored), round_to)
+        return make_plan(graph, removal_of(graph, chosen))
+
+    before = costs(graph)
+    if target is Target.CHANNELS:
+        the_plan = plan_at(1.0)
+    else:
+
+        def removed(scale: float) -> float:
+            after = costs(graph, plan_at(scale))
+            if target is Target.MACS:
+                return 1 - after.macs / max(before.macs, 1)
+            return 1 - after.parameters / max(before.parameters, 1)
+
+        the_plan = plan_at(search_amount(removed, ratio, max_ratio / max(ratio, 1e-9), tolerance))
+    pruned = apply(graph, the_plan)
+    return pruned, Report(the_plan, before, costs(graph, the_plan), tuple(skipped), tuple(approximate_groups))

@@ -1,0 +1,115 @@
+"""The equivalence check: the pruned model computes what the original computes with the removed channels silenced.
+
+What to zero comes from :func:`prune_ops.silence` (framework-free); here it is written into a
+copy of the original's initializers, and both models run in onnxruntime on the same inputs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import attrs
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from prune_onnx._read import ModelLike
+from prune_onnx._trace import OnnxGraph, trace
+from prune_ops import Plan, PruningError
+from prune_ops._silence import silence
+
+__all__ = ["Equivalence", "check_equivalence", "random_inputs", "run", "silenced_copy"]
+
+
+@attrs.frozen
+class Equivalence:
+    """Largest absolute and relative difference between the outputs, and whether they are within tolerance."""
+
+    max_abs: float
+    max_rel: float
+    ok: bool
+
+    def __str__(self) -> str:
+        verdict = "equal" if self.ok else "DIFFERENT"
+        return f"outputs {verdict} (max abs diff {self.max_abs:.3g}, max rel diff {self.max_rel:.3g})"
+
+
+def silenced_copy(original: ModelLike | OnnxGraph, plan: Plan) -> onnx.ModelProto:
+    """A copy of ``original`` in which every op that reads a removed channel reads zero there."""
+    graph = original if isinstance(original, OnnxGraph) else trace(original)
+    if graph.model is None:
+        raise PruningError("the graph does not carry its model (use prune_onnx.trace)")
+    out = onnx.ModelProto()
+    out.CopyFrom(graph.model)
+    inits = {t.name: t for t in out.graph.initializer}
+    for item in silence(graph, plan):
+        tensor = inits[item.name]
+        array = numpy_helper.to_array(tensor).copy()
+        index = [slice(None)] * array.ndim
+        index[item.axis] = item.indices  # type: ignore[call-overload]
+        array[tuple(index)] = 0
+        tensor.CopyFrom(numpy_helper.from_array(array, item.name))
+    return out
+
+
+def random_inputs(graph: OnnxGraph, seed: int = 0) -> dict[str, np.ndarray]:
+    """Standard-normal floats (zeros for ints) at the shapes the graph was read at."""
+    rng = np.random.default_rng(seed)
+    feeds = {}
+    for name in graph.inputs:
+        value = graph.value(name)
+        dtype = np.dtype(value.dtype) if value.dtype != "unknown" else np.dtype("float32")
+        if np.issubdtype(dtype, np.floating):
+            feeds[name] = rng.standard_normal(value.shape).astype(dtype)
+        else:
+            feeds[name] = np.zeros(value.shape, dtype=dtype)
+    return feeds
+
+
+def run(model: onnx.ModelProto, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+    """Run a model in onnxruntime on the CPU; one array per output."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return [np.asarray(o) for o in session.run(None, dict(feeds))]
+
+
+def check_equivalence(
+    original: ModelLike | OnnxGraph,
+    pruned: onnx.ModelProto,
+    plan: Plan,
+    inputs: Mapping[str, np.ndarray] | None = None,
+    *,
+    rtol: float = 1e-4,
+    atol: float = 1e-5,
+    input_shapes: Mapping[str, Sequence[int]] | None = None,
+) -> Equivalence:
+    """Compare ``pruned`` with the silenced ``original`` in onnxruntime.
+
+    Without ``inputs``, random ones at the traced shapes. Outputs are equal when
+    ``max |a - b| <= atol + rtol · max |a|`` per output (float32 sums differ in their last bits).
+    """
+    graph = original if isinstance(original, OnnxGraph) else trace(original, input_shapes)
+    feeds = dict(inputs) if inputs is not None else random_inputs(graph)
+    reference = run(silenced_copy(graph, plan), feeds)
+    result = run(pruned, feeds)
+    if len(reference) != len(result):
+        raise PruningError(f"the pruned model returns {len(result)} outputs, the original {len(reference)}")
+    max_abs = max_rel = 0.0
+    ok = True
+    for a, b in zip(reference, result):
+        if a.shape != b.shape:
+            raise PruningError(f"output shape changed from {a.shape} to {b.shape}")
+        if a.size == 0:
+            continue
+        if not np.issubdtype(a.dtype, np.floating):
+            ok = ok and bool(np.array_equal(a, b))
+            continue
+        diff = float(np.max(np.abs(a.astype(np.float64) - b.astype(np.float64))))
+        scale = float(np.max(np.abs(a.astype(np.float64))))
+        max_abs = max(max_abs, diff)
+        max_rel = max(max_rel, diff / max(scale, 1e-30))
+        ok = ok and diff <= atol + rtol * scale
+    return Equivalence(max_abs, max_rel, ok)
