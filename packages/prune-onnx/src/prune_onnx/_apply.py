@@ -37,17 +37,37 @@ def removal_from_plan(graph: OnnxGraph, plan: Plan) -> Removal:
             f"the plan was made for graph {plan.fingerprint}, this model is {graph.fingerprint()} "
             "(another model, or other input shapes)"
         )
+    cached = graph.cache.get(f"removal:{plan.to_json()}")
+    if isinstance(cached, Removal):
+        return cached
     groups = graph.groups(prune_outputs=True)
     by_key = {(v.module, v.name): v for v in graph.values if v.is_state}
-    units: dict[int, set[int]] = {}
+    gone: dict[DimRef, np.ndarray] = {}
     for entry in plan.entries:
         value = by_key.get((entry.module, entry.param))
         if value is None:
             raise PlanMismatchError(f"the plan names {entry.path}, which the model does not have")
-        removed = np.asarray(entry.removed, dtype=np.int64)
-        for group, member in groups.containing(DimRef(value.id, entry.axis)):
-            hit = member.units[removed]
-            units.setdefault(group.id, set()).update(int(u) for u in hit[hit >= 0])
+        mask = np.zeros(entry.size, dtype=bool)
+        mask[np.asarray(entry.removed, dtype=np.int64)] = True
+        gone[DimRef(value.id, entry.axis)] = mask
+    units: dict[int, set[int]] = {}
+    for group in groups:
+        if not any(m.dim in gone for m in group.members):
+            continue
+        # a unit went when all its indices went, in every state member (an index of a factored dim
+        # also goes with the other factor's units, but not in every member the unit reaches)
+        full = np.ones(group.size, dtype=bool)
+        for member in group.members:
+            if not member.value.is_state:
+                continue
+            mask = gone.get(member.dim, np.zeros(len(member.units), dtype=bool))
+            valid = member.units >= 0
+            total = np.bincount(member.units[valid], minlength=group.size)
+            hit = np.bincount(member.units[valid & mask], minlength=group.size)
+            full &= (hit == total) | (total == 0)
+        picked = np.flatnonzero(full)
+        if picked.size < group.size:
+            units[group.id] = {int(u) for u in picked}
     merged: dict[DimRef, IntArray] = {}
     chosen = []
     for gid, picked in units.items():

@@ -24,13 +24,13 @@ from prune_ops import (
     Plan,
     PruningError,
     Random,
+    Removal,
     check_amount,
     costs,
     make_plan,
     propagate,
-    removal_of,
 )
-from prune_ops._choose import choose_global, choose_isomorphic, choose_local, search_amount
+from prune_ops._choose import choose_global, choose_isomorphic, choose_local, removal_that_fits, search_amount
 from prune_ops._importance import resolve_importance
 
 __all__ = ["Report", "Target", "member_data", "plan", "prune"]
@@ -112,8 +112,14 @@ def plan(graph: OnnxGraph, target: str, indices: npt.ArrayLike | Iterable[int], 
             raise PruningError(f"the model has no initializer or node named {target!r}")
         value, axis = _output_axis(graph, target)
         axis = axis if dim is None else dim
-    removal = propagate(graph, DimRef(value, axis), indices, graph.groups(prune_outputs=True))
-    return make_plan(graph, removal)
+    removal = propagate(graph, DimRef(value, axis), indices, graph.groups())
+    return _remember(graph, make_plan(graph, removal), removal)
+
+
+def _remember(graph: OnnxGraph, plan: Plan, removal: Removal) -> Plan:
+    """Keep the removal behind a plan with the graph: apply then needs no reconstruction."""
+    graph.cache[f"removal:{plan.to_json()}"] = removal
+    return plan
 
 
 def member_data(graph: OnnxGraph, group: Group) -> list[MemberData]:
@@ -211,6 +217,8 @@ def prune(
             )
         scored.append((group, scores))
 
+    notes: list[str] = []
+
     def plan_at(scale: float) -> Plan:
         amount = min(ratio * scale, max_ratio)
         if global_ranking or isomorphic:
@@ -218,7 +226,9 @@ def prune(
             chosen = choose(scored, amount, round_to, max_ratio)
         else:
             chosen = choose_local(scored, [amount] * len(scored), round_to)
-        return make_plan(graph, removal_of(graph, chosen))
+        removal, left = removal_that_fits(graph, chosen)
+        notes[:] = left
+        return _remember(graph, make_plan(graph, removal), removal)
 
     before = costs(graph)
     if target is Target.CHANNELS:
@@ -233,4 +243,4 @@ def prune(
 
         the_plan = plan_at(search_amount(removed, ratio, max_ratio / max(ratio, 1e-9), tolerance))
     pruned = apply(graph, the_plan)
-    return pruned, Report(the_plan, before, costs(graph, the_plan), tuple(skipped), tuple(approximate_groups))
+    return pruned, Report(the_plan, before, costs(graph, the_plan), (*skipped, *notes), tuple(approximate_groups))

@@ -12,9 +12,12 @@ from fractions import Fraction
 import numpy as np
 import numpy.typing as npt
 
+from prune_graph import DimRef, Graph
+from prune_ops._errors import InvalidIndicesError
 from prune_ops._groups import Group, GroupKind
 from prune_ops._importance import Normalisation, normalise
 from prune_ops._indices import IntArray
+from prune_ops._propagate import Removal, removal_of
 from prune_ops._selection import keep_count, select
 
 __all__ = [
@@ -24,6 +27,7 @@ __all__ = [
     "choose_isomorphic",
     "choose_local",
     "harmonise_head_dims",
+    "removal_that_fits",
     "search_amount",
 ]
 
@@ -165,3 +169,35 @@ def _lcm_fraction(values: list[Fraction]) -> Fraction:
         numerator = numerator * v.numerator // math.gcd(numerator, v.numerator)
         denominator = v.denominator if denominator == 0 else math.gcd(denominator, v.denominator)
     return Fraction(numerator, denominator)
+
+
+def removal_that_fits(graph: Graph, chosen: Chosen) -> tuple[Removal, list[str]]:
+    """The removal of ``chosen``, leaving whole the groups that together would empty a dim.
+
+    Groups meet in a dim through a concat, split or slice; each can lose its fraction and the
+    dim still lose everything. The group removing the most there keeps its units, until every
+    dim keeps a channel. Returns the removal and one note per group left whole.
+    """
+    chosen = list(chosen)
+    notes: list[str] = []
+    while True:
+        try:
+            return removal_of(graph, chosen), notes
+        except InvalidIndicesError:
+            parts: dict[DimRef, list[tuple[int, IntArray]]] = {}
+            for i, (group, units) in enumerate(chosen):
+                if len(units) and not group.blockers:
+                    for dim, removed in group.removal(units).items():
+                        parts.setdefault(dim, []).append((i, removed))
+            emptied = [
+                (dim, found)
+                for dim, found in parts.items()
+                if np.unique(np.concatenate([r for _, r in found])).size >= graph.dim_size(dim)
+            ]
+            if not emptied:
+                raise
+            dim, found = emptied[0]
+            i = max(found, key=lambda item: item[1].size)[0]
+            group = chosen[i][0]
+            notes.append(f"{group.describe()}: left whole, with the others it would remove every channel of {dim}")
+            chosen[i] = (group, np.zeros(0, dtype=np.int64))
