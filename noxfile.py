@@ -11,10 +11,19 @@ nox.options.sessions = ["tests", "lint", "typecheck", "isolation"]
 nox.options.reuse_existing_virtualenvs = True
 nox.options.default_venv_backend = "venv"
 
-PACKAGES = ("packages/prune-graph", "packages/prune-ops", "packages/prune-torch")
+PACKAGES = ("packages/prune-graph", "packages/prune-ops", "packages/prune-torch", "packages/prune-onnx")
 CONSTRAINTS = ("-c", "constraints.txt")
 # transformers builds BERT / ViT / GPT-2 / LLaMA from small configs for the transformer tests (CPU torch is enough)
-TEST_DEPS = ("pytest>=8", "hypothesis>=6.100", "matplotlib>=3.7", "transformers>=4.45")
+# onnx and onnxruntime (prune-onnx's own dependencies, named for the record): tests/onnx builds models with
+# onnx.helper and runs pruned and silenced models in onnxruntime
+TEST_DEPS = (
+    "pytest>=8",
+    "hypothesis>=6.100",
+    "matplotlib>=3.7",
+    "transformers>=4.45",
+    "onnx>=1.14",
+    "onnxruntime>=1.16",
+)
 
 
 def install_project(session: nox.Session, *packages: str, editable: bool = True) -> None:
@@ -90,7 +99,7 @@ def typecheck(session: nox.Session) -> None:
 
 @nox.session(reuse_venv=False)
 def isolation(session: nox.Session) -> None:
-    """prune-graph imports without numpy or torch; prune-ops never imports torch."""
+    """prune-graph imports without numpy or torch; prune-ops and prune-onnx never import torch."""
     install_project(session, "packages/prune-graph", editable=False)
     session.run(
         "python",
@@ -110,6 +119,16 @@ def isolation(session: nox.Session) -> None:
         "import prune_ops; "
         "bad = sorted(m for m in sys.modules if m.split('.')[0] == 'torch'); "
         "assert not bad, bad; print('prune_ops imports without torch')",
+    )
+    install_project(session, "packages/prune-onnx", editable=False)
+    session.run(
+        "python",
+        "-c",
+        "import importlib.util as u, sys; "
+        "assert u.find_spec('torch') is None, 'torch is installed'; "
+        "import prune_onnx; "
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] == 'torch'); "
+        "assert not bad, bad; print('prune_onnx imports without torch')",
     )
 
 
