@@ -26,8 +26,6 @@ __all__ = ["Analysis", "ModelLike", "analyse", "as_model", "input_shapes", "opse
 
 ModelLike = Union[onnx.ModelProto, str, Path]
 
-# floats above this many elements are weights, never folded into constants (they stay parameters)
-_FOLD_FLOAT_LIMIT = 64
 _NEVER_FOLD = frozenset({"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial"})
 
 
@@ -177,7 +175,7 @@ def _infer(model: onnx.ModelProto) -> tuple[dict[str, tuple[int, ...]], dict[str
     for value in (*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output):
         dims = _dims(value.type)
         dtypes[value.name] = _dtype(value.type.tensor_type.elem_type)
-        if dims is not None and all(isinstance(d, int) for d in dims):
+        if dims is not None and all(isinstance(d, int) and d >= 0 for d in dims):
             shapes[value.name] = tuple(int(d) for d in dims)  # type: ignore[arg-type]
     for tensor in inferred.graph.initializer:
         shapes[tensor.name] = tuple(int(d) for d in tensor.dims)
@@ -192,6 +190,12 @@ def _evaluate(node: onnx.NodeProto, inputs: list[np.ndarray | None], opset: int)
         return [np.asarray(v) for v in evaluator.run(None, feeds)]
     except Exception:  # an op the reference evaluator lacks stays an op: reading goes on without the value
         return None
+
+
+def _is_weight(array: np.ndarray) -> bool:
+    """Float tensors with a dim are weights (a bias of one channel too, so folding never depends on a
+    size pruning changes): never folded into constants, they stay parameters. Float scalars fold."""
+    return bool(np.issubdtype(array.dtype, np.floating) and array.ndim >= 1)
 
 
 def _foldable(node: onnx.NodeProto, known: Mapping[str, np.ndarray], weights: frozenset[str]) -> bool:
@@ -217,7 +221,7 @@ def analyse(prepared: onnx.ModelProto, shapes: Mapping[str, tuple[int, ...]]) ->
     for tensor in model.graph.initializer:
         array = numpy_helper.to_array(tensor)
         known[tensor.name] = array
-        if np.issubdtype(array.dtype, np.floating) and array.size > _FOLD_FLOAT_LIMIT:
+        if _is_weight(array):
             weights.add(tensor.name)
     folded: set[str] = set()
     nodes = list(model.graph.node)
@@ -245,7 +249,7 @@ def analyse(prepared: onnx.ModelProto, shapes: Mapping[str, tuple[int, ...]]) ->
             for name, value in zip(node.output, result):
                 if name:
                     known[name] = value
-                    if np.issubdtype(value.dtype, np.floating) and value.size > _FOLD_FLOAT_LIMIT:
+                    if _is_weight(value):
                         weights.add(name)
         if not grew:
             break
@@ -265,6 +269,9 @@ def analyse(prepared: onnx.ModelProto, shapes: Mapping[str, tuple[int, ...]]) ->
     for name, value in known.items():
         value_shapes[name] = tuple(int(s) for s in value.shape)
         dtypes[name] = str(value.dtype)
+    missing = [o for n in nodes if n.name not in folded for o in n.output if o and o not in value_shapes]
+    if missing:
+        value_shapes.update(_shapes_by_running(model, missing, shapes, dtypes))
     remaining = tuple(n for n in nodes if n.name not in folded)
     constants = {k: v for k, v in known.items() if k not in initializers}
     return Analysis(
@@ -280,3 +287,35 @@ def analyse(prepared: onnx.ModelProto, shapes: Mapping[str, tuple[int, ...]]) ->
 
 def _outputs(nodes: Sequence[onnx.NodeProto], folded: set[str]) -> set[str]:
     return {o for n in nodes if n.name in folded for o in n.output}
+
+
+def _shapes_by_running(
+    model: onnx.ModelProto, names: Sequence[str], shapes: Mapping[str, tuple[int, ...]], dtypes: dict[str, str]
+) -> dict[str, tuple[int, ...]]:
+    """Shapes onnx's inference left open, from one onnxruntime run on zeros (custom ops, data-dependent sizes)."""
+    try:
+        import onnxruntime as ort
+    except ImportError:  # pragma: no cover - onnxruntime is a dependency; without it the read names the value
+        return {}
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    del probe.graph.output[:]
+    probe.graph.output.extend(helper.make_empty_tensor_value_info(n) for n in names)
+    feeds = {}
+    for value in model.graph.input:
+        if value.name in shapes:
+            dtype = helper.tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type)
+            feeds[value.name] = np.zeros(shapes[value.name], dtype=dtype)
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    try:
+        session = ort.InferenceSession(probe.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        results = session.run(None, feeds)
+    except Exception:  # the read then names the first value without a shape
+        return {}
+    out = {}
+    for name, array in zip(names, results):
+        out[name] = tuple(int(s) for s in np.shape(array))
+        dtypes.setdefault(name, str(np.asarray(array).dtype))
+    return out
