@@ -2,14 +2,28 @@
 
 Every subprocess runs once, in its own folder, four side by side (a module fixture), and each test
 reads the result it is about. Further bad-input cases go through the same ``main`` in this process.
+The conventions each have a test: ``--version``, help with defaults and choices, ``graph`` to
+stdout, atomic outputs that follow symlinks and write through devices, ``--force``, preconditions
+checked before any work, Ctrl-C (exit 130, one line, no partial file), progress only on a terminal.
 """
 
 from __future__ import annotations
 
+import argparse
+import fcntl
+import importlib.metadata
+import importlib.util
 import json
 import os
+import pty
+import shutil
+import signal
+import struct
 import subprocess
 import sys
+import termios
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from html.parser import HTMLParser
 from pathlib import Path
@@ -19,7 +33,9 @@ import pytest
 import torch
 
 import prune_torch as pt
-from prune_torch._cli import main
+from prune_torch import _models
+from prune_torch._cli import CLI_IMPORTANCES, _parser, main
+from prune_torch._importance import IMPORTANCES
 
 from . import nets
 
@@ -33,6 +49,10 @@ COMMANDS: dict[str, list[str]] = {
     "inspect": ["inspect", *TINY],
     "dot": ["graph", *TINY, "--format", "dot", "--out", "graph.dot"],
     "html": ["graph", *TINY, "--format", "html", "--out", "graph.html"],
+    "version": ["--version"],
+    "graph-stdout": ["graph", *TINY],
+    "graph-dash": ["graph", *TINY, "--format", "html", "--out", "-"],
+    "graph-dev-stdout": ["graph", *TINY, "--out", "/dev/stdout"],
     # bad input
     "no-import": ["prune", "no_such_package.models:net", "--out", "out.pt"],
     "not-a-module": ["prune", "tests.api.nets:not_a_module", "--out", "out.pt"],
@@ -48,6 +68,8 @@ IN_PROCESS: dict[str, list[str]] = {
     "wrong-channels": ["prune", "tests.api.nets:tiny", "--input-shape", "1,5,16,16", "--out", "out.pt"],
     "ratio-negative": ["prune", *TINY, "--ratio", "-0.2", "--out", "out.pt"],
     "unknown-importance": ["prune", *TINY, "--importance", "l3", "--out", "out.pt"],
+    "taylor-needs-the-api": ["prune", *TINY, "--importance", "taylor", "--out", "out.pt"],
+    "prune-to-stdout": ["prune", *TINY, "--out", "-"],
     "steps-zero": ["prune", *TINY, "--steps", "0", "--out", "out.pt"],
     "out-is-a-folder": ["prune", *TINY, "--out", "."],
     "plot-folder-missing": ["prune", *TINY, "--out", "out.pt", "--plot", "missing/widths.png"],
@@ -254,7 +276,7 @@ def test_demo_prunes_and_finds_the_model_equal(runs: dict[str, Run]) -> None:
 
 
 def assert_one_line_error(command: str, returncode: int, stderr: str, words: str) -> None:
-    assert returncode != 0
+    assert returncode == 2
     lines = stderr.splitlines()
     assert len(lines) == 1, stderr
     assert lines[0].startswith(f"prune-torch {command}: error: ")
@@ -286,7 +308,9 @@ def test_bad_input_is_one_line_on_stderr_and_leaves_no_file(runs: dict[str, Run]
         ("zero-shape", "bad input shape '1,0,16,16'"),
         ("wrong-channels", "could not trace TinyCNN"),
         ("ratio-negative", "'ratio' must be a fraction in [0, 1) (got -0.2)"),
-        ("unknown-importance", "unknown importance 'l3'"),
+        ("unknown-importance", "invalid choice: 'l3'"),
+        ("taylor-needs-the-api", "invalid choice: 'taylor'"),
+        ("prune-to-stdout", "--out - (standard output) is not possible here"),
         ("steps-zero", "'steps' must be an int >= 1 (got 0)"),
         ("out-is-a-folder", "it is a folder"),
         ("plot-folder-missing", "cannot write 'missing/widths.png'"),
@@ -308,3 +332,232 @@ def test_debug_shows_the_traceback_instead(tmp_path: Path, monkeypatch: pytest.M
     with pytest.raises(pt.PruningError, match="ratio"):
         main(["prune", *TINY, "--ratio", "1.5", "--out", "out.pt", "--debug"])
     assert list(tmp_path.iterdir()) == []
+
+
+# -- conventions ------------------------------------------------------------------------------------
+
+
+def test_version(runs: dict[str, Run]) -> None:
+    run = ok(runs["version"])
+    name, version = run.stdout.split()
+    assert name == "prune-torch"
+    assert version == importlib.metadata.version("prune-torch")
+
+
+def test_every_option_has_help_and_shows_its_default(capsys: pytest.CaptureFixture[str]) -> None:
+    parser = _parser()
+    subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for name, sub in subparsers.choices.items():
+        for action in sub._actions:
+            assert action.help, (name, action.dest)
+        assert main([name, "--help"]) == 0
+        text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+        for action in sub._actions:
+            if action.option_strings and action.default not in (None, False, [], argparse.SUPPRESS, "-"):
+                assert f"(default: {action.default})" in text, (name, action.dest)
+            for choice in action.choices or ():
+                assert str(choice) in text, (name, choice)
+    assert main(["prune", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "{bn_scale,fpgm,group_l2,l1,l2,random}" in text
+
+
+def test_the_importance_choices_are_the_api_names_less_taylor() -> None:
+    assert set(CLI_IMPORTANCES) == set(IMPORTANCES) - {"taylor"}
+    assert list(CLI_IMPORTANCES) == sorted(CLI_IMPORTANCES)
+
+
+def test_graph_writes_to_stdout_by_default_and_with_a_dash(runs: dict[str, Run]) -> None:
+    for name in ("graph-stdout", "graph-dev-stdout"):
+        run = ok(runs[name])
+        assert run.stdout.startswith("digraph"), name
+        assert run.stdout == (ok(runs["dot"]).folder / "graph.dot").read_text(), name
+        assert run.files() == [], name
+    run = ok(runs["graph-dash"])
+    assert run.stdout.startswith("<!DOCTYPE html>")
+    assert run.files() == []
+    assert os.path.islink("/dev/stdout") or not os.path.exists("/dev/stdout")
+
+
+def _graph(*args: str) -> int:
+    return main(["graph", *TINY, "--quiet", *args])
+
+
+def test_an_existing_output_needs_force(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "graph.dot").write_text("mine")
+    os.chmod(tmp_path / "graph.dot", 0o640)
+    assert_one_line_error("graph", _graph("--out", "graph.dot"), capsys.readouterr().err, "pass --force")
+    assert (tmp_path / "graph.dot").read_text() == "mine"
+    assert _graph("--out", "graph.dot", "--force") == 0
+    assert (tmp_path / "graph.dot").read_text().startswith("digraph")
+    assert (tmp_path / "graph.dot").stat().st_mode & 0o777 == 0o640  # replaced, permissions kept
+    assert [p.name for p in tmp_path.iterdir()] == ["graph.dot"]
+    # the prune command: both outputs are checked before any work
+    (tmp_path / "w.png").write_text("mine")
+    args = ["prune", *TINY, "--quiet", "--out", "new.pt", "--plot", "w.png"]
+    assert_one_line_error("prune", main(args), capsys.readouterr().err, "'w.png' exists; pass --force")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["graph.dot", "w.png"]
+
+
+def test_a_symlink_is_written_through_and_stays_a_link(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "link.dot").symlink_to("real.dot")  # dangling until written
+    assert _graph("--out", "link.dot") == 0
+    assert (tmp_path / "link.dot").is_symlink()
+    assert (tmp_path / "real.dot").read_text().startswith("digraph")
+    (tmp_path / "null").symlink_to(os.devnull)
+    assert _graph("--out", "null") == 0  # a device is written through, no --force needed
+    assert (tmp_path / "null").is_symlink()
+    assert Path(os.devnull).is_char_device()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link.dot", "null", "real.dot"]
+
+
+def _no_work(monkeypatch: pytest.MonkeyPatch) -> None:
+    def fail(spec: str) -> None:
+        raise AssertionError(f"the work started ({spec}) before a precondition failed")
+
+    monkeypatch.setattr(_models, "build_model", fail)
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["prune", *TINY, "--out", "out.pt", "--plot", "w.png"], "--plot needs matplotlib"),
+        (["graph", *TINY, "--format", "svg", "--out", "g.svg"], "--format svg needs Graphviz"),
+        (["prune", *TINY, "--out", "/proc/out.pt"], "cannot write '/proc/out.pt': cannot create files in '/proc'"),
+        (["prune", *TINY, "--out", "out.pt", "--plot", "missing/w.png"], "cannot write 'missing/w.png'"),
+    ],
+)
+def test_preconditions_are_checked_before_any_work(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    args: list[str],
+    words: str,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    _no_work(monkeypatch)
+    if "matplotlib" in words:  # as if it were not installed
+        real_find_spec = importlib.util.find_spec
+        monkeypatch.setattr(
+            importlib.util, "find_spec", lambda n, *a: None if n == "matplotlib" else real_find_spec(n, *a)
+        )
+    if "Graphviz" in words:
+        monkeypatch.setattr(shutil, "which", lambda name, *a: None)
+    if args[-1].startswith("/proc") and not Path("/proc").is_dir():
+        pytest.skip("no /proc here")
+    assert_one_line_error(args[0], main(args), capsys.readouterr().err, words)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_failed_run_leaves_an_existing_output_as_it_was(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "out.pt").write_bytes(b"old model")
+    args = ["prune", "tests.api.nets:tiny", "--input-shape", "1,5,16,16", "--out", "out.pt", "--force"]
+    assert_one_line_error("prune", main(args), capsys.readouterr().err, "could not trace TinyCNN")
+    assert [p.name for p in tmp_path.iterdir()] == ["out.pt"]
+    assert (tmp_path / "out.pt").read_bytes() == b"old model"
+
+
+class Sleepy(torch.nn.Module):
+    """A conv chain whose forward takes two seconds: long enough to be interrupted while working."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = torch.nn.Conv2d(3, 8, 3)
+        self.conv2 = torch.nn.Conv2d(8, 4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        time.sleep(2.0)
+        return self.conv2(torch.relu(self.conv1(x)))
+
+
+def sleepy() -> torch.nn.Module:
+    return Sleepy()
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [env.get("PYTHONPATH")])])
+    return env
+
+
+def test_ctrl_c_exits_130_with_one_line_and_no_partial_file(tmp_path: Path) -> None:
+    args = ["prune", "tests.api.test_cli:sleepy", "--input-shape", "1,3,8,8", "--out", "out.pt", "--verify"]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "prune_torch", *args],
+        cwd=tmp_path,
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        # the output's staging file appears once the preconditions hold, before the work starts
+        deadline = time.monotonic() + 120
+        while not list(tmp_path.glob(".out-*.partial.pt")):
+            assert process.poll() is None, process.communicate()
+            assert time.monotonic() < deadline, "the staging file never appeared"
+            time.sleep(0.05)
+        time.sleep(0.5)
+        process.send_signal(signal.SIGINT)
+        stdout, stderr = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 130, stderr
+    assert stderr.splitlines() == ["prune-torch prune: interrupted"]
+    assert stdout == ""
+    assert list(tmp_path.iterdir()) == []
+
+
+def _on_a_terminal(folder: Path, args: list[str]) -> tuple[int, str]:
+    """Run with stderr on a pseudo-terminal; what the terminal showed."""
+    leader, follower = pty.openpty()
+    # a fresh pseudo-terminal is 0 columns wide, and tqdm fits its bar into that: give it a size
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+    shown: list[bytes] = []
+
+    def read() -> None:
+        while True:
+            try:
+                chunk = os.read(leader, 4096)
+            except OSError:  # the follower closed
+                return
+            if not chunk:
+                return
+            shown.append(chunk)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "prune_torch", *args],
+            cwd=folder,
+            env=_env(),
+            stdout=subprocess.DEVNULL,
+            stderr=follower,
+            timeout=300,
+            check=False,
+        )
+    finally:
+        os.close(follower)
+        reader.join(timeout=10)
+        os.close(leader)
+    return done.returncode, b"".join(shown).decode(errors="replace")
+
+
+def test_progress_shows_on_a_terminal_unless_quiet(tmp_path: Path) -> None:
+    args = ["prune", *TINY, "--out", "out.pt", "--verify"]
+    returncode, shown = _on_a_terminal(tmp_path, args)
+    assert returncode == 0, shown
+    for stage in ("building", "pruning", "verifying", "saving"):
+        assert stage in shown, shown
+    assert "stages" in shown
+    returncode, shown = _on_a_terminal(tmp_path, [*args, "--force", "--quiet"])
+    assert returncode == 0, shown
+    assert shown.strip() == ""
