@@ -82,6 +82,17 @@ def bench(session: nox.Session) -> None:
 
 
 @nox.session
+def onnx(session: nox.Session) -> None:
+    """Prune real ONNX models shipped in PyPI packages (nudenet, rapidocr-onnxruntime); writes docs/onnx.md.
+
+    The packages come without their dependencies: only their .onnx files are read.
+    """
+    install_project(session, "packages/prune-graph", "packages/prune-ops", "packages/prune-onnx")
+    session.install("--no-deps", "nudenet==3.4.2", "rapidocr-onnxruntime==1.4.4")
+    session.run("python", "benchmarks/onnx_zoo.py", *session.posargs)
+
+
+@nox.session
 def lint(session: nox.Session) -> None:
     """ruff check and ruff format --check."""
     session.install("ruff>=0.6")
