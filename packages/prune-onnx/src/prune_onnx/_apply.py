@@ -70,9 +70,9 @@ def removal_from_plan(graph: OnnxGraph, plan: Plan) -> Removal:
             units[group.id] = {int(u) for u in picked}
     merged: dict[DimRef, IntArray] = {}
     chosen = []
-    for gid, picked in units.items():
+    for gid, kept in units.items():
         group = groups[gid]
-        array = np.asarray(sorted(picked), dtype=np.int64)
+        array = np.asarray(sorted(kept), dtype=np.int64)
         chosen.append((group, array))
         for dim, idx in group.removal(array).items():
             old = merged.get(dim)

@@ -11,7 +11,7 @@ import numpy as np
 import numpy.typing as npt
 import onnx
 
-from prune_graph import DimRef, Mix, Mixing, OpKind, ValueKind
+from prune_graph import DimRef, Mix, Mixing, OpKind, ValueId, ValueKind
 from prune_onnx._apply import apply
 from prune_onnx._read import ModelLike
 from prune_onnx._trace import OnnxGraph, trace
@@ -82,7 +82,7 @@ class Report:
         return "\n".join(lines)
 
 
-def _output_axis(graph: OnnxGraph, node: str) -> tuple[str, int]:
+def _output_axis(graph: OnnxGraph, node: str) -> tuple[ValueId, int]:
     """The weight of a node and the axis of its output channels."""
     for op in graph.ops:
         if op.module != node or len(op.inputs) < 2:

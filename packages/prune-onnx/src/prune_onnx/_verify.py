@@ -55,7 +55,7 @@ def silenced_copy(original: ModelLike | OnnxGraph, plan: Plan) -> onnx.ModelProt
 def random_inputs(graph: OnnxGraph, seed: int = 0) -> dict[str, np.ndarray]:
     """Standard-normal floats (zeros for ints) at the shapes the graph was read at."""
     rng = np.random.default_rng(seed)
-    feeds = {}
+    feeds: dict[str, np.ndarray] = {}
     for name in graph.inputs:
         value = graph.value(name)
         dtype = np.dtype(value.dtype) if value.dtype != "unknown" else np.dtype("float32")

@@ -107,8 +107,8 @@ def silence(graph: Graph, plan: Plan, extra: Mapping[ValueId, frozenset[int]] | 
     for entry in plan.entries:
         if entry.kind != ValueKind.PARAMETER.value:
             continue
-        value = by_name.get((entry.module, entry.param))
-        if value is None or entry.axis not in sides.get(value, ()):
+        found = by_name.get((entry.module, entry.param))
+        if found is None or entry.axis not in sides.get(found, ()):
             continue
-        out.append(Silence(value, entry.module, entry.param, entry.axis, np.asarray(entry.removed, dtype=np.int64)))
+        out.append(Silence(found, entry.module, entry.param, entry.axis, np.asarray(entry.removed, dtype=np.int64)))
     return tuple(out)
