@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import pickle
+import re
+import warnings
+import zipfile
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -40,6 +45,61 @@ def save_pruned(model: torch.nn.Module, path: str | Path) -> Path:
     return path
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+_ZIP = b"PK\x03\x04"
+
+
+def _plain(error: BaseException) -> str:
+    """The first line of an error's message, without terminal colour codes."""
+    lines = _ANSI.sub("", str(error)).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
+
+
+def _read(path: Path) -> dict[str, Any]:
+    """The payload of a file written by :func:`save_pruned`; every failure names the file and says what is wrong."""
+    if path.is_dir():
+        raise IsADirectoryError(f"{path}: is a folder, not a pruned-model file")
+    try:
+        with path.open("rb") as file:
+            head = file.read(4)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: no such file") from None
+    except OSError as error:
+        raise OSError(f"{path}: cannot read it ({error.strerror})") from None
+    size = path.stat().st_size
+    if size == 0:
+        raise PlanMismatchError(f"{path}: the file is empty (0 bytes), not a pruned-model file")
+    if head == _ZIP and not zipfile.is_zipfile(path):
+        raise PlanMismatchError(
+            f"{path}: the file is truncated or damaged ({size:,} bytes and no archive directory at the end); "
+            "save it again"
+        )
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's notes about pickle protocols in files it then refuses
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        found = re.search(r"GLOBAL ([\w.]+)", _ANSI.sub("", str(error)))
+        what = f" (it would call {found.group(1)})" if found else ""
+        raise PlanMismatchError(
+            f"{path}: unsafe content refused: the file holds Python objects that loading would run{what}; "
+            "pruned-model files hold only tensors and text"
+        ) from None
+    except Exception as error:  # torch reports unreadable files with many types (RuntimeError, KeyError, EOFError)
+        if head == _ZIP:
+            raise PlanMismatchError(f"{path}: a damaged torch archive ({_plain(error)})") from None
+        raise PlanMismatchError(f"{path}: not a pruned-model file (not a torch archive)") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise PlanMismatchError(
+            f"{path}: not a pruned-model file (a torch file without the {FORMAT!r} marker that save_pruned writes; "
+            "for a plain state_dict use model.load_state_dict)"
+        )
+    for key, kind in (("plans", list), ("state_dict", dict)):
+        if not isinstance(payload.get(key), kind):
+            raise PlanMismatchError(f"{path}: a damaged pruned-model file: {key!r} is missing or not a {kind.__name__}")
+    return payload
+
+
 def load_pruned(
     model: torch.nn.Module, path: str | Path, example_inputs: ExampleInputs | None = None
 ) -> torch.nn.Module:
@@ -50,10 +110,11 @@ def load_pruned(
     """
     from prune_torch._apply import apply
 
-    payload = torch.load(Path(path), map_location="cpu", weights_only=True)
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise PlanMismatchError(f"{path}: not a {FORMAT} file")
-    plans = [Plan.from_json(text) for text in payload["plans"]]
+    payload = _read(Path(path))
+    try:
+        plans = [Plan.from_json(text) for text in payload["plans"]]
+    except (TypeError, ValueError, KeyError) as error:
+        raise PlanMismatchError(f"{path}: a damaged pruned-model file: its plans do not parse ({error})") from None
     combined = plans[0] if plans else None
     for plan in plans[1:]:
         combined = combined.then(plan)  # type: ignore[union-attr]
