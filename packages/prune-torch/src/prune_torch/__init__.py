@@ -39,6 +39,7 @@ from prune_torch._lowlevel import (
 )
 from prune_torch._optim import prune_optimizer
 from prune_torch._plan import plan
+from prune_torch._pretrained import PretrainedCheck, PretrainedError, check_pretrained, save_pretrained
 from prune_torch._prune import InteractivePruner, Proposal, Target, interactive, prune
 from prune_torch._report import LayerWidth, Report
 from prune_torch._traced import TracedGraph
@@ -57,6 +58,8 @@ __all__ = [
     "Plan",
     "PlanEntry",
     "PlanMismatchError",
+    "PretrainedCheck",
+    "PretrainedError",
     "Proposal",
     "PruningError",
     "Report",
@@ -67,6 +70,7 @@ __all__ = [
     "VerificationError",
     "apply",
     "check_equivalence",
+    "check_pretrained",
     "costs",
     "examples",
     "history",
@@ -82,6 +86,7 @@ __all__ = [
     "prune_optimizer",
     "prune_out_channels",
     "prune_related_conv",
+    "save_pretrained",
     "save_pruned",
     "silenced_copy",
     "strategy",

@@ -135,6 +135,15 @@ def _modules_of(targets: list[_Target]) -> Iterator[torch.nn.Module]:
             yield t.module
 
 
+def _sharing(model: torch.nn.Module, targets: list[_Target]) -> Iterator[torch.nn.Module]:
+    """Modules not named by the plan that hold one of its tensors (an LM head tied to the embedding)."""
+    named = {id(t.module) for t in targets}
+    tensors = {id(t.tensor) for t in targets if t.tensor is not None}
+    for module in model.modules():
+        if id(module) not in named and any(id(p) in tensors for p in module.parameters(recurse=False)):
+            yield module
+
+
 def _sync_stateless(model: torch.nn.Module, graph: Graph, plan: Plan, snapshot: _Snapshot) -> None:
     """Norm layers without parameters keep their channel count only as an attribute: set it from the graph."""
     shapes = plan.new_shapes()
@@ -284,6 +293,9 @@ def apply(
             if t.tensor is None and t.entry.param in ("groups", "num_groups"):
                 setattr(t.module, t.entry.param, t.entry.size_after)
         for module in _modules_of(targets):
+            sync_attributes(module, LAYER_RULES)
+        for module in _sharing(model, targets):
+            snapshot.remember(module)
             sync_attributes(module, LAYER_RULES)
         if before is not None:
             _sync_stateless(model, before, plan, snapshot)

@@ -17,11 +17,11 @@ from typing import Any
 import attrs
 import torch
 
-from prune_graph import DimRef, Graph, OpKind, ValueId, reshape_groups
+from prune_graph import DimRef, Graph, OpKind, ValueId, ValueKind, reshape_groups
 from prune_ops import GroupKind, GroupSet, Plan, find_groups
 from prune_torch._errors import ApplyError
 
-__all__ = ["ROLE_NAMES", "SizeUpdate", "size_updates", "update_sizes"]
+__all__ = ["CONFIG_NAMES", "ROLE_NAMES", "SizeUpdate", "size_updates", "update_sizes"]
 
 ROLE_NAMES: Mapping[str, frozenset[str]] = types.MappingProxyType(
     {
@@ -32,16 +32,35 @@ ROLE_NAMES: Mapping[str, frozenset[str]] = types.MappingProxyType(
         "width": frozenset({"all_head_size", "embed_dim", "inner_dim", "split_size", "hidden_size", "kdim", "vdim"}),
         "hidden": frozenset(),
         "kv_groups": frozenset({"num_key_value_groups", "n_rep", "num_queries_per_kv"}),
+        "intermediate": frozenset(),
     }
 )
 
-_CONFIG_NAMES: Mapping[str, frozenset[str]] = types.MappingProxyType(
+# the names model configs (Hugging Face's among them) give these sizes, family by family
+CONFIG_NAMES: Mapping[str, frozenset[str]] = types.MappingProxyType(
     {
-        "heads": frozenset({"num_attention_heads", "n_head", "num_heads", "num_key_value_heads", "num_kv_heads"}),
-        "head_dim": frozenset({"head_dim"}),
-        "hidden": frozenset({"hidden_size", "n_embd", "d_model", "embed_dim"}),
+        "heads": frozenset(
+            {
+                "num_attention_heads",
+                "n_head",
+                "n_heads",
+                "num_heads",
+                "num_key_value_heads",
+                "num_kv_heads",
+                "encoder_attention_heads",
+                "decoder_attention_heads",
+            }
+        ),
+        "head_dim": frozenset({"head_dim", "d_kv"}),
+        "hidden": frozenset({"hidden_size", "n_embd", "d_model", "embed_dim", "dim"}),
+        "intermediate": frozenset(
+            {"intermediate_size", "n_inner", "d_ff", "ffn_dim", "encoder_ffn_dim", "decoder_ffn_dim", "hidden_dim"}
+        ),
     }
 )
+
+# config sizes whose ``None`` stands for a value derived from another one
+_CONFIG_DEFAULTS: Mapping[str, tuple[str, int]] = types.MappingProxyType({"n_inner": ("n_embd", 4)})
 
 
 @attrs.frozen
@@ -63,6 +82,16 @@ def _dim_kinds(groups: GroupSet) -> dict[DimRef, GroupKind]:
     return {dim: found.pop() for dim, found in kinds.items() if len(found) == 1}
 
 
+def _plain_channel_dims(groups: GroupSet) -> set[DimRef]:
+    """Dims of channel groups that no norm mixes (a transformer's MLP units, a CNN's channels)."""
+    return {
+        member.dim
+        for group in groups
+        if group.kind is GroupKind.CHANNELS and not group.normalised
+        for member in group.members
+    }
+
+
 def _part_role(graph: Graph, kinds: dict[DimRef, GroupKind], value: str, dim: int) -> str | None:
     kind = kinds.get(DimRef(ValueId(value), dim))
     if kind is GroupKind.QUERY_HEADS:
@@ -82,8 +111,18 @@ def size_updates(graph: Graph, plan: Plan, groups: GroupSet | None = None) -> li
     heads × head dims is a width, of key/value heads × repeats a head count.
     """
     shapes = plan.new_shapes()
-    kinds = _dim_kinds(groups if groups is not None else find_groups(graph))
+    groups = groups if groups is not None else find_groups(graph)
+    kinds = _dim_kinds(groups)
     found: list[SizeUpdate] = []
+    plain = _plain_channel_dims(groups)
+    for entry in plan.entries:
+        # the width of a feed-forward block: the rows of a matrix in a plain channel group
+        if (
+            entry.kind == ValueKind.PARAMETER.value
+            and len(entry.shape) == 2
+            and DimRef(ValueId(entry.path), entry.axis) in plain
+        ):
+            found.append(SizeUpdate(entry.module, "intermediate", entry.size, entry.size_after))
     for op in graph.ops:
         normalised: tuple[int, ...] = ()
         if op.kind is OpKind.NORM and op.attr("mixes", False):
@@ -171,16 +210,32 @@ def _update_config(model: torch.nn.Module, updates: list[SizeUpdate], remember: 
     config = getattr(model, "config", None)
     if config is None:
         return
-    changes: dict[str, int] = {}
-    for role, names in _CONFIG_NAMES.items():
+    changes: dict[str, tuple[int, int]] = {}
+    for role, names in CONFIG_NAMES.items():
         for name in names:
             current = getattr(config, name, None)
+            if current is None and name in _CONFIG_DEFAULTS:
+                base, factor = _CONFIG_DEFAULTS[name]
+                current = getattr(config, base, None)
+                current = current * factor if isinstance(current, int) else None
             if not isinstance(current, int) or isinstance(current, bool):
                 continue
             news = {u.new for u in updates if u.role == role and u.old == current}
             if len(news) == 1:
-                changes[name] = news.pop()
-    if changes:
-        remember(config)
-        for name, value in changes.items():
-            setattr(config, name, value)
+                changes[name] = (current, news.pop())
+    if not changes:
+        return
+    remember(config)
+    for name, (_, new) in changes.items():
+        setattr(config, name, new)
+    # modules that copied a config size into an attribute of the same name (an MLP's
+    # ``intermediate_size``, a layer's ``hidden_size``) follow it, so they describe the model too
+    for module in model.modules():
+        mirrors = {
+            name: new
+            for name, (old, new) in changes.items()
+            if type(module.__dict__.get(name)) is int and module.__dict__[name] == old
+        }
+        if mirrors:
+            remember(module)
+            module.__dict__.update(mirrors)
