@@ -262,12 +262,13 @@ def test_llama_head_dims() -> None:
 def test_llama_query_heads() -> None:
     model, inputs = _llama(), _ids()
     original, report = prune_kept(model, inputs, query_heads=True)
-    # key/value heads 2 -> 1 and, within the one left, query heads 4 -> 2
+    # half the query channels go, split between key/value heads (2) and query heads per key/value
+    # head (4): the nearest even split keeps both key/value heads and 2 query heads in each
     for att in _attn(model):
         assert att.num_key_value_groups == REPEATS // 2
-        assert att.k_proj.out_features == KV_HEADS // 2 * HEAD_DIM
-        assert att.q_proj.out_features == KV_HEADS // 2 * REPEATS // 2 * HEAD_DIM
-    assert _config(model) == (KV_HEADS // 2 * REPEATS // 2, KV_HEADS // 2, HEAD_DIM, HIDDEN)
+        assert att.k_proj.out_features == KV_HEADS * HEAD_DIM
+        assert att.q_proj.out_features == KV_HEADS * REPEATS // 2 * HEAD_DIM == Q_HEADS * HEAD_DIM // 2
+    assert _config(model) == (KV_HEADS * REPEATS // 2, KV_HEADS, HEAD_DIM, HIDDEN)
     _logits_shape(model)
     assert_matches_silenced(original, model, report, inputs)
 
@@ -278,7 +279,7 @@ def test_llama_query_heads_alone() -> None:
     original = _llama()
     session = pt.interactive(model, inputs, query_heads=True)
     kinds = {p.group.kind for p in session}
-    assert {GroupKind.HEADS, GroupKind.QUERY_HEADS, GroupKind.CHANNELS} <= kinds
+    assert {GroupKind.QUERY_HEADS, GroupKind.CHANNELS} <= kinds
     for proposal in session:
         if proposal.group.kind is GroupKind.QUERY_HEADS:
             assert len(proposal.units) == REPEATS // 2
@@ -345,7 +346,8 @@ def test_llama_everything_runs_as_a_model() -> None:
     """All modes at once; the pruned model still generates with its key/value cache and trains."""
     model, inputs = _llama(), _ids()
     pt.prune(model, inputs, head_dims=True, query_heads=True, hidden=True, show_progress=False)
-    assert _config(model) == (2, 1, HEAD_DIM // 2, HIDDEN // 2)
+    # half the query channels, as whole query heads (the nearest even split of 2 × 4 × 4 rotary pairs)
+    assert _config(model) == (Q_HEADS // 2, KV_HEADS, HEAD_DIM, HIDDEN // 2)
     tokens = model.generate(
         inputs["input_ids"][:1],
         attention_mask=inputs["attention_mask"][:1],

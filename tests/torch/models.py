@@ -17,6 +17,7 @@ from torch import nn
 __all__ = [
     "FAMILIES",
     "INEXACT_REASONS",
+    "MIX_KINDS",
     "ASPPNet",
     "Bottleneck",
     "ChunkSplitNet",
@@ -497,6 +498,54 @@ class PoolBlock(nn.Module):
         return self.pool(x)
 
 
+MIX_KINDS = ("softmax", "log_softmax", "mean", "amax", "var", "cumsum", "normalize", "spatial_softmax", "spatial_mean")
+
+
+class MixBlock(nn.Module):
+    """A 1×1 conv, then an op that mixes its channels (softmax, a reduction, a running sum) or only its positions."""
+
+    def __init__(self, c: int, how: str) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(c, c, 1)
+        self.how = how
+        self.out_channels = c
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv(x)
+        if self.how == "softmax":
+            return torch.softmax(x, 1)
+        if self.how == "log_softmax":
+            return F.log_softmax(x, 1)
+        if self.how == "mean":
+            return x - x.mean(1, keepdim=True)
+        if self.how == "amax":
+            return x - x.amax(1, keepdim=True)
+        if self.how == "var":
+            return x * x.var(1, keepdim=True)
+        if self.how == "cumsum":
+            return torch.cumsum(x, 1)
+        if self.how == "normalize":
+            return F.normalize(x, dim=1)
+        if self.how == "spatial_softmax":  # per channel: mixes positions only
+            return torch.softmax(x.flatten(2), -1).view_as(x)
+        if self.how == "spatial_mean":
+            return x * x.mean((2, 3), keepdim=True)
+        raise ValueError(f"unknown mixing {self.how!r}")
+
+
+class NormBlock(nn.Module):
+    """A 3×3 conv and a GroupNorm (one group: statistics over every channel, as LayerNorm)."""
+
+    def __init__(self, c: int, cout: int, groups: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(c, cout, 3, 1, 1)
+        self.norm = nn.GroupNorm(groups, cout)
+        self.out_channels = cout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.norm(self.conv(x)))
+
+
 class RandomNet(nn.Module):
     """A stem conv, a sequence of blocks and a head: ``gap`` (global mean → linear) or ``flatten``
     (the whole feature map flattened → linear, so each channel owns a block of the linear's inputs)."""
@@ -538,6 +587,10 @@ def build_random_net(spec: dict[str, object]) -> RandomNet:
         elif kind == "pool":
             block = PoolBlock(c, *args)
             spatial //= 2
+        elif kind == "mix":
+            block = MixBlock(c, *args)
+        elif kind == "norm":
+            block = NormBlock(c, *args)
         else:
             raise ValueError(f"unknown block kind {kind!r}")
         blocks.append(block)

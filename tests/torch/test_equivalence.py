@@ -14,7 +14,7 @@ import pytest
 import torch
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
-from models import FAMILIES, INEXACT_REASONS, ShuffleNet, build_random_net
+from models import FAMILIES, INEXACT_REASONS, MIX_KINDS, ShuffleNet, build_random_net
 from support import as_double, assert_layer_attributes, prepared
 from torch import nn
 
@@ -341,7 +341,8 @@ def architectures(draw: st.DrawFn) -> dict[str, object]:
     channels = stem = draw(CHANNELS)
     blocks: list[tuple[object, ...]] = []
     for _ in range(draw(st.integers(1, 4))):
-        kind = draw(st.sampled_from(["conv", "residual", "concat", "chunk", "split", "depthwise", "grouped", "pool"]))
+        kinds = ["conv", "residual", "concat", "chunk", "split", "depthwise", "grouped", "pool", "mix", "norm"]
+        kind = draw(st.sampled_from(kinds))
         if kind == "conv":
             channels = draw(CHANNELS)
             acts = st.sampled_from(["relu", "sigmoid", "gelu", "none"])
@@ -367,9 +368,40 @@ def architectures(draw: st.DrawFn) -> dict[str, object]:
             if size >= 4:
                 size //= 2
                 blocks.append(("pool", draw(st.sampled_from(["max", "avg"]))))
+        elif kind == "mix":
+            blocks.append(("mix", draw(st.sampled_from(MIX_KINDS))))
+        elif kind == "norm":
+            out = draw(st.integers(2, 8))
+            blocks.append(("norm", out, draw(st.sampled_from([g for g in (1, 2, 4, out) if out % g == 0]))))
+            channels = out
         else:
             blocks.append((kind,))
     return {"stem": stem, "blocks": blocks, "head": draw(st.sampled_from(["gap", "flatten"])), "size": 8}
+
+
+@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(spec=architectures(), seed=st.integers(0, 2**16), ratio=st.sampled_from([0.25, 0.5, 0.7]))
+def test_a_default_prune_is_exact_or_says_it_is_approximate(spec: dict[str, object], seed: int, ratio: float) -> None:
+    """Whatever the ops: the default prune either keeps the outputs of the silenced original, or
+    names the groups it pruned across a normalisation; groups other mixing ops touch stay whole."""
+    torch.manual_seed(seed)
+    model = prepared(build_random_net(spec), seed)
+    x = torch.randn(2, 3, spec["size"], spec["size"], dtype=torch.float64)
+    original = copy.deepcopy(model)
+    groups = pt.trace(model, x).groups().prunable
+    report = pt.prune(model, x, ratio=ratio, show_progress=False)
+    _check_shapes(model, original, report.plan, x)
+    mixed = [g for g in groups if g.approximate and not g.normalised]
+    event(f"{len(mixed)} group(s) mixed by a non-norm op, {len(report.approximate)} approximate group(s) pruned")
+    for group in mixed:  # left whole
+        for member in group.parameters:
+            entry = report.plan.entry(member.value.module, member.value.name, member.dim.dim)
+            if entry is not None:
+                assert not set(entry.removed) & set(np.flatnonzero(member.units >= 0).tolist()), member.label
+    if not report.approximate:
+        _assert_exact(original, model, report.plan, x)
+    else:
+        assert report.normalised and all("normalisation" in note for note in report.approximate)
 
 
 @settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -381,7 +413,8 @@ def test_random_architectures_stay_equivalent(spec: dict[str, object], seed: int
     original = copy.deepcopy(model)
     graph = pt.trace(model, x)
     chosen = []
-    for group in graph.groups().prunable:
+    # a group whose channels an op mixes cannot stay equal to the silenced original (see the next test)
+    for group in [g for g in graph.groups().prunable if not g.approximate]:
         some = st.sets(st.integers(0, group.size - 1), min_size=1, max_size=group.size - 1)
         units = data.draw(st.one_of(st.just(frozenset()), some), label=group.describe())
         chosen.append((group, sorted(units)))

@@ -6,21 +6,11 @@ import numpy as np
 
 from prune_graph import DimRef, Graph
 from prune_ops._errors import PlanMismatchError
-from prune_ops._groups import Group, GroupSet, Member
+from prune_ops._groups import Group, GroupSet
 from prune_ops._indices import IntArray
 from prune_ops._plan import Plan, PlanEntry
 
 __all__ = ["check_plan_groups"]
-
-
-def _whole_units(member: Member, removed: IntArray) -> IntArray:
-    """The units of ``member`` whose every index is in ``removed``."""
-    valid = member.units >= 0
-    gone = np.zeros(member.units.shape, dtype=bool)
-    gone[removed[(removed >= 0) & (removed < gone.size)]] = True
-    units = np.unique(member.units[valid])
-    partly = np.unique(member.units[valid & ~gone])
-    return np.setdiff1d(units, partly)
 
 
 def _show(units: IntArray) -> str:
@@ -28,46 +18,68 @@ def _show(units: IntArray) -> str:
     return "{" + shown + (", ..." if units.size > 8 else "") + "}"
 
 
-def check_plan_groups(graph: Graph, groups: GroupSet, plan: Plan) -> None:
-    """Refuse a plan whose entries of one group remove different units, or parts of units.
+def _removed_units(group: Group, removed: dict[DimRef, IntArray]) -> IntArray:
+    """The units no state member of ``group`` keeps any part of (a member with no entry keeps everything)."""
+    gone_units: list[IntArray] = []
+    kept_units: list[IntArray] = []
+    for member in group.members:
+        if not member.value.is_state:
+            continue
+        valid = member.units >= 0
+        gone = np.zeros(member.units.shape, dtype=bool)
+        indices = removed.get(member.dim)
+        if indices is not None:
+            gone[indices[(indices >= 0) & (indices < gone.size)]] = True
+        gone_units.append(member.units[valid & gone])
+        kept_units.append(member.units[valid & ~gone])
+    if not gone_units:
+        return np.zeros(0, dtype=np.int64)
+    return np.setdiff1d(np.concatenate(gone_units), np.concatenate(kept_units)).astype(np.int64)
 
-    A plan made by this library always passes; a plan edited by hand (conv1 keeps channels
-    0–7, its BatchNorm keeps 8–15) or made for another model does not, and the error names the
-    entries that disagree. Raises ``PlanMismatchError`` before anything changes.
+
+def _keeper(group: Group, unit: int, removed: dict[DimRef, IntArray]) -> str:
+    """A member of ``group`` that keeps part of ``unit``."""
+    for member in group.members:
+        if not member.value.is_state:
+            continue
+        indices = member.indices(np.asarray([unit], dtype=np.int64))
+        if indices.size and not np.isin(indices, removed.get(member.dim, np.zeros(0, dtype=np.int64))).all():
+            return member.label
+    return "another tensor"
+
+
+def check_plan_groups(graph: Graph, groups: GroupSet, plan: Plan) -> None:
+    """Refuse a plan that does not remove whole units of the model's groups, the same in every member.
+
+    A plan made by this library always passes; a plan edited by hand (conv1 loses channels 0
+    and 1, its BatchNorm 2 and 3) or missing a coupled tensor does not, and the error names the
+    entry and the tensor that disagrees. Raises ``PlanMismatchError`` before anything changes.
     """
     by_path = {v.path: v for v in graph.values if v.is_state}
-    dims: list[tuple[PlanEntry, DimRef]] = []
+    entries: dict[DimRef, PlanEntry] = {}
+    removed: dict[DimRef, IntArray] = {}
     for entry in plan.entries:
         value = by_path.get(entry.path)
         if value is not None and entry.axis < value.rank:
-            dims.append((entry, DimRef(value.id, entry.axis)))
-    agreed: dict[int, tuple[IntArray, PlanEntry, Group]] = {}
-    for entry, dim in dims:
-        removed = np.asarray(entry.removed, dtype=np.int64)
-        explained = np.zeros(0, dtype=np.int64)
+            dim = DimRef(value.id, entry.axis)
+            entries[dim] = entry
+            removed[dim] = np.asarray(entry.removed, dtype=np.int64)
+    units_of: dict[int, IntArray] = {}
+    for dim, entry in entries.items():
+        expected = np.zeros(0, dtype=np.int64)
         for group, member in groups.containing(dim):
-            units = _whole_units(member, removed)
-            explained = np.union1d(explained, member.indices(units))
-            first = agreed.setdefault(group.id, (units, entry, group))
-            if not np.array_equal(first[0], units):
-                raise PlanMismatchError(
-                    f"the plan's entries {first[1].path}[{first[1].axis}] and {entry.path}[{entry.axis}] belong to one "
-                    f"group ({group.name}) but remove different units: {_show(first[0])} and {_show(units)}; "
-                    "coupled tensors must lose the same channels (was the plan edited, or made for another model?)"
-                )
-        stray = np.setdiff1d(removed, explained)
-        if stray.size and groups.containing(dim):
-            raise PlanMismatchError(
-                f"the plan's entry {entry.path}[{entry.axis}] removes index {int(stray[0])} without the rest of its unit "
-                "(a head, a GroupNorm group, a flattened channel); remove whole units"
-            )
-    covered = {dim for _, dim in dims}
-    for units, entry, group in agreed.values():
-        if not units.size:
+            if group.id not in units_of:
+                units_of[group.id] = _removed_units(group, removed)
+            expected = np.union1d(expected, member.indices(units_of[group.id]))
+        extra = np.setdiff1d(removed[dim], expected)
+        if not extra.size or not groups.containing(dim):
             continue
-        for member in group.members:
-            if member.is_parameter and member.dim not in covered and member.indices(units).size:
+        index = int(extra[0])
+        for group, member in groups.containing(dim):
+            if member.units[index] >= 0:
+                unit = int(member.units[index])
                 raise PlanMismatchError(
-                    f"the plan removes units {_show(units)} of {group.name} from {entry.path}[{entry.axis}] but has no "
-                    f"entry for {member.label}, which carries the same channels"
+                    f"the plan's entry {entry.path}[{entry.axis}] removes index {index} (unit {unit} of {group.name}), "
+                    f"but {_keeper(group, unit, removed)} keeps that unit: coupled tensors must lose the same whole "
+                    "units (was the plan edited, or made for another model?)"
                 )

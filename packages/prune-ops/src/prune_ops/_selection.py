@@ -85,48 +85,42 @@ def select(
 
 
 def factor_sets(groups: Sequence[Group]) -> list[list[int]]:
-    """Indices of groups that are factors of the same channels (GroupNorm groups × positions, heads × head dims).
+    """Sets of groups that are factors of the same channels (GroupNorm groups × positions, heads × head dims).
 
-    Two groups are factors of one another when they share a dim in which every index has a
-    unit in both: each channel there is (a unit of one, a unit of the other). Groups that
-    merely share a concatenated dim hold different indices of it and are not factors.
+    Groups are factors of one another when they share a dim in which every index has a unit in
+    each of them: each channel there is (a unit of one, a unit of the other). Groups that merely
+    share a concatenated dim hold different indices of it and are not factors. One set per
+    such dim, without repeats; a group can be in several (heads, with the query-key head dims
+    and with the value head dims).
     """
-    parent = list(range(len(groups)))
-
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    full: dict[object, int] = {}
+    covering: dict[object, list[int]] = {}
     for i, group in enumerate(groups):
         for member in group.parameters:
             if member.units.size and bool((member.units >= 0).all()):
-                j = full.setdefault(member.dim, i)
-                parent[find(i)] = find(j)
-    sets: dict[int, list[int]] = {}
-    for i in range(len(groups)):
-        sets.setdefault(find(i), []).append(i)
-    return [s for s in sets.values() if len(s) > 1]
+                covering.setdefault(member.dim, []).append(i)
+    sets = {tuple(sorted(set(found))) for found in covering.values() if len(set(found)) > 1}
+    return [list(s) for s in sorted(sets, key=lambda s: (-len(s), s))]
 
 
 def _balanced_keeps(sizes: Sequence[int], fraction: float, approximate: Sequence[bool]) -> list[int]:
     """Kept units per factor whose product is nearest ``fraction`` of all channels.
 
     Among equally near choices: the fewest approximate factors cut (whole GroupNorm groups
-    rather than positions within them), then the most even spread.
+    rather than positions within them), then the most even spread, then the least cut from the
+    factor with the fewest units.
     """
     target = fraction * math.prod(sizes)
     even = fraction ** (1 / len(sizes))
-    best: tuple[float, int, float] | None = None
+    best: tuple[float, int, float, float] | None = None
     chosen: list[int] = list(sizes)
     for prefix in itertools.product(*(range(1, n + 1) for n in sizes[:-1])):
         last = min(max(round(target / math.prod(prefix)), 1), sizes[-1])
         keeps = [*prefix, last]
         cut = sum(1 for k, n, a in zip(keeps, sizes, approximate) if a and k < n)
         spread = sum(abs(k / n - even) for k, n in zip(keeps, sizes))
-        key = (round(abs(math.prod(keeps) - target), 9), cut, round(spread, 9))
+        # last, prefer cutting the factors with more units (query heads rather than key/value heads)
+        coarse = sum((n - k) / n for k, n in zip(keeps, sizes) if n == min(sizes))
+        key = (round(abs(math.prod(keeps) - target), 9), cut, round(spread, 9), round(coarse, 9))
         if best is None or key < best:
             best, chosen = key, keeps
     return chosen
@@ -144,16 +138,23 @@ def split_between_factors(groups: Sequence[Group], amounts: Sequence[float], fix
     """
     out = [float(a) for a in amounts]
     fixed = list(fixed) or [False] * len(groups)
+    split: set[int] = set()
     for members in factor_sets(groups):
-        free = [i for i in members if not fixed[i]]
-        if len(free) < 2:
+        free = [i for i in members if not fixed[i] and i not in split]
+        done = [i for i in members if i in split]
+        if not free or (len(free) == 1 and not done):
             continue
-        sizes = [groups[i].size for i in free]
-        fraction = math.prod((1 - out[i]) ** (1 / len(free)) for i in free)
-        if math.prod(sizes[:-1]) > 100_000:  # too many combinations to try: the even split
+        fraction = math.prod(1 - out[i] for i in free) ** (1 / len(free))
+        # a factor already split for another set leaves the rest to share what is still to go
+        left = min(1.0, fraction / math.prod(1 - out[i] for i in done)) if done else fraction
+        if len(free) == 1:
+            out[free[0]] = 1 - left
+        elif math.prod(groups[i].size for i in free[:-1]) > 100_000:  # too many combinations: the even split
             for i in free:
-                out[i] = 1 - fraction ** (1 / len(free))
-            continue
-        for i, keep in zip(free, _balanced_keeps(sizes, fraction, [groups[i].approximate for i in free])):
-            out[i] = (groups[i].size - keep) / groups[i].size
+                out[i] = 1 - left ** (1 / len(free))
+        else:
+            sizes = [groups[i].size for i in free]
+            for i, keep in zip(free, _balanced_keeps(sizes, left, [groups[i].approximate for i in free])):
+                out[i] = (groups[i].size - keep) / groups[i].size
+        split.update(free)
     return out
