@@ -19,25 +19,35 @@ def _quote(text: str) -> str:
 def to_dot(graph: Graph, colours: Mapping[str, str] | None = None, name: str = "model") -> str:
     """The graph as DOT: one box per op, one ellipse per input, parameter and output.
 
+    Each node's ``id`` is its DOT name (``v:<value id>`` or ``o:<op id>``), which Graphviz passes
+    on to SVG elements, so a page can find a value's node. Scalar parameters and buffers no op
+    reads (``num_batches_tracked``) are left out.
+
     ``colours`` maps op ids or value ids to fill colours (e.g. the group a parameter belongs to).
     """
     colours = colours or {}
     lines = [f"digraph {_quote(name)} {{", "  rankdir=TB;", '  node [fontname="Helvetica", fontsize=10];']
     shown_values = set(graph.inputs) | set(graph.outputs)
-    shown_values |= {v.id for v in graph.values if v.kind in (ValueKind.PARAMETER, ValueKind.BUFFER)}
+    # a scalar no op reads (a BatchNorm's num_batches_tracked counter) carries no channels: it
+    # would only be an unconnected node
+    shown_values |= {
+        v.id
+        for v in graph.values
+        if v.kind in (ValueKind.PARAMETER, ValueKind.BUFFER) and (graph.consumers(v.id) or any(s > 1 for s in v.shape))
+    }
     for value in graph.values:
         if value.id in shown_values:
             label = f"{value.path}\n{tuple(value.shape)}"
             fill = colours.get(value.id, "white")
+            node = _quote("v:" + value.id)
             lines.append(
-                f"  {_quote('v:' + value.id)} [shape=ellipse, style=filled, fillcolor={_quote(fill)}, label={_quote(label)}];"
+                f"  {node} [shape=ellipse, style=filled, fillcolor={_quote(fill)}, label={_quote(label)}, id={node}];"
             )
     for op in graph.ops:
         label = f"{op.kind.value}\n{op.module or '<root>'}"
         fill = colours.get(op.id, "lightgrey" if op.kind.value == "opaque" else "white")
-        lines.append(
-            f"  {_quote('o:' + op.id)} [shape=box, style=filled, fillcolor={_quote(fill)}, label={_quote(label)}];"
-        )
+        node = _quote("o:" + op.id)
+        lines.append(f"  {node} [shape=box, style=filled, fillcolor={_quote(fill)}, label={_quote(label)}, id={node}];")
     for op in graph.ops:
         for value_id in op.inputs:
             producer = graph.producer(value_id)
