@@ -58,6 +58,8 @@ def command_lines() -> list[list[str]]:
             continue
         for line in block.code.replace("\\\n", " ").splitlines():
             words = shlex.split(line, comments=True)
+            # a shell redirection or pipe ends the command's own arguments
+            words = words[: next((i for i, w in enumerate(words) if w in (">", "|", "&&")), len(words))]
             if words and words[0] == "prune-torch":
                 commands.append(words[1:])
     return commands
@@ -93,9 +95,13 @@ def test_python_blocks_run_in_order_and_print_what_they_show(tmp_path: Path, mon
     assert (tmp_path / "pruned.pt").stat().st_size > 0
 
 
-def test_every_command_line_parses() -> None:
+def test_every_command_line_parses(capsys: pytest.CaptureFixture[str]) -> None:
     parser = _parser()
     for words in command_lines():
+        if words == ["--version"]:
+            assert main(words) == 0
+            assert capsys.readouterr().out.startswith("prune-torch ")
+            continue
         args = parser.parse_args(words)
         assert args.command == words[0]
 
