@@ -401,7 +401,8 @@ def test_a_default_prune_is_exact_or_says_it_is_approximate(spec: dict[str, obje
     if not report.approximate:
         _assert_exact(original, model, report.plan, x)
     else:
-        assert report.normalised and all("normalisation" in note for note in report.approximate)
+        assert report.normalised
+        assert all("normalisation" in note for note in report.approximate)
 
 
 @settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -4,12 +4,23 @@ Groups of coupled channels, propagation, importance criteria, selection with ``r
 plans (printable, JSON, composable) and costs. Imports no deep-learning framework.
 """
 
+from prune_ops._choose import (
+    Chosen,
+    Scored,
+    choose_global,
+    choose_isomorphic,
+    choose_local,
+    harmonise_head_dims,
+    removal_that_fits,
+    search_amount,
+)
 from prune_ops._costs import Costs, costs
 from prune_ops._errors import InvalidIndicesError, PlanMismatchError, PruningError, UnprunableError
 from prune_ops._grouping import find_groups
 from prune_ops._groups import Group, GroupKind, GroupSet, Member
 from prune_ops._importance import (
     FPGM,
+    IMPORTANCES,
     BNScale,
     GroupL2,
     Importance,
@@ -21,6 +32,7 @@ from prune_ops._importance import (
     Taylor,
     normalise,
     reduce_members,
+    resolve_importance,
 )
 from prune_ops._indices import IntArray, as_index_array, check_indices, complement
 from prune_ops._mixing import MixNote, mixing_blocker, normalisation_modules
@@ -28,12 +40,15 @@ from prune_ops._plan import PLAN_SCHEMA, Plan, PlanEntry, make_plan
 from prune_ops._plan_check import check_plan_groups
 from prune_ops._propagate import Removal, propagate, removal_of
 from prune_ops._selection import check_amount, factor_sets, keep_count, select, split_between_factors
+from prune_ops._silence import Silence, input_side_axes, silence
 from prune_ops._strategy import L1Strategy, L2Strategy, RandomStrategy
 
 __all__ = [
     "FPGM",
+    "IMPORTANCES",
     "PLAN_SCHEMA",
     "BNScale",
+    "Chosen",
     "Costs",
     "Group",
     "GroupKind",
@@ -57,16 +72,23 @@ __all__ = [
     "RandomStrategy",
     "Reduction",
     "Removal",
+    "Scored",
+    "Silence",
     "Taylor",
     "UnprunableError",
     "as_index_array",
     "check_amount",
     "check_indices",
     "check_plan_groups",
+    "choose_global",
+    "choose_isomorphic",
+    "choose_local",
     "complement",
     "costs",
     "factor_sets",
     "find_groups",
+    "harmonise_head_dims",
+    "input_side_axes",
     "keep_count",
     "make_plan",
     "mixing_blocker",
@@ -75,6 +97,10 @@ __all__ = [
     "propagate",
     "reduce_members",
     "removal_of",
+    "removal_that_fits",
+    "resolve_importance",
+    "search_amount",
     "select",
+    "silence",
     "split_between_factors",
 ]

@@ -199,5 +199,7 @@ def removal_that_fits(graph: Graph, chosen: Chosen) -> tuple[Removal, list[str]]
             dim, found = emptied[0]
             i = max(found, key=lambda item: item[1].size)[0]
             group = chosen[i][0]
-            notes.append(f"{group.describe()}: left whole, with the others it would remove every channel of {dim}")
+            member = next((m for m in group.members if m.dim == dim), None)
+            where = member.label if member is not None and member.is_parameter else "a tensor they share"
+            notes.append(f"{group.name} left unpruned: with the other groups it would remove every channel of {where}")
             chosen[i] = (group, np.zeros(0, dtype=np.int64))

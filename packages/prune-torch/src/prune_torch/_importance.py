@@ -2,58 +2,17 @@
 
 from __future__ import annotations
 
-import types
-from collections.abc import Callable, Mapping
 from typing import Union
 
-import numpy as np
 import torch
 
 from prune_graph import Graph, OpKind
-from prune_ops import (
-    FPGM,
-    BNScale,
-    Group,
-    GroupL2,
-    Importance,
-    Magnitude,
-    MemberData,
-    PruningError,
-    Random,
-    Reduction,
-    Taylor,
-)
+from prune_ops import IMPORTANCES, Group, Importance, MemberData, PruningError, resolve_importance
 
 __all__ = ["IMPORTANCES", "ImportanceLike", "member_data", "resolve_importance"]
 
 ImportanceLike = Union[str, Importance]
-
-IMPORTANCES: Mapping[str, Callable[[Reduction, int], Importance]] = types.MappingProxyType(
-    {
-        "l1": lambda r, seed: Magnitude(1, r),
-        "l2": lambda r, seed: Magnitude(2, r),
-        "random": lambda r, seed: Random(np.random.default_rng(seed)),
-        "bn_scale": lambda r, seed: BNScale(r),
-        "taylor": lambda r, seed: Taylor(r),
-        "fpgm": lambda r, seed: FPGM(r),
-        "group_l2": lambda r, seed: GroupL2(),
-    }
-)
-
-_REDUCTIONS = types.MappingProxyType({r.value: r for r in Reduction})
-
-
-def resolve_importance(importance: ImportanceLike, reduction: str | Reduction = "mean", seed: int = 0) -> Importance:
-    """An importance callable from a name (``"l1"``, ``"l2"``, ``"random"``, ``"bn_scale"``, ``"taylor"``, ``"fpgm"``) or a callable."""
-    if isinstance(reduction, str):
-        if reduction not in _REDUCTIONS:
-            raise PruningError(f"unknown reduction {reduction!r}; valid: {', '.join(sorted(_REDUCTIONS))}")
-        reduction = _REDUCTIONS[reduction]
-    if callable(importance):
-        return importance
-    if isinstance(importance, str) and importance in IMPORTANCES:
-        return IMPORTANCES[importance](reduction, seed)
-    raise PruningError(f"unknown importance {importance!r}; valid: {', '.join(sorted(IMPORTANCES))}, or a callable")
+"""An importance name (see ``prune_ops.IMPORTANCES``) or a callable ``(group, member_data) -> scores``."""
 
 
 def member_data(model: torch.nn.Module, graph: Graph, group: Group) -> list[MemberData]:
@@ -74,9 +33,10 @@ def member_data(model: torch.nn.Module, graph: Graph, group: Group) -> list[Memb
             )
         consumers = graph.consumers(member.value.id)
         role = consumers[0].kind if consumers else None
+        slot = consumers[0].inputs.index(member.value.id) if consumers else None
         found.append(
             MemberData(
-                member, weight.to("cpu", torch.float64).numpy(), grad, role if isinstance(role, OpKind) else None
+                member, weight.to("cpu", torch.float64).numpy(), grad, role if isinstance(role, OpKind) else None, slot
             )
         )
     return found

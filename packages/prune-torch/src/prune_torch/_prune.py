@@ -25,6 +25,7 @@ from prune_ops import (
     make_plan,
     mixing_blocker,
     removal_of,
+    removal_that_fits,
     split_between_factors,
 )
 from prune_torch._apply import apply
@@ -249,7 +250,10 @@ def _plan_for_step(
 
     def plan_at(scale: float) -> tuple[Plan, list[tuple[Group, np.ndarray]]]:
         chosen = _choose(graph, scored, opts, scale)
-        return make_plan(graph, removal_of(graph, chosen)), chosen
+        # groups that together would empty a split piece or a slice: the one removing most stays whole
+        removal, _notes = removal_that_fits(graph, chosen)
+        kept = {id(g) for g, _ in removal.units}
+        return make_plan(graph, removal), [(g, u if id(g) in kept else u[:0]) for g, u in chosen]
 
     if opts.target is Target.CHANNELS:
         return plan_at(1.0)
