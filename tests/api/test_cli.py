@@ -561,3 +561,26 @@ def test_progress_shows_on_a_terminal_unless_quiet(tmp_path: Path) -> None:
     returncode, shown = _on_a_terminal(tmp_path, [*args, "--force", "--quiet"])
     assert returncode == 0, shown
     assert shown.strip() == ""
+
+
+def test_a_failed_verify_exits_1_and_saves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from prune_torch import _verify
+
+    @attrs.frozen
+    class Different:
+        ok: bool = False
+
+        def __str__(self) -> str:
+            return "outputs differ by 1.0"
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(_verify, "check_equivalence", lambda *args, **kwargs: Different())
+    assert main(["prune", *TINY, "--quiet", "--verify", "--out", "out.pt"]) == 1
+    captured = capsys.readouterr()
+    assert "verify: outputs differ by 1.0" in captured.out
+    assert captured.err.splitlines() == [
+        "prune-torch prune: the pruned model differs from the silenced original; nothing saved"
+    ]
+    assert list(tmp_path.iterdir()) == []

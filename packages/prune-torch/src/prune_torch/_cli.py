@@ -161,9 +161,11 @@ class _Progress:
         self.bar.update(1)
 
     def close(self) -> None:
+        """Stop the bar (and clear its line); closing twice is harmless."""
         self._done.set()
         if self._ticker is not None:
             self._ticker.join()
+            self._ticker = None
         self.bar.close()
 
 
@@ -236,8 +238,13 @@ def _cmd_prune(args: argparse.Namespace) -> int:
                         atol=1e-9,
                     )
             if result is not None and not result.ok:
+                progress.close()
                 print(report)
                 print(f"verify: {result}")
+                print(
+                    "prune-torch prune: the pruned model differs from the silenced original; nothing saved",
+                    file=sys.stderr,
+                )
                 return 1
             with progress.stage("saving"), torch.no_grad():
                 out.write_with(lambda path: save_pruned(model, path))
