@@ -11,11 +11,18 @@ from prune_ops._choose import (
     choose_isomorphic,
     choose_local,
     harmonise_head_dims,
+    meet_target,
     removal_that_fits,
     search_amount,
 )
 from prune_ops._costs import Costs, costs
-from prune_ops._errors import InvalidIndicesError, PlanMismatchError, PruningError, UnprunableError
+from prune_ops._errors import (
+    InvalidIndicesError,
+    PlanMismatchError,
+    PruningError,
+    TargetMissedWarning,
+    UnprunableError,
+)
 from prune_ops._grouping import find_groups
 from prune_ops._groups import Group, GroupKind, GroupSet, Member
 from prune_ops._importance import (
@@ -74,6 +81,7 @@ __all__ = [
     "Removal",
     "Scored",
     "Silence",
+    "TargetMissedWarning",
     "Taylor",
     "UnprunableError",
     "as_index_array",
@@ -91,6 +99,7 @@ __all__ = [
     "input_side_axes",
     "keep_count",
     "make_plan",
+    "meet_target",
     "mixing_blocker",
     "normalisation_modules",
     "normalise",

@@ -27,6 +27,7 @@ __all__ = [
     "choose_isomorphic",
     "choose_local",
     "harmonise_head_dims",
+    "meet_target",
     "removal_that_fits",
     "search_amount",
 ]
@@ -107,6 +108,100 @@ def search_amount(removed_fraction: Callable[[float], float], target: float, upp
             low = mid
         else:
             high = mid
+    return best
+
+
+def meet_target(
+    choose: Callable[[float], Chosen],
+    removed_fraction: Callable[[Chosen], float],
+    target: float,
+    upper: float,
+    tolerance: float,
+) -> tuple[Chosen, float]:
+    """The choice whose removal is closest to ``target`` of a cost, and the fraction it removes.
+
+    ``choose(scale)`` ranks with every group's amount scaled by ``scale`` (costs grow with it);
+    ``removed_fraction(chosen)`` is the share of the cost a choice removes. First a bisection on
+    the scale. On a small model one scale step can jump past the target, because groups of the
+    same size cross a whole unit at the same scale (removing one channel of a 16-channel stem
+    moves MACs by several percent). Then the search walks between the two closest choices on
+    either side, moving one group at a time from the lighter choice to the heavier one, and
+    keeps the choice nearest the target. The caller judges the result against its tolerance:
+    the fraction is returned so that a miss can be reported, never hidden.
+
+    >>> import numpy as np
+    >>> from prune_ops import Group
+    >>> from prune_graph import DimRef
+    >>> big, small = Group(0, DimRef("a", 0), 4, ()), Group(1, DimRef("b", 0), 4, ())
+    >>> share = {0: 0.2, 1: 0.05}  # the share of the cost one unit of each group holds
+    >>> def choose(scale):
+    ...     n = min(4, int(scale * 4))
+    ...     return [(big, np.arange(n)), (small, np.arange(n))]
+    >>> def removed(chosen):
+    ...     return sum(share[g.id] * len(u) for g, u in chosen)
+    >>> chosen, got = meet_target(choose, removed, 0.3, 1.0, 0.02)
+    >>> [len(u) for _, u in chosen], round(got, 2)
+    ([1, 2], 0.3)
+    """
+    below: list[tuple[Chosen, float]] = []
+    above: list[tuple[Chosen, float]] = []
+    low, high = 0.0, upper
+    for _ in range(30):
+        mid = (low + high) / 2
+        chosen = choose(mid)
+        got = removed_fraction(chosen)
+        if abs(got - target) <= tolerance / 2:
+            return chosen, got
+        if got < target:
+            low = mid
+            below.append((chosen, got))
+        else:
+            high = mid
+            above.append((chosen, got))
+    if not below or not above:
+        # the target lies beyond what the upper bound removes, or below the first step: the nearest end
+        if not below and not above:
+            chosen = choose(upper)
+            return chosen, removed_fraction(chosen)
+        return min(below + above, key=lambda found: abs(found[1] - target))
+    # the nearest choice on one side walks towards a few choices on the other side: with global
+    # ranking the nearest two differ in one unit of one group, farther ones let groups trade units
+    below = sorted({round(got, 12): (c, got) for c, got in below}.values(), key=lambda found: -found[1])
+    above = sorted({round(got, 12): (c, got) for c, got in above}.values(), key=lambda found: found[1])
+    walks = [_walk(below[0], end, removed_fraction, target, tolerance) for end in above[:_ENDS]]
+    walks += [_walk(above[0], end, removed_fraction, target, tolerance) for end in below[:_ENDS]]
+    return min(walks, key=lambda found: abs(found[1] - target))
+
+
+_ENDS = 4
+"""How many choices on the far side of the target the walk tries."""
+
+
+def _walk(
+    start: tuple[Chosen, float],
+    end: tuple[Chosen, float],
+    removed_fraction: Callable[[Chosen], float],
+    target: float,
+    tolerance: float,
+) -> tuple[Chosen, float]:
+    """Greedy steps from ``start`` towards ``end`` (on the other side of the target): each moves the
+    one group whose choice in ``end`` brings the removal nearest the target, until the removal
+    reaches the target's tolerance band or crosses it (no later step can come closer then)."""
+    current, got = list(start[0]), start[1]
+    side = 1 if got < target else -1
+    best = (list(current), got)
+    pending = [i for i, ((_, a), (_, b)) in enumerate(zip(start[0], end[0])) if not np.array_equal(a, b)]
+    while pending and side * (target - got) > tolerance / 2:
+        trials = []
+        for i in pending:
+            trial = list(current)
+            trial[i] = end[0][i]
+            value = removed_fraction(trial)
+            trials.append((abs(value - target), i, trial, value))
+        _, i, current, got = min(trials, key=lambda t: (t[0], t[1]))
+        pending.remove(i)
+        if abs(got - target) < abs(best[1] - target):
+            best = (list(current), got)
     return best
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["InvalidIndicesError", "PlanMismatchError", "PruningError", "UnprunableError"]
+__all__ = ["InvalidIndicesError", "PlanMismatchError", "PruningError", "TargetMissedWarning", "UnprunableError"]
 
 
 class PruningError(ValueError):
@@ -19,3 +19,11 @@ class UnprunableError(PruningError):
 
 class PlanMismatchError(PruningError):
     """A plan applied to, or composed with, something it was not made for."""
+
+
+class TargetMissedWarning(UserWarning):
+    """A parameter or MAC target was not met within its tolerance; the closest plan found was used.
+
+    Raised as a warning, not an error: the plan is valid and usually close. Turn it into an error
+    with ``warnings.simplefilter("error", TargetMissedWarning)`` where a miss must stop the run.
+    """

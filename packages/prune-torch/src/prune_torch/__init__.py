@@ -19,6 +19,7 @@ from prune_ops import (
     PlanEntry,
     PlanMismatchError,
     PruningError,
+    TargetMissedWarning,
     UnprunableError,
     costs,
 )
@@ -64,6 +65,7 @@ __all__ = [
     "PruningError",
     "Report",
     "Target",
+    "TargetMissedWarning",
     "TraceError",
     "TracedGraph",
     "UnprunableError",

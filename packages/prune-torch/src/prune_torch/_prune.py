@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import enum
 import types
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Union
 
@@ -19,10 +20,12 @@ from prune_ops import (
     Plan,
     PruningError,
     Random,
+    TargetMissedWarning,
     Taylor,
     check_amount,
     costs,
     make_plan,
+    meet_target,
     mixing_blocker,
     removal_of,
     removal_that_fits,
@@ -35,7 +38,6 @@ from prune_torch._choose import (
     choose_isomorphic,
     choose_local,
     harmonise_head_dims,
-    search_amount,
 )
 from prune_torch._errors import ApplyError
 from prune_torch._importance import ImportanceLike, member_data, resolve_importance
@@ -248,27 +250,38 @@ def _plan_for_step(
     step does not compound over the next ones and the last step aims at ``ratio`` itself.
     """
 
-    def plan_at(scale: float) -> tuple[Plan, list[tuple[Group, np.ndarray]]]:
-        chosen = _choose(graph, scored, opts, scale)
+    def finish(chosen: list[tuple[Group, np.ndarray]]) -> tuple[Plan, list[tuple[Group, np.ndarray]]]:
         # groups that together would empty a split piece or a slice: the one removing most stays whole
         removal, _notes = removal_that_fits(graph, chosen)
         kept = {id(g) for g, _ in removal.units}
         return make_plan(graph, removal), [(g, u if id(g) in kept else u[:0]) for g, u in chosen]
 
     if opts.target is Target.CHANNELS:
-        return plan_at(1.0)
+        return finish(_choose(graph, scored, opts, 1.0))
     base = original or costs(graph)
     step_target = 1 - (1 - opts.ratio) ** ((step + 1) / opts.steps)
 
-    def removed(scale: float) -> float:
-        after = costs(graph, plan_at(scale)[0])
+    def removed(chosen: list[tuple[Group, np.ndarray]]) -> float:
+        after = costs(graph, finish(chosen)[0])
         if opts.target is Target.MACS:
             return 1 - after.macs / max(base.macs, 1)
         return 1 - after.parameters / max(base.parameters, 1)
 
     upper = opts.max_ratio / max(opts.ratio, 1e-9)
-    scale = search_amount(removed, step_target, upper, opts.tolerance)
-    return plan_at(scale)
+    chosen, got = meet_target(
+        lambda scale: _choose(graph, scored, opts, scale), removed, step_target, upper, opts.tolerance
+    )
+    if step == opts.steps - 1 and abs(got - step_target) > opts.tolerance:
+        warnings.warn(
+            TargetMissedWarning(
+                f"target={opts.target.value!r} ratio={opts.ratio}: the closest plan removes {got:.1%} of the "
+                f"{opts.target.value}, not {step_target:.1%} within tolerance {opts.tolerance}; the channel "
+                "counts this model allows move the cost in larger jumps (try a smaller round_to, a looser "
+                "tolerance, or fewer ignored layers)"
+            ),
+            stacklevel=4,
+        )
+    return finish(chosen)
 
 
 @attrs.define
