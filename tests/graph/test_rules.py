@@ -27,7 +27,7 @@ from prune_graph import (
     validate,
 )
 
-SETS_SIZE = "op0 aten.x in m sets this dim's size itself"
+SETS_SIZE = "aten.x in m sets this dim's size itself"
 
 
 def couple(kind, shapes, inputs, outputs, attrs=None, axes=(), rules=RULES):
@@ -520,9 +520,7 @@ def test_opaque_pins_every_dim_larger_than_one_naming_the_op():
     shapes = {"x": (1, 8, 3, 3), "w": (5,), "y": (1, 2, 6, 1)}
     found = couple(OpKind.OPAQUE, shapes, ["x", "w"], ["y"])
     assert all(isinstance(c, Pin) for c in found)
-    assert pins(found) == dict.fromkeys(
-        ["x[1]", "x[2]", "x[3]", "w[0]", "y[1]", "y[2]"], "unsupported op op0 aten.x in m"
-    )
+    assert pins(found) == dict.fromkeys(["x[1]", "x[2]", "x[3]", "w[0]", "y[1]", "y[2]"], "unsupported op aten.x in m")
 
 
 # -- couplings_of ----------------------------------------------------------------------------

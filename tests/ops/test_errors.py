@@ -96,7 +96,7 @@ def test_a_removal_that_empties_a_member_names_that_member() -> None:
 
 def test_pruning_an_unprunable_dim_names_the_reason() -> None:
     graph = chain()
-    with pytest.raises(UnprunableError, match=r"cannot be pruned: dim 1 of model output 't1'"):
+    with pytest.raises(UnprunableError, match=r"cannot be pruned: dim 1 of model output 0"):
         propagate(graph, at("conv2.weight", 0), [0])
     with pytest.raises(UnprunableError, match=r"sets this dim's size itself"):
         propagate(graph, at("conv2.weight", 2), [0])

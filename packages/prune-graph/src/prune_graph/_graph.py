@@ -173,11 +173,17 @@ class Graph:
     def boundary_pins(self) -> tuple[Pin, ...]:
         """Pins for the dims of model inputs and outputs (size > 1), which pruning keeps by default."""
         pins = []
-        for kind, ids in (("input", self.inputs), ("output", self.outputs)):
-            for value_id in ids:
-                for d, size in enumerate(self.shape(value_id)):
-                    if size > 1:
-                        pins.append(Pin(DimRef(value_id, d), f"dim {d} of model {kind} {value_id!r}"))
+        for value_id in self.inputs:
+            for d, size in enumerate(self.shape(value_id)):
+                if size > 1:
+                    pins.append(Pin(DimRef(value_id, d), f"dim {d} of model input {value_id!r}"))
+        for position, value_id in enumerate(self.outputs):
+            # outputs are named by position and the module that writes them, not by internal value id
+            producer = self.producer(value_id)
+            source = f" (from {producer.module})" if producer is not None and producer.module else ""
+            for d, size in enumerate(self.shape(value_id)):
+                if size > 1:
+                    pins.append(Pin(DimRef(value_id, d), f"dim {d} of model output {position}{source}"))
         return tuple(pins)
 
     def coupled(self, ref: DimRef) -> tuple[Coupling, ...]:

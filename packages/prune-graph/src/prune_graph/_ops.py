@@ -162,6 +162,11 @@ class Op:
         return tuple(int(v) for v in value if isinstance(v, int))
 
     @property
+    def location(self) -> str:
+        """What a user reads: ``aten.convolution in layer1.0.conv1`` (no internal op id)."""
+        return f"{self.target} in {self.module or '<root>'}"
+
+    @property
     def where(self) -> str:
         """Human-readable location: ``op12 aten.convolution in layer1.0.conv1``."""
         return f"{self.id} {self.target} in {self.module or '<root>'}"

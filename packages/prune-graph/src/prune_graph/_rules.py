@@ -471,9 +471,9 @@ def couplings_of(op: Op, shape: ShapeOf, rules: Mapping[OpKind, Rule] = RULES) -
         return tuple(found)
     seen = _mentioned(found)
     if op.kind is OpKind.OPAQUE:
-        reason = f"unsupported op {op.where}"
+        reason = f"unsupported op {op.location}"
     else:
-        reason = f"{op.where} sets this dim's size itself"
+        reason = f"{op.location} sets this dim's size itself"
     for value in (*op.inputs, *op.outputs, *op.axes):
         for d, size in enumerate(shape(value)):
             ref = DimRef(value, d)
