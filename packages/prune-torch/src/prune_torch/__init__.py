@@ -28,6 +28,7 @@ from prune_torch._apply import apply
 from prune_torch._errors import ApplyError, TraceError
 from prune_torch._history import history, load_pruned, save_pruned
 from prune_torch._lasso import GroupLasso
+from prune_torch._latency import Latency, measure_latency
 from prune_torch._layers import LAYER_RULES, LayerRule
 from prune_torch._lowlevel import (
     prune_batchnorm,
@@ -54,6 +55,7 @@ __all__ = [
     "GroupLasso",
     "InteractivePruner",
     "InvalidIndicesError",
+    "Latency",
     "LayerRule",
     "LayerWidth",
     "Plan",
@@ -78,6 +80,7 @@ __all__ = [
     "history",
     "interactive",
     "load_pruned",
+    "measure_latency",
     "plan",
     "prune",
     "prune_batchnorm",

@@ -31,6 +31,7 @@ from prune_ops import (
     removal_that_fits,
     split_between_factors,
 )
+from prune_torch import _latency
 from prune_torch._apply import apply
 from prune_torch._calibrate import LossFn, accumulate_gradients
 from prune_torch._choose import (
@@ -468,6 +469,7 @@ def prune(
     optimizer: torch.optim.Optimizer | None = None,
     verify: bool = False,
     show_progress: bool = True,
+    measure_latency: bool = False,
 ) -> Report:
     """Prune ``model`` in place and return a :class:`Report`.
 
@@ -507,6 +509,9 @@ def prune(
     any step, the hook or the verification raises, the model (and the optimizer) are put back
     exactly as they were before the call and the exception propagates. For that, a prune with
     ``between_steps`` keeps one copy of the model's tensors while it runs.
+
+    ``measure_latency=True`` times the forward pass on ``example_inputs`` (eval mode, no
+    gradients, median of repeats) before and after; ``report.latency`` holds both.
     """
     opts = _options(
         model,
@@ -534,10 +539,14 @@ def prune(
     scorer = resolve_importance(importance, reduction, seed)
     guarded = opts.steps > 1 or between_steps is not None or optimizer is not None or verify
     state = ModelState.capture(model, optimizer, clone=between_steps is not None) if guarded else None
+    latency_before = _latency.measure_latency(model, example_inputs) if measure_latency else None
     try:
-        return _prune_steps(
+        report = _prune_steps(
             model, example_inputs, opts, scorer, calibration, loss_fn, between_steps, optimizer, verify, show_progress
         )
+        if latency_before is None:
+            return report
+        return attrs.evolve(report, latency=(latency_before, _latency.measure_latency(model, example_inputs)))
     except BaseException:
         if state is not None:
             state.restore()

@@ -8,6 +8,7 @@ import attrs
 import torch
 
 from prune_ops import Costs, Plan
+from prune_torch._latency import Latency
 from prune_torch._layers import rule_for
 from prune_torch._traced import TracedGraph
 
@@ -36,6 +37,8 @@ class Report:
     and module: for those, equality with the silenced original is not expected. ``skipped`` lists
     groups left alone, and why: a module's code keeps a size that pruning cannot update, or an
     op mixes the group's channels (see ``approximate=`` of :func:`prune_torch.prune`).
+    ``latency`` is the forward pass's CPU time before and after, when the prune was asked to
+    ``measure_latency``.
     """
 
     plan: Plan
@@ -47,6 +50,7 @@ class Report:
     normalised: bool = False
     skipped: tuple[str, ...] = ()
     approximate: tuple[str, ...] = ()
+    latency: tuple[Latency, Latency] | None = None
 
     @property
     def params_ratio(self) -> float:
@@ -69,6 +73,9 @@ class Report:
             f"MACs       {self.before.macs:,} → {self.after.macs:,} ({self.macs_ratio:.1%})",
             f"channels   {self.channels_ratio:.1%} kept over {len(self.layers)} layers, {self.steps} step(s)",
         ]
+        if self.latency is not None:
+            before, after = self.latency
+            lines.append(f"latency    {before} → {after} ({before.median / max(after.median, 1e-12):.2f}× faster)")
         lines += [f"skipped    {note}" for note in self.skipped]
         lines += [f"approx.    {note}" for note in self.approximate]
         lines.append("")
