@@ -16,6 +16,7 @@ from prune_ops._choose import (
     search_amount,
 )
 from prune_ops._costs import Costs, costs
+from prune_ops._equivalence import TOLERANCES, Equivalence, compare_outputs
 from prune_ops._errors import (
     InvalidIndicesError,
     PlanMismatchError,
@@ -54,9 +55,11 @@ __all__ = [
     "FPGM",
     "IMPORTANCES",
     "PLAN_SCHEMA",
+    "TOLERANCES",
     "BNScale",
     "Chosen",
     "Costs",
+    "Equivalence",
     "Group",
     "GroupKind",
     "GroupL2",
@@ -91,6 +94,7 @@ __all__ = [
     "choose_global",
     "choose_isomorphic",
     "choose_local",
+    "compare_outputs",
     "complement",
     "costs",
     "factor_sets",

@@ -11,12 +11,11 @@ import copy
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-import attrs
 import numpy as np
 import torch
 
 from prune_graph import Graph
-from prune_ops import Group, Plan, PruningError, make_plan, removal_of
+from prune_ops import Equivalence, Group, Plan, PruningError, compare_outputs, make_plan, removal_of
 from prune_torch._apply import apply
 from prune_torch._aten import tensors_in
 from prune_torch._layers import rule_for
@@ -52,19 +51,6 @@ def silenced_copy(original: torch.nn.Module, plan: Plan, silence_outputs: Iterab
     return silenced
 
 
-@attrs.frozen
-class Equivalence:
-    """Largest absolute and relative difference between the outputs, and whether they are within tolerance."""
-
-    max_abs: float
-    max_rel: float
-    ok: bool
-
-    def __str__(self) -> str:
-        verdict = "equal" if self.ok else "DIFFERENT"
-        return f"outputs {verdict} (max abs diff {self.max_abs:.3g}, max rel diff {self.max_rel:.3g})"
-
-
 def _run(model: torch.nn.Module, inputs: ExampleInputs) -> list[torch.Tensor]:
     args, kwargs = split_inputs(inputs)
     with torch.no_grad():
@@ -72,15 +58,6 @@ def _run(model: torch.nn.Module, inputs: ExampleInputs) -> list[torch.Tensor]:
     if isinstance(out, dict):
         out = list(out.values())
     return tensors_in(out)
-
-
-# largest difference, relative to the largest output magnitude, that rounding alone explains;
-# a wrong prune moves outputs by 10% or more
-_TOLERANCE = {torch.float64: 1e-9, torch.float32: 1e-4, torch.float16: 2e-2, torch.bfloat16: 5e-2}
-
-
-def _tolerance(dtype: torch.dtype) -> float:
-    return _TOLERANCE.get(dtype, 1e-4)
 
 
 def check_equivalence(
@@ -97,35 +74,21 @@ def check_equivalence(
 
     By default the outputs are equal when the largest difference, relative to the largest
     output magnitude, is within what rounding explains for their dtype (1e-9 in float64, 1e-4
-    in float32, 2e-2 in float16). Give ``rtol`` and ``atol`` to compare element by element
-    with :func:`torch.allclose` instead.
+    in float32, 2e-2 in float16; ``prune_ops.TOLERANCES``). Give ``rtol`` and ``atol`` to compare
+    element by element instead.
     """
     reference = _run(silenced_copy(original, plan, silence_outputs), inputs)
     result = _run(pruned, inputs)
-    if len(reference) != len(result):
-        raise PruningError(f"the pruned model returns {len(result)} tensors, the original {len(reference)}")
-    max_abs = max_rel = 0.0
-    ok = True
-    for a, b in zip(reference, result):
-        if a.shape != b.shape:
-            raise PruningError(f"output shape changed from {tuple(a.shape)} to {tuple(b.shape)}")
-        if not a.is_floating_point():
-            ok = ok and bool(torch.equal(a, b))
-            continue
-        if a.numel() == 0:
-            continue
-        diff = (a.double() - b.double()).abs()
-        max_abs = max(max_abs, float(diff.max()))
-        scale = a.double().abs().max().clamp_min(1e-30)
-        rel = float(diff.max() / scale)
-        max_rel = max(max_rel, rel)
-        if rtol is None and atol is None:
-            ok = ok and rel <= _tolerance(a.dtype)
-        else:
-            ok = ok and bool(
-                torch.allclose(a.double(), b.double(), rtol=1e-6 if rtol is None else rtol, atol=atol or 0.0)
-            )
-    return Equivalence(max_abs, max_rel, ok)
+    dtypes = [str(t.dtype).removeprefix("torch.") for t in reference]
+    return compare_outputs(
+        [_numpy(t) for t in reference], [_numpy(t) for t in result], dtypes=dtypes, rtol=rtol, atol=atol
+    )
+
+
+def _numpy(tensor: torch.Tensor) -> np.ndarray:
+    """A host copy numpy can read (bfloat16 widened to float32)."""
+    tensor = tensor.detach().cpu()
+    return (tensor.float() if tensor.dtype == torch.bfloat16 else tensor).numpy()
 
 
 class VerificationError(PruningError):
