@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import enum
-import types
 from collections.abc import Iterable, Mapping, Sequence
 
 import attrs
@@ -25,6 +23,8 @@ from prune_ops import (
     PruningError,
     Random,
     Removal,
+    Target,
+    as_target,
     check_amount,
     costs,
     make_plan,
@@ -34,17 +34,6 @@ from prune_ops._choose import choose_global, choose_isomorphic, choose_local, re
 from prune_ops._importance import resolve_importance
 
 __all__ = ["Report", "Target", "member_data", "plan", "prune"]
-
-
-class Target(enum.Enum):
-    """What ``ratio`` measures: channels of each group (or of all), parameters, or MACs."""
-
-    CHANNELS = "channels"
-    PARAMS = "params"
-    MACS = "macs"
-
-
-_TARGETS = types.MappingProxyType({t.value: t for t in Target})
 
 
 @attrs.frozen
@@ -187,10 +176,7 @@ def prune(
     max_ratio = check_amount(max_ratio, "max_ratio")
     if isinstance(round_to, bool) or not isinstance(round_to, int) or round_to < 1:
         raise PruningError(f"'round_to' must be an int >= 1 (got {round_to!r})")
-    if isinstance(target, str):
-        if target not in _TARGETS:
-            raise PruningError(f"unknown target {target!r}; valid: {', '.join(_TARGETS)}")
-        target = _TARGETS[target]
+    target = as_target(target)
     scorer = resolve_importance(importance, reduction, seed)
     graph = trace(model, input_shapes)
     ignored = _nodes(graph, ignore, "ignore")

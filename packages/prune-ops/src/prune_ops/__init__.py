@@ -50,6 +50,7 @@ from prune_ops._propagate import Removal, propagate, removal_of
 from prune_ops._selection import check_amount, factor_sets, keep_count, select, split_between_factors
 from prune_ops._silence import Silence, input_side_axes, silence
 from prune_ops._strategy import L1Strategy, L2Strategy, RandomStrategy
+from prune_ops._target import Target, as_target
 
 __all__ = [
     "FPGM",
@@ -84,10 +85,12 @@ __all__ = [
     "Removal",
     "Scored",
     "Silence",
+    "Target",
     "TargetMissedWarning",
     "Taylor",
     "UnprunableError",
     "as_index_array",
+    "as_target",
     "check_amount",
     "check_indices",
     "check_plan_groups",

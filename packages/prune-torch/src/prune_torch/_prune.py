@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import enum
 import types
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -20,8 +19,10 @@ from prune_ops import (
     Plan,
     PruningError,
     Random,
+    Target,
     TargetMissedWarning,
     Taylor,
+    as_target,
     check_amount,
     costs,
     make_plan,
@@ -53,17 +54,6 @@ from prune_torch._verify import verify_step
 __all__ = ["InteractivePruner", "Proposal", "Target", "interactive", "prune"]
 
 ModuleKey = Union[str, torch.nn.Module]
-
-
-class Target(enum.Enum):
-    """What ``ratio`` measures: channels of each group (or all of them), parameters, or MACs."""
-
-    CHANNELS = "channels"
-    PARAMS = "params"
-    MACS = "macs"
-
-
-_TARGETS = types.MappingProxyType({t.value: t for t in Target})
 
 
 @attrs.frozen
@@ -114,10 +104,7 @@ def _options(model: torch.nn.Module, **kw: Any) -> _Options:
     if isinstance(round_to, bool) or not isinstance(round_to, int) or round_to < 1:
         raise PruningError(f"'round_to' must be an int >= 1 (got {round_to!r})")
     target = kw["target"]
-    if isinstance(target, str):
-        if target not in _TARGETS:
-            raise PruningError(f"unknown target {target!r}; valid: {', '.join(_TARGETS)}")
-        target = _TARGETS[target]
+    target = as_target(target)
     ratios_in = kw["ratios"] or {}
     ratios = dict(zip(_paths(model, ratios_in.keys(), "ratios"), ratios_in.values()))
     for path, value in ratios.items():
