@@ -30,6 +30,7 @@ from prune_ops._importance import (
     FPGM,
     IMPORTANCES,
     BNScale,
+    Fluctuation,
     GroupL2,
     Importance,
     Magnitude,
@@ -38,6 +39,7 @@ from prune_ops._importance import (
     Random,
     Reduction,
     Taylor,
+    Wanda,
     normalise,
     reduce_members,
     resolve_importance,
@@ -49,6 +51,7 @@ from prune_ops._plan_check import check_plan_groups
 from prune_ops._propagate import Removal, propagate, removal_of
 from prune_ops._selection import check_amount, factor_sets, keep_count, select, split_between_factors
 from prune_ops._silence import Silence, input_side_axes, silence
+from prune_ops._statistics import ChannelStats, compensation
 from prune_ops._strategy import L1Strategy, L2Strategy, RandomStrategy
 from prune_ops._target import Target, as_target
 
@@ -58,9 +61,11 @@ __all__ = [
     "PLAN_SCHEMA",
     "TOLERANCES",
     "BNScale",
+    "ChannelStats",
     "Chosen",
     "Costs",
     "Equivalence",
+    "Fluctuation",
     "Group",
     "GroupKind",
     "GroupL2",
@@ -89,6 +94,7 @@ __all__ = [
     "TargetMissedWarning",
     "Taylor",
     "UnprunableError",
+    "Wanda",
     "as_index_array",
     "as_target",
     "check_amount",
@@ -98,6 +104,7 @@ __all__ = [
     "choose_isomorphic",
     "choose_local",
     "compare_outputs",
+    "compensation",
     "complement",
     "costs",
     "factor_sets",

@@ -10,6 +10,7 @@ from __future__ import annotations
 import enum
 import types
 from collections.abc import Callable, Mapping, Sequence
+from typing import ClassVar
 
 import attrs
 import numpy as np
@@ -18,11 +19,13 @@ import numpy.typing as npt
 from prune_graph import OpKind
 from prune_ops._errors import PruningError
 from prune_ops._groups import Group, Member
+from prune_ops._statistics import ChannelStats
 
 __all__ = [
     "FPGM",
     "IMPORTANCES",
     "BNScale",
+    "Fluctuation",
     "Importance",
     "Magnitude",
     "MemberData",
@@ -30,6 +33,7 @@ __all__ = [
     "Random",
     "Reduction",
     "Taylor",
+    "Wanda",
     "normalise",
     "reduce_members",
     "resolve_importance",
@@ -44,6 +48,8 @@ class MemberData:
 
     ``role`` is the kind of the op that reads the parameter (``OpKind.NORM`` for a BatchNorm
     scale) and ``slot`` its position among that op's inputs (1 for a norm's scale), when known.
+    ``activations`` are the calibration statistics of the channels this member's axis reads
+    (the input side of a linear or conv: one entry per index of the axis), when gathered.
     """
 
     member: Member
@@ -51,6 +57,7 @@ class MemberData:
     grad: FloatArray | None = None
     role: OpKind | None = None
     slot: int | None = None
+    activations: ChannelStats | None = None
 
     @property
     def is_norm_scale(self) -> bool:
@@ -181,6 +188,70 @@ class Taylor:
         return reduce_members(rows, group.size, self.reduction)
 
 
+def _activation_rows(
+    group: Group,
+    data: Sequence[MemberData],
+    name: str,
+    per_index: Callable[[MemberData, ChannelStats], FloatArray],
+) -> list[tuple[FloatArray, npt.NDArray[np.bool_]]]:
+    """Per-unit rows of the members that read the group's channels and have calibration statistics."""
+    rows = []
+    for d in data:
+        stats = d.activations
+        if stats is None:
+            continue
+        if stats.channels != d.weight.shape[0]:
+            raise PruningError(
+                f"{name} importance: {d.member.label} has {d.weight.shape[0]} indices but statistics "
+                f"of {stats.channels} channels"
+            )
+        rows.append(_per_unit(d.member, per_index(d, stats), group.size))
+    if not rows:
+        raise PruningError(
+            f"{name} importance needs calibration statistics of a linear or conv that reads the channels of "
+            f"{group.name}; none was gathered (pass calibration batches, or no layer reads these channels)"
+        )
+    return rows
+
+
+@attrs.frozen
+class Wanda:
+    """Wanda, structured: per input channel ``||X_j||_2 · Σ_i |W_ij|`` summed over each unit's channels.
+
+    Only members that read the group's channels (a linear's or conv's input side) carry the
+    activation statistics this needs; the group's output-side members do not score.
+    Calibration-aware: ``prune(..., importance="wanda", calibration=batches)``.
+    """
+
+    reduction: Reduction = Reduction.MEAN
+    needs_activations: ClassVar[bool] = True
+
+    def __call__(self, group: Group, data: Sequence[MemberData]) -> FloatArray:
+        def score(d: MemberData, stats: ChannelStats) -> FloatArray:
+            return np.asarray(np.abs(d.weight).sum(axis=1) * stats.norm, dtype=np.float64)
+
+        return reduce_members(_activation_rows(group, data, "Wanda", score), group.size, self.reduction)
+
+
+@attrs.frozen
+class Fluctuation:
+    """FLAP's fluctuation: per input channel the sample variance of ``X_j`` times ``||W_:,j||²``.
+
+    A channel that barely varies over the calibration data can be replaced by its mean (see
+    bias compensation), so its score is low whatever its magnitude. Calibration-aware:
+    ``prune(..., importance="flap", calibration=batches)``.
+    """
+
+    reduction: Reduction = Reduction.MEAN
+    needs_activations: ClassVar[bool] = True
+
+    def __call__(self, group: Group, data: Sequence[MemberData]) -> FloatArray:
+        def score(d: MemberData, stats: ChannelStats) -> FloatArray:
+            return np.asarray((d.weight**2).sum(axis=1) * stats.variance, dtype=np.float64)
+
+        return reduce_members(_activation_rows(group, data, "Fluctuation", score), group.size, self.reduction)
+
+
 @attrs.frozen
 class FPGM:
     """Filter pruning via the geometric median: units close to all the others are redundant.
@@ -264,6 +335,8 @@ IMPORTANCES: Mapping[str, Callable[[Reduction, int], Importance]] = types.Mappin
         "taylor": lambda r, seed: Taylor(r),
         "fpgm": lambda r, seed: FPGM(r),
         "group_l2": lambda r, seed: GroupL2(),
+        "wanda": lambda r, seed: Wanda(r),
+        "flap": lambda r, seed: Fluctuation(r),
     }
 )
 """Importance criteria by name: ``(reduction, seed) -> importance``."""
@@ -273,7 +346,7 @@ _REDUCTIONS = types.MappingProxyType({r.value: r for r in Reduction})
 
 def resolve_importance(importance: str | Importance, reduction: str | Reduction = "mean", seed: int = 0) -> Importance:
     """An importance callable from a name (``"l1"``, ``"l2"``, ``"random"``, ``"bn_scale"``, ``"taylor"``,
-    ``"fpgm"``, ``"group_l2"``) or a callable, which is returned as it is.
+    ``"fpgm"``, ``"group_l2"``, ``"wanda"``, ``"flap"``) or a callable, which is returned as it is.
 
     >>> resolve_importance("l1")
     Magnitude(p=1, reduction=<Reduction.MEAN: 'mean'>)
