@@ -1,8 +1,8 @@
 """Recurrent nets (nn.LSTM, nn.GRU, nn.RNN) and nn.MultiheadAttention inside small models of our own.
 
 Recurrent hidden units are pruned across every layer and direction at once (the module has one
-``hidden_size``); MultiheadAttention's widths are sealed (torch requires its input to be ``embed_dim`` wide),
-while the units of the MLP after it stay prunable.
+``hidden_size``); MultiheadAttention loses heads and the widths it reads and writes, and the
+units of the MLP after it are pruned too.
 """
 
 from __future__ import annotations
@@ -122,34 +122,34 @@ class AttentionNet(nn.Module):
 
 
 @pytest.mark.parametrize("residual", [False, True], ids=["plain", "residual"])
-def test_multihead_attention_sealed(residual: bool) -> None:
+def test_multihead_attention_pruned(residual: bool) -> None:
+    """Its heads, its input width and its output width are groups of their own (more in tests/torch/test_mha.py)."""
     torch.manual_seed(0)
     model, x = AttentionNet(residual).double().eval(), _sequence()
     graph = pt.trace(model, x)
-    sealed = group_with(graph, GroupKind.CHANNELS, "attn.in_proj_weight[1]")
-    assert "embed.weight[0]" in labels(sealed)
-    assert not sealed.prunable
-    assert any("nn.MultiheadAttention" in b for b in sealed.blockers), sealed.blockers
-    # its parameters are sealed with it: the output projection keeps its width too
+    inputs = group_with(graph, GroupKind.CHANNELS, "attn.in_proj_weight[1]")
+    assert "embed.weight[0]" in labels(inputs)
+    assert inputs.prunable
     out_proj = group_with(graph, GroupKind.CHANNELS, "attn.out_proj.weight[0]")
-    assert not out_proj.prunable
-    assert any("nn.MultiheadAttention" in b for b in out_proj.blockers)
-    assert (out_proj is sealed) is residual  # a residual joins the attention output to its input
+    assert out_proj.prunable
+    assert (out_proj is inputs) is residual  # a residual joins the attention output to its input
+    heads = group_with(graph, GroupKind.HEADS, "attn.out_proj.weight[1]")
+    assert heads.prunable
+    assert heads.size == 4
     mlp = group_with(graph, GroupKind.CHANNELS, "fc1.weight[0]")
     assert mlp.prunable
     assert labels(mlp) == {"fc1.weight[0]", "fc1.bias[0]", "fc2.weight[1]"}
 
     original, report = prune_kept(model, x)
     attn = model.attn
-    assert attn.embed_dim == 16
-    assert attn.num_heads == 4
-    assert attn.in_proj_weight.shape == (48, 16)
-    assert model.embed.out_features == 16
-    assert attn.out_proj.weight.shape == (16, 16)
-    assert model.fc1.in_features == 16
+    assert (attn.embed_dim, attn.num_heads, attn.head_dim) == (8, 2, 4)
+    assert attn.in_proj_weight.shape == (24, 8)
+    assert model.embed.out_features == 8
+    assert attn.out_proj.weight.shape == (8, 8)
+    assert model.fc1.in_features == 8
     assert model.fc1.out_features == 12
     assert model.fc2.in_features == 12
     assert_matches_silenced(original, model, report, x)
-    with torch.no_grad():  # and the other code path of torch's attention (with the weights returned)
+    with torch.no_grad():  # and the other code path of the attention (with the weights returned)
         h = model.embed(x)
-        assert attn(h, h, h)[0].shape == (2, 5, 16)
+        assert attn(h, h, h)[0].shape == (2, 5, 8)

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from prune_torch._errors import ApplyError
+from prune_torch._mha import PrunedMultiheadAttention, needs_own_forward
 
 __all__ = ["LAYER_RULES", "LayerRule", "rule_for", "sync_attributes"]
 
@@ -108,6 +109,33 @@ def _rnn_rule(max_layers: int = 16) -> LayerRule:
     return LayerRule(writes, reads, _rnn_sync)
 
 
+def _attention_sync(m: nn.Module) -> None:
+    """torch's attention needs its widths tied to ``embed_dim``: one that lost heads, head dims or
+    input channels becomes a :class:`PrunedMultiheadAttention` (same object, sizes from its tensors).
+
+    Its head count comes from the reshapes into heads (``prune_torch._sizes``), afterwards.
+    """
+    if type(m) is nn.MultiheadAttention and needs_own_forward(m):
+        m.__class__ = PrunedMultiheadAttention
+
+
+# q/k/v rows (packed or separate) and the key/value biases carry the attention's inner channels;
+# the columns read the query, key and value inputs
+_ATTENTION = LayerRule(
+    (
+        ("in_proj_weight", 0),
+        ("in_proj_bias", 0),
+        ("q_proj_weight", 0),
+        ("k_proj_weight", 0),
+        ("v_proj_weight", 0),
+        ("bias_k", 2),
+        ("bias_v", 2),
+    ),
+    (("in_proj_weight", 1), ("q_proj_weight", 1), ("k_proj_weight", 1), ("v_proj_weight", 1)),
+    _attention_sync,
+)
+
+
 def _optional_rules() -> dict[type, LayerRule]:
     """Rules for layer types of optional libraries already imported, keyed by the class itself.
 
@@ -135,6 +163,7 @@ LAYER_RULES: Mapping[type, LayerRule] = types.MappingProxyType(
         nn.PReLU: LayerRule((("weight", 0),), (), _prelu_sync, True),
         nn.Embedding: LayerRule((("weight", 1),), (), _embedding_sync),
         nn.RNNBase: _rnn_rule(),
+        nn.MultiheadAttention: _ATTENTION,
     }
 )
 

@@ -39,6 +39,8 @@ class ModelState:
     optimizer: torch.optim.Optimizer | None
     optimizer_state: dict[Any, dict[str, Any]]
     optimizer_groups: list[dict[str, Any]]
+    # a pruned nn.MultiheadAttention changes class (prune_torch._mha)
+    classes: list[tuple[torch.nn.Module, type]] = attrs.field(factory=list)
 
     @classmethod
     def capture(
@@ -70,12 +72,16 @@ class ModelState:
                     k: (v.detach().clone() if isinstance(v, torch.Tensor) else _shallow(v)) for k, v in values.items()
                 }
             groups = [{k: _shallow(v) for k, v in group.items()} for group in optimizer.param_groups]
-        return cls(modules, tensors, configs, optimizer, state, groups)
+        classes = [(module, type(module)) for module in model.modules()]
+        return cls(modules, tensors, configs, optimizer, state, groups, classes)
 
     def restore(self) -> None:
         """Put everything back exactly (the same ``nn.Parameter`` objects, with their old data)."""
         from prune_torch._apply import set_data
 
+        for module, cls in self.classes:
+            if type(module) is not cls:
+                module.__class__ = cls
         for module, saved, containers in self.modules:
             for name, content in zip(_CONTAINERS, containers):
                 target = module.__dict__[name]

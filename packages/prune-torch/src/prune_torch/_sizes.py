@@ -20,6 +20,7 @@ import torch
 from prune_graph import DimRef, Graph, OpKind, ValueId, ValueKind, reshape_groups
 from prune_ops import GroupKind, GroupSet, Plan, find_groups
 from prune_torch._errors import ApplyError
+from prune_torch._mha import PrunedMultiheadAttention
 
 __all__ = ["CONFIG_NAMES", "ROLE_NAMES", "SizeUpdate", "size_updates", "update_sizes"]
 
@@ -184,6 +185,9 @@ def update_sizes(model: torch.nn.Module, updates: list[SizeUpdate], remember: An
     planned: dict[tuple[str, str], tuple[int, int]] = {}
     for update in updates:
         module = model.get_submodule(update.module) if update.module else model
+        if isinstance(module, torch.nn.MultiheadAttention) and update.role != "heads":
+            # its widths and head dims are read from its tensors (prune_torch._mha); only the count is kept
+            continue
         for name in ROLE_NAMES[update.role]:
             value = getattr(module, name, None)
             if isinstance(value, int) and not isinstance(value, bool) and value == update.old:
@@ -202,7 +206,24 @@ def update_sizes(model: torch.nn.Module, updates: list[SizeUpdate], remember: An
             remember(module)
             touched.add(id(module))
         setattr(module, name, new)
+    _no_nested_tensors(model, remember)
     _update_config(model, updates, remember)
+
+
+def _no_nested_tensors(model: torch.nn.Module, remember: Any) -> None:
+    """Transformer encoders over a pruned attention stop packing padded batches into nested tensors.
+
+    The fused path that takes them reads torch's own attention layout; a pruned attention runs
+    its own forward on padded tensors (the mask does the rest, as it does in training).
+    """
+    for module in model.modules():
+        if (
+            isinstance(module, torch.nn.TransformerEncoder)
+            and getattr(module, "use_nested_tensor", False)
+            and any(isinstance(m, PrunedMultiheadAttention) for m in module.modules())
+        ):
+            remember(module)
+            module.use_nested_tensor = False
 
 
 def _update_config(model: torch.nn.Module, updates: list[SizeUpdate], remember: Any) -> None:

@@ -27,6 +27,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from prune_graph import Graph, GraphBuilder, OpKind, ValueId, ValueKind
 from prune_torch._aten import READERS, OpSpec, tensors_in
 from prune_torch._errors import TraceError
+from prune_torch._mha import PrunedMultiheadAttention, runs_stock_forward
 
 __all__ = ["ExampleInputs", "eval_flags", "split_inputs", "trace"]
 
@@ -146,7 +147,31 @@ class _Recorder(TorchDispatchMode):
 
 # Modules whose implementation fixes the width of what they read, beyond what their ops show:
 # torch's multi-head attention requires query width == embed_dim == rows of each in-projection.
+# A plain nn.MultiheadAttention is traced through prune_torch's own forward instead (see
+# ``_own_attention``), so only subclasses, whose code may differ, stay sealed.
 SEALED_MODULES: tuple[type, ...] = (torch.nn.MultiheadAttention,)
+OPEN_MODULES: tuple[type, ...] = (torch.nn.MultiheadAttention, PrunedMultiheadAttention)
+
+
+def _sealed(module: torch.nn.Module) -> bool:
+    return isinstance(module, SEALED_MODULES) and type(module) not in OPEN_MODULES
+
+
+@contextlib.contextmanager
+def _own_attention(model: torch.nn.Module) -> Iterator[None]:
+    """Every plain ``nn.MultiheadAttention`` runs :class:`PrunedMultiheadAttention`'s forward inside the block.
+
+    Same math, but its ops show the heads and widths that torch's forward ties to ``embed_dim``,
+    and they are the ops the module runs once pruned, so plans line up with the re-trace.
+    """
+    plain = [module for module in model.modules() if runs_stock_forward(module)]
+    try:
+        for module in plain:
+            module.__class__ = PrunedMultiheadAttention
+        yield
+    finally:
+        for module in plain:
+            module.__class__ = torch.nn.MultiheadAttention
 
 
 @contextlib.contextmanager
@@ -157,7 +182,7 @@ def _module_stack(model: torch.nn.Module, stack: list[str], recorder: _Recorder 
 
     def enter(module: torch.nn.Module, inputs: Any) -> None:
         stack.append(paths.get(id(module), stack[-1]))
-        if recorder is not None and isinstance(module, SEALED_MODULES):
+        if recorder is not None and _sealed(module):
             recorder.seal(type(module).__name__, tensors_in(list(inputs)) + list(module.parameters()))
 
     def leave(module: torch.nn.Module, _inputs: Any, _output: Any) -> None:
@@ -244,7 +269,7 @@ def _run(model: torch.nn.Module, example_inputs: ExampleInputs, meta: bool) -> G
     # poison the real model, so every module's attributes are put back afterwards
     saved = [(module, dict(module.__dict__)) for module in model.modules()]
     try:
-        with _module_stack(model, stack, recorder), recorder:
+        with _own_attention(model), _module_stack(model, stack, recorder), recorder:
             if meta:
                 result = torch.func.functional_call(model, stand_ins, args, kwargs, tie_weights=True, strict=False)
             else:
