@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Union
+from typing import TYPE_CHECKING, Union
 
 import torch
 
 from prune_graph import Graph, OpKind
 from prune_ops import IMPORTANCES, Group, Importance, MemberData, PruningError, resolve_importance
+
+if TYPE_CHECKING:
+    from prune_torch._activations import ActivationStats
 
 __all__ = ["IMPORTANCES", "ImportanceLike", "member_data", "resolve_importance"]
 
@@ -15,8 +18,11 @@ ImportanceLike = Union[str, Importance]
 """An importance name (see ``prune_ops.IMPORTANCES``) or a callable ``(group, member_data) -> scores``."""
 
 
-def member_data(model: torch.nn.Module, graph: Graph, group: Group) -> list[MemberData]:
-    """The group's parameter members as 2-D numpy arrays (member axis first), with gradients when present."""
+def member_data(
+    model: torch.nn.Module, graph: Graph, group: Group, statistics: ActivationStats | None = None
+) -> list[MemberData]:
+    """The group's parameter members as 2-D numpy arrays (member axis first), with gradients when present,
+    and with the calibration ``statistics`` of the channels each member reads, when given."""
     found = []
     for member in group.parameters:
         if member.value.kind.value != "parameter":
@@ -34,9 +40,15 @@ def member_data(model: torch.nn.Module, graph: Graph, group: Group) -> list[Memb
         consumers = graph.consumers(member.value.id)
         role = consumers[0].kind if consumers else None
         slot = consumers[0].inputs.index(member.value.id) if consumers else None
+        activations = statistics.get(member.value.path, member.dim.dim) if statistics is not None else None
         found.append(
             MemberData(
-                member, weight.to("cpu", torch.float64).numpy(), grad, role if isinstance(role, OpKind) else None, slot
+                member,
+                weight.to("cpu", torch.float64).numpy(),
+                grad,
+                role if isinstance(role, OpKind) else None,
+                slot,
+                activations,
             )
         )
     return found

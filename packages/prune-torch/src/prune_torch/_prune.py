@@ -33,14 +33,16 @@ from prune_ops import (
     split_between_factors,
 )
 from prune_torch import _latency
+from prune_torch._activations import calibrate
 from prune_torch._apply import apply
-from prune_torch._calibrate import LossFn, accumulate_gradients
+from prune_torch._calibrate import LossFn
 from prune_torch._choose import (
     choose_global,
     choose_isomorphic,
     choose_local,
     harmonise_head_dims,
 )
+from prune_torch._compensate import add_compensation, plan_compensation
 from prune_torch._errors import ApplyError
 from prune_torch._importance import ImportanceLike, member_data, resolve_importance
 from prune_torch._layers import LAYER_RULES
@@ -74,6 +76,7 @@ class _Options:
     target: Target
     tolerance: float
     approximate: bool | None = None
+    compensate: bool = False
 
 
 def _paths(model: torch.nn.Module, keys: Iterable[ModuleKey], what: str) -> list[str]:
@@ -139,6 +142,7 @@ def _options(model: torch.nn.Module, **kw: Any) -> _Options:
         target=target,
         tolerance=tolerance,
         approximate=approximate,
+        compensate=bool(kw.get("compensate", False)),
     )
 
 
@@ -202,8 +206,10 @@ def _group_amount(graph: TracedGraph, group: Group, opts: _Options, scale: float
     return 1 - (1 - ratio) ** (1 / opts.steps)
 
 
-def _score(model: torch.nn.Module, graph: TracedGraph, group: Group, importance: Any) -> np.ndarray:
-    data = [] if isinstance(importance, Random) else member_data(model, graph, group)
+def _score(
+    model: torch.nn.Module, graph: TracedGraph, group: Group, importance: Any, statistics: Any = None
+) -> np.ndarray:
+    data = [] if isinstance(importance, Random) else member_data(model, graph, group, statistics)
     scores = np.asarray(importance(group, data), dtype=np.float64)
     if scores.shape != (group.size,):
         raise PruningError(f"importance returned shape {scores.shape} for group {group.id}; expected ({group.size},)")
@@ -341,12 +347,13 @@ def _prepare(
     loss_fn: LossFn | None,
     show_progress: bool,
 ) -> list[tuple[Group, np.ndarray]]:
-    if calibration is not None:
-        accumulate_gradients(model, calibration, loss_fn, show_progress=show_progress)  # type: ignore[arg-type]
-    elif isinstance(scorer, Taylor) and not any(p.grad is not None for p in model.parameters()):
+    # activation statistics (Wanda, FLAP, bias compensation) or gradients (Taylor): see _activations
+    statistics = calibrate(model, scorer, calibration, loss_fn, compensate=opts.compensate, show_progress=show_progress)
+    graph.cache["activation statistics"] = statistics
+    if calibration is None and isinstance(scorer, Taylor) and not any(p.grad is not None for p in model.parameters()):
         raise PruningError("Taylor importance needs gradients: pass calibration batches and a loss_fn")
     groups = _selected(graph.groups(opts.ignore, opts.prune_outputs).prunable, opts)
-    return [(g, _score(model, graph, g, scorer)) for g in groups]
+    return [(g, _score(model, graph, g, scorer, statistics)) for g in groups]
 
 
 _DEFAULTS: Mapping[str, Any] = types.MappingProxyType(
@@ -452,6 +459,7 @@ def prune(
     approximate: bool | None = None,
     calibration: Iterable[ExampleInputs] | None = None,
     loss_fn: LossFn | None = None,
+    compensate: bool = False,
     between_steps: Callable[[int, torch.nn.Module], None] | None = None,
     optimizer: torch.optim.Optimizer | None = None,
     verify: bool = False,
@@ -489,8 +497,17 @@ def prune(
 
     ``importance`` is ``"l1"``, ``"l2"``, ``"random"``, ``"bn_scale"``, ``"taylor"`` (give
     ``calibration`` batches and ``loss_fn``; gradients are accumulated with a progress bar),
-    ``"fpgm"``, ``"group_l2"`` (after :class:`GroupLasso` training), or a callable
-    ``(group, member_data) -> scores``. ``steps`` reaches the target over several rounds,
+    ``"fpgm"``, ``"group_l2"`` (after :class:`GroupLasso` training), ``"wanda"`` (structured
+    Wanda: ``||X_j|| · Σ|W_:,j|`` per input channel of the layers reading the group) or ``"flap"``
+    (FLAP's fluctuation: the variance of ``X_j`` times ``||W_:,j||²``), both from activation
+    statistics gathered on the ``calibration`` batches (eval mode, no gradients, a progress bar),
+    or a callable ``(group, member_data) -> scores``. ``compensate=True`` (needs ``calibration``)
+    folds the calibration mean of every removed input channel into the bias of the linear layer
+    that read it (FLAP's bias compensation; an ``nn.Linear`` without a bias gets one, which a
+    Hugging Face config may not describe), so the pruned model stays closer to the original; it
+    is applied after ``verify`` checks the step, and consumers it cannot compensate (convs) are
+    listed in ``report.skipped``. Pass ``calibration`` as a list when it is read twice (Taylor
+    gradients and compensation). ``steps`` reaches the target over several rounds,
     re-scoring each round and calling ``between_steps(step, model)`` after each (fine-tune there);
     an ``optimizer`` given here has its state pruned along with every step. All or nothing: if
     any step, the hook or the verification raises, the model (and the optimizer) are put back
@@ -518,6 +535,7 @@ def prune(
         target=target,
         tolerance=tolerance,
         approximate=approximate,
+        compensate=compensate,
     )
     if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
         raise PruningError(f"'optimizer' must be a torch.optim.Optimizer (got {type(optimizer).__name__})")
@@ -566,6 +584,9 @@ def _prune_steps(
             skipped += _left_alone(graph.groups(opts.ignore, opts.prune_outputs).prunable, opts)
         plan, chosen = _plan_for_step(graph, scored, opts, costs(first_graph), step)
         before = copy.deepcopy(model) if verify else None
+        pending, notes = ([], [])
+        if opts.compensate:
+            pending, notes = plan_compensation(model, chosen, graph.cache["activation statistics"])
         plan, applied = _apply_what_fits(model, graph, plan, chosen, example_inputs, skipped)
         for group, _units in applied:
             if group.kind is GroupKind.HEAD_DIMS:
@@ -576,6 +597,9 @@ def _prune_steps(
                 approximate[f"{group.name}: mixed by {mixed}"] = None
         if before is not None:
             verify_step(before, model, graph, applied, example_inputs, tuple(head_dim_modules))
+        if opts.compensate:  # after verifying: compensation moves the outputs off the silenced original
+            add_compensation(model, pending, applied, plan)
+            skipped += [n for n in notes if n not in skipped]
         if optimizer is not None:
             prune_optimizer(optimizer, model, plan)
         combined = plan if combined is None else combined.then(plan)
