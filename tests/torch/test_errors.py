@@ -116,7 +116,8 @@ def test_plan_for_another_model(model: nn.Sequential) -> None:
     _raises_unchanged(
         model,
         pt.PlanMismatchError,
-        r"plan was made for graph \w+, but this model traces to \w+",
+        r"plan entry 3\.weight\[1\]: expected shape \(5, 8, 3, 3\), the model has \(4, 8, 3, 3\) "
+        r"\(was the plan made for another model\?\)",
         lambda: pt.apply(model, plan),
     )
 

@@ -8,11 +8,12 @@ from typing import Any
 import attrs
 import torch
 
-from prune_graph import Graph, OpKind, ValueKind
-from prune_ops import Plan, PlanEntry, PlanMismatchError, check_indices, check_plan_groups, find_groups
+from prune_graph import Graph, ValueKind
+from prune_ops import Plan, PlanEntry, PlanMismatchError, PruningError, check_indices, check_plan_groups, find_groups
 from prune_torch._errors import ApplyError, TraceError
-from prune_torch._history import record
+from prune_torch._history import build_inputs, record, recorded_inputs
 from prune_torch._layers import LAYER_RULES, sync_attributes
+from prune_torch._rebase import compare, rebase
 from prune_torch._sizes import size_updates, update_sizes
 from prune_torch._trace import ExampleInputs, trace
 
@@ -38,6 +39,30 @@ def inputs_from_plan(plan: Plan, device: str = "meta") -> ExampleInputs | None:
     if kwargs and args:
         return None
     return kwargs if kwargs else tuple(args)
+
+
+def _flat_shapes(inputs: ExampleInputs) -> list[tuple[int, ...]]:
+    from prune_torch._aten import tensors_in
+
+    return [tuple(t.shape) for t in tensors_in(inputs)]
+
+
+def _inputs_for(model: torch.nn.Module, plan: Plan) -> ExampleInputs:
+    """Stand-ins for the inputs ``plan`` was made with: the structure recorded on the model, else the plan's."""
+    device = _device_of(model)
+    described = recorded_inputs(model)
+    if described is not None:
+        inputs = build_inputs(described, device)
+        if _flat_shapes(inputs) == [shape for _, shape, _ in plan.inputs]:
+            return inputs
+    inputs = inputs_from_plan(plan, device=device)
+    if inputs is None:
+        raise PruningError(
+            "apply needs example_inputs here: the plan was made with nested inputs ("
+            + ", ".join(name for name, _, _ in plan.inputs[:4])
+            + ") whose structure the plan does not keep; pass them as pt.apply(model, plan, example_inputs)"
+        )
+    return inputs
 
 
 @attrs.define
@@ -68,9 +93,15 @@ def _resolve(model: torch.nn.Module, plan: Plan) -> list[_Target]:
                 f"({type(module).__name__}) has no tensor {entry.param!r}"
             )
         if tuple(tensor.shape) != tuple(entry.shape):
+            after = plan.state_shapes()[entry.path][1]
+            if tuple(tensor.shape) == after:
+                raise PlanMismatchError(
+                    f"plan entry {entry.path}[{entry.axis}]: the model already has the shape {after} this plan "
+                    f"leads to (from {tuple(entry.shape)}): the plan was already applied to this model"
+                )
             raise PlanMismatchError(
                 f"plan entry {entry.path}[{entry.axis}]: expected shape {tuple(entry.shape)}, the model has "
-                f"{tuple(tensor.shape)} (was the plan made for another model, or applied twice?)"
+                f"{tuple(tensor.shape)} (was the plan made for another model?)"
             )
         check_indices(entry.removed, entry.size, f"plan entry {entry.path}[{entry.axis}]")
         targets.append(_Target(entry, module, tensor))
@@ -83,10 +114,13 @@ class _Snapshot:
 
     tensors: list[tuple[torch.nn.Module, str, torch.Tensor, torch.Tensor | None, bool]] = attrs.field(factory=list)
     attributes: list[tuple[Any, dict[str, Any]]] = attrs.field(factory=list)
+    # a pruned nn.MultiheadAttention changes class (prune_torch._mha)
+    classes: list[tuple[Any, type]] = attrs.field(factory=list)
 
     def remember(self, obj: Any) -> None:
-        """Keep the plain attributes of a module or config object."""
+        """Keep the plain attributes (and the class) of a module or config object."""
         self.attributes.append((obj, _plain_attributes(obj)))
+        self.classes.append((obj, type(obj)))
 
     def restore(self) -> None:
         for module, name, data, grad, is_param in reversed(self.tensors):
@@ -100,6 +134,9 @@ class _Snapshot:
         for obj, saved in reversed(self.attributes):
             for key, value in saved.items():
                 obj.__dict__[key] = value
+        for obj, cls in reversed(self.classes):
+            if type(obj) is not cls:
+                obj.__class__ = cls
 
 
 def _plain_attributes(module: torch.nn.Module) -> dict[str, Any]:
@@ -168,102 +205,34 @@ def _sync_stateless(model: torch.nn.Module, graph: Graph, plan: Plan, snapshot: 
             module.normalized_shape = tuple(int(s) for s in new[len(new) - k :])
 
 
-def _data_sized(graph: Graph) -> set[str]:
-    """Values downstream of an opaque op (whose output sizes may come from the data)."""
-    tainted: set[str] = set()
-    for op in graph.ops:
-        if op.kind is OpKind.OPAQUE or any(i in tainted for i in op.inputs):
-            tainted.update(op.outputs)
-    return tainted
-
-
-def _shape_mismatch(target: str, module: str, old: tuple[int, ...], want: tuple[int, ...], got: tuple[int, ...]) -> str:
-    """Why a re-traced op's shape is not the predicted one, as far as its three shapes tell."""
-    where = module or "<root>"
-    head = f"after pruning, {target} in module {where} produced shape {got} where the plan predicted {want}"
-    if want == old:
-        # the plan has this value unchanged: its positions name other values than this trace's
-        cause = (
-            "the plan expected this value not to change, so its values do not line up with this trace "
-            "(was the plan made from other example inputs, or for a model whose forward depends on "
-            "state it caches, or on code that changed since?)"
-        )
-    elif got == old:
-        cause = (
-            f"{where} kept its size from before pruning; a size is probably kept in an attribute of "
-            f"{module or 'the model'} (or computed in its code) that pruning could not update"
-        )
-    else:
-        cause = f"a size is probably kept in an attribute of {module or 'the model'} that pruning could not update"
-    return f"{head}; {cause}. The model was restored."
-
-
-def _compare(before: Graph, after: Graph, plan: Plan) -> None:
-    """Every shape of the re-trace must be the plan's prediction.
-
-    When the pruned model takes another path (a repeat count became 1 and the code skips the
-    repeat), ops no longer line up one to one; then the outputs and every parameter must still
-    have the predicted shapes.
-    """
-    expected = plan.new_shapes()
-    # sizes an opaque op sets from the data (detections kept by non-maximum suppression) may change
-    # with any weight; they and everything computed from them are not compared
-    data_sized = _data_sized(before)
-    if [op.target for op in after.ops] == [op.target for op in before.ops]:
-        for old_op, new_op in zip(before.ops, after.ops):
-            for old_id, new_id in zip(old_op.outputs, new_op.outputs):
-                if old_id in data_sized:
-                    continue
-                want = tuple(expected.get(old_id, before.shape(old_id)))
-                got = after.shape(new_id)
-                if want != got:
-                    message = _shape_mismatch(new_op.target, new_op.module, before.shape(old_id), want, got)
-                    raise ApplyError(message, new_op.module)
-        return
-    for old_id, new_id in zip(before.outputs, after.outputs):
-        if old_id in data_sized:
-            continue
-        want = tuple(expected.get(old_id, before.shape(old_id)))
-        if after.shape(new_id) != want:
-            raise ApplyError(
-                f"after pruning, the model output {new_id} has shape {after.shape(new_id)} where the plan "
-                f"predicted {want}. The model was restored."
-            )
-    state = {v.path: v.shape for v in after.values if v.kind is ValueKind.PARAMETER}
-    for value in before.values:
-        if value.kind is ValueKind.PARAMETER and value.path in state:
-            want = tuple(expected.get(value.id, value.shape))
-            if state[value.path] != want:
-                raise ApplyError(f"after pruning, {value.path} has shape {state[value.path]}, expected {want}")
-
-
 def apply(
     model: torch.nn.Module, plan: Plan, example_inputs: ExampleInputs | None = None, *, verify: bool = True
 ) -> None:
     """Carry out ``plan`` on ``model`` in place; on any failure restore the model exactly.
 
-    The plan is checked against the model first (fingerprint, modules, tensor shapes,
-    indices). Every parameter, buffer and existing gradient is sliced with ``index_select`` on
-    its own device and dtype; ``nn.Parameter`` objects are kept, so optimiser references stay
-    valid. Size attributes (``in_channels``, ``num_features`` ...) follow. With ``verify`` the
-    model is traced again (on meta) and every shape is compared with the plan's prediction.
-    ``example_inputs`` default to stand-ins of the shapes the plan was made with.
+    The plan is matched to the model by names, never by trace position, so a plan saved from one
+    model applies to a freshly built one even when the two trace differently (a detection head
+    that caches its anchors on the first forward). Checked first: every module and tensor the plan
+    names exists with the planned shape and the indices are in range; then, on this model's trace,
+    that the entries remove whole units of the model's groups, the same in every member, and that
+    no coupled tensor is left out. Every parameter, buffer and existing gradient is sliced with
+    ``index_select`` on its own device and dtype; ``nn.Parameter`` objects are kept, so optimiser
+    references stay valid. Size attributes (``in_channels``, ``num_features`` ...) follow. With
+    ``verify`` the model is traced again and compared with the plan's prediction: every parameter
+    by name, the model outputs, and every activation whose size does not depend on the data.
+    ``example_inputs`` default to stand-ins of the inputs the plan was made with.
     """
     if plan.is_empty:
         return
-    inputs = example_inputs if example_inputs is not None else inputs_from_plan(plan, device=_device_of(model))
+    targets = _resolve(model, plan)
+    inputs = example_inputs if example_inputs is not None else _inputs_for(model, plan)
     before = None
+    local = plan  # the plan made again on this model's own trace: its predictions name that trace's values
     if inputs is not None:
         before = trace(model, inputs)
-        found = before.fingerprint()
-        if found != plan.fingerprint:
-            raise PlanMismatchError(
-                f"the plan was made for graph {plan.fingerprint}, but this model traces to {found} "
-                "(another model, another input shape, or the plan was already applied)"
-            )
-    targets = _resolve(model, plan)
-    if before is not None:
-        check_plan_groups(before, find_groups(before), plan)
+        groups = find_groups(before, prune_outputs=True)
+        check_plan_groups(before, groups, plan)
+        local = rebase(before, groups, plan)
     snapshot = _Snapshot()
     try:
         by_tensor: dict[int, list[_Target]] = {}
@@ -271,7 +240,7 @@ def apply(
             if t.tensor is not None:
                 by_tensor.setdefault(id(t.tensor), []).append(t)
         for module in _modules_of(targets):
-            snapshot.attributes.append((module, _plain_attributes(module)))
+            snapshot.remember(module)
         for group in by_tensor.values():
             first = group[0]
             entries = [t.entry for t in group]
@@ -298,18 +267,18 @@ def apply(
             snapshot.remember(module)
             sync_attributes(module, LAYER_RULES)
         if before is not None:
-            _sync_stateless(model, before, plan, snapshot)
-            update_sizes(model, size_updates(before, plan), snapshot.remember)
+            _sync_stateless(model, before, local, snapshot)
+            update_sizes(model, size_updates(before, local), snapshot.remember)
         if verify and before is not None and inputs is not None:
             try:
                 after = trace(model, inputs)
             except TraceError as error:
                 raise ApplyError(f"the pruned model no longer runs: {error}", error.module) from error
-            _compare(before, after, plan)
+            compare(before, after, local)
     except BaseException:
         snapshot.restore()
         raise
-    record(model, plan)
+    record(model, plan, inputs)
 
 
 def _device_of(model: torch.nn.Module) -> str:

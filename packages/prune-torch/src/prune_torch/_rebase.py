@@ -1,0 +1,280 @@
+"""Re-applying a plan by names: the plan rebased onto the model's own trace, and the check after applying.
+
+A saved plan names modules, tensors, axes and indices; its predicted activation shapes are keyed
+by the value ids of the trace it was made from, which are trace positions. A freshly built model
+can trace differently (a detection head builds its anchor grid on its first forward, a model that
+already ran does not), so positions are never trusted across traces: the plan's entries are
+mapped onto this model's groups by tensor name, the units they remove are read back, and the plan
+is made again on this model's own graph. Its predictions then name this trace's values.
+
+After applying, the model is traced again and compared with those predictions: every parameter
+and buffer by name, the model outputs by position in the output structure, and every activation
+the two traces share (ops matched in order by module and target, with inputs that correspond).
+Values whose sizes come from the data (after non-maximum suppression, ``nonzero``, a boolean
+mask, ``unique``) change with any weight and are never compared.
+
+Framework-free (prune-graph and prune-ops only); ``ApplyError`` is the adapter's error type.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterator
+
+import numpy as np
+
+from prune_graph import DimRef, Graph, Op, ValueId, ValueKind
+from prune_ops import GroupSet, IntArray, Plan, PlanEntry, PlanMismatchError, Removal, make_plan
+from prune_torch._errors import ApplyError
+
+__all__ = ["DATA_DEPENDENT", "compare", "data_sized", "rebase"]
+
+# ops whose output sizes are read from tensor values, not from input sizes
+DATA_DEPENDENT = frozenset(
+    {
+        "aten.nonzero",
+        "aten.argwhere",
+        "aten.masked_select",
+        "aten._unique",
+        "aten._unique2",
+        "aten.unique_dim",
+        "aten.unique_consecutive",
+        "aten.unique_dim_consecutive",
+        "aten.bincount",
+        "aten.repeat_interleave",
+        "aten.nonzero_numpy",
+        "torchvision::nms",
+        "torchvision::batched_nms",
+    }
+)
+_MASK_DTYPES = ("bool", "uint8")
+
+
+def _reads_data_for_size(graph: Graph, op: Op) -> bool:
+    if op.target in DATA_DEPENDENT or op.target.endswith("nms"):
+        return True
+    # x[mask]: the number of rows kept is the number of true entries
+    if op.target in ("aten.index", "aten.index_put", "aten._index_put_impl"):
+        return any(graph.value(i).dtype in _MASK_DTYPES for i in op.inputs[1:])
+    return False
+
+
+def data_sized(graph: Graph) -> set[ValueId]:
+    """Values whose sizes may depend on the data: outputs of data-dependent ops and everything computed from them."""
+    tainted: set[ValueId] = set()
+    for op in graph.ops:
+        if _reads_data_for_size(graph, op) or any(i in tainted for i in op.inputs):
+            tainted.update(op.outputs)
+    return tainted
+
+
+# ---------------------------------------------------------------------------------------- rebase
+
+
+def _gone_masks(graph: Graph, plan: Plan) -> dict[DimRef, np.ndarray]:
+    by_path = {v.path: v for v in graph.values if v.is_state}
+    gone: dict[DimRef, np.ndarray] = {}
+    for entry in plan.entries:
+        value = by_path.get(entry.path)
+        if value is None:
+            raise PlanMismatchError(
+                f"the plan's entry {entry.path}[{entry.axis}] names a tensor this model does not use on these "
+                "inputs (it exists, but no traced op reads it): was the plan made for another model or other inputs?"
+            )
+        if entry.axis >= value.rank or value.shape[entry.axis] != entry.size:
+            raise PlanMismatchError(
+                f"the plan's entry {entry.path}[{entry.axis}] expects size {entry.size}; this model traces "
+                f"{entry.path} with shape {value.shape}"
+            )
+        mask = np.zeros(entry.size, dtype=bool)
+        mask[np.asarray(entry.removed, dtype=np.int64)] = True
+        gone[DimRef(value.id, entry.axis)] = mask
+    return gone
+
+
+def _removed_units(groups: GroupSet, gone: dict[DimRef, np.ndarray]) -> list[tuple[int, IntArray]]:
+    """Per touched group, the units every state member lost whole (a member without an entry loses none)."""
+    found = []
+    for group in groups:
+        if not any(m.dim in gone for m in group.members):
+            continue
+        full = np.ones(group.size, dtype=bool)
+        for member in group.members:
+            if not member.value.is_state:
+                continue
+            mask = gone.get(member.dim, np.zeros(len(member.units), dtype=bool))
+            valid = member.units >= 0
+            total = np.bincount(member.units[valid], minlength=group.size)
+            hit = np.bincount(member.units[valid & mask], minlength=group.size)
+            full &= (hit == total) | (total == 0)
+        units = np.flatnonzero(full).astype(np.int64)
+        if units.size:
+            found.append((group.id, units))
+    return found
+
+
+def _first_difference(mine: tuple[PlanEntry, ...], theirs: tuple[PlanEntry, ...]) -> str:
+    ours = {e.key: e for e in mine}
+    planned = {e.key: e for e in theirs}
+    for key in sorted(set(ours) | set(planned)):
+        a, b = ours.get(key), planned.get(key)
+        if b is None and a is not None:
+            return (
+                f"this model couples {a.path}[{a.axis}] to the plan's tensors (it would lose "
+                f"{len(a.removed)} of {a.size}), but the plan leaves it whole"
+            )
+        if a is None and b is not None:
+            return (
+                f"the plan's entry {b.path}[{b.axis}] removes {len(b.removed)} of {b.size}, but in this model "
+                "no whole unit of its group goes with them"
+            )
+        if a is not None and b is not None and a != b:
+            return (
+                f"the plan's entry {b.path}[{b.axis}] removes indices {list(b.removed)[:8]}, but this model's "
+                f"groups remove {list(a.removed)[:8]} there"
+            )
+    return "the entries differ"
+
+
+def rebase(graph: Graph, groups: GroupSet, plan: Plan) -> Plan:
+    """``plan`` made again on ``graph`` (this model's trace), matched by tensor names.
+
+    The units each group loses are read from the plan's entries; made again from them, the plan
+    must give back exactly the same entries, or ``PlanMismatchError`` names the first tensor that
+    disagrees. The result's predicted shapes name ``graph``'s values, and its fingerprints are
+    ``graph``'s. Done for every plan, also one made on an identical trace: the predicted shapes of
+    a saved or composed plan are never trusted by position.
+    """
+    gone = _gone_masks(graph, plan)
+    chosen = []
+    merged: dict[DimRef, IntArray] = {}
+    for group_id, units in _removed_units(groups, gone):
+        group = groups[group_id]
+        if group.blockers:
+            raise PlanMismatchError(
+                f"the plan removes units of {group.name}, which this model cannot prune: {'; '.join(group.blockers)}"
+            )
+        chosen.append((group, units))
+        for dim, indices in group.removal(units).items():
+            old = merged.get(dim)
+            merged[dim] = indices if old is None else np.union1d(old, indices)
+    for dim, indices in merged.items():
+        if indices.size >= graph.dim_size(dim):
+            raise PlanMismatchError(
+                f"the plan would remove every channel of {graph.value(dim.value).path}[{dim.dim}] in this model"
+            )
+    again = make_plan(graph, Removal(tuple(chosen), merged))
+    if again.entries != plan.entries:
+        raise PlanMismatchError(
+            f"the plan does not fit this model's groups: {_first_difference(again.entries, plan.entries)} "
+            "(was the plan made for another model?)"
+        )
+    return again
+
+
+# --------------------------------------------------------------------------------------- compare
+
+
+def _key(op: Op) -> tuple[str, str, str]:
+    return (op.module, op.target, op.kind.value)
+
+
+def _pairs(before: Graph, after: Graph) -> Iterator[tuple[Op, Op]]:
+    """Ops of the two traces that are the same op: in order, same module, target and kind."""
+    a = [_key(op) for op in before.ops]
+    b = [_key(op) for op in after.ops]
+    if a == b:
+        yield from zip(before.ops, after.ops)
+        return
+    matcher = difflib.SequenceMatcher(None, a, b, autojunk=False)
+    for i, j, size in matcher.get_matching_blocks():
+        for k in range(size):
+            yield before.ops[i + k], after.ops[j + k]
+
+
+def _same_inputs(before: Graph, old: Op, new: Op, image: dict[ValueId, ValueId]) -> bool:
+    if len(old.inputs) != len(new.inputs) or len(old.outputs) != len(new.outputs):
+        return False
+    for x, y in zip(old.inputs, new.inputs):
+        kind = before.value(x).kind
+        if kind is ValueKind.CONSTANT:
+            continue  # a tensor made outside the traced ops (a cached grid, a literal): no identity to follow
+        if image.get(x) != y:
+            return False
+    return True
+
+
+def _cause(module: str, old: tuple[int, ...], want: tuple[int, ...], got: tuple[int, ...]) -> str:
+    where = module or "the model"
+    if got == old:
+        return (
+            f"{where} kept its size from before pruning: a size is probably kept in an attribute of {where} "
+            "(or computed in its code) that pruning could not update"
+        )
+    if want == old:
+        return (
+            f"the plan leaves this value unchanged, but {where} computes its size from a pruned size "
+            "(a width read from a tensor, or a size attribute that changed); its code cannot follow this plan"
+        )
+    return f"a size is probably kept in an attribute of {where} that pruning could not update"
+
+
+def compare(before: Graph, after: Graph, plan: Plan) -> None:
+    """Every comparable shape of the re-trace ``after`` must be ``plan``'s prediction on ``before``.
+
+    ``plan`` must be made on ``before`` (see :func:`rebase`). Raises ``ApplyError`` naming the
+    module that disagrees.
+    """
+    expected = plan.new_shapes()
+    skip = data_sized(before)
+
+    def want(value: ValueId) -> tuple[int, ...]:
+        return tuple(expected.get(value, before.shape(value)))
+
+    after_state = {v.path: v for v in after.values if v.is_state and v.kind is not ValueKind.VIRTUAL}
+    for value in before.values:
+        if not value.is_state or value.kind is ValueKind.VIRTUAL or value.path not in after_state:
+            continue
+        got = after_state[value.path].shape
+        if got != want(value.id):
+            raise ApplyError(
+                f"after pruning, {value.path} has shape {got} where the plan predicted {want(value.id)}. "
+                "The model was restored.",
+                value.module,
+            )
+    image: dict[ValueId, ValueId] = {}
+    for value in before.values:
+        if value.is_state and value.path in after_state:
+            image[value.id] = after_state[value.path].id
+    for x, y in zip(before.inputs, after.inputs):
+        image[x] = y
+    for old, new in _pairs(before, after):
+        if not _same_inputs(before, old, new, image):
+            continue
+        for x, y in zip(old.outputs, new.outputs):
+            image[x] = y
+            if x in skip:
+                continue
+            got = after.shape(y)
+            if got != want(x):
+                cause = _cause(new.module, before.shape(x), want(x), got)
+                raise ApplyError(
+                    f"after pruning, {new.target} in module {new.module or '<root>'} produced shape {got} where "
+                    f"the plan predicted {want(x)}; {cause}. The model was restored.",
+                    new.module,
+                )
+    if len(before.outputs) != len(after.outputs) and not any(x in skip for x in before.outputs):
+        raise ApplyError(
+            f"after pruning, the model returns {len(after.outputs)} tensors where it returned "
+            f"{len(before.outputs)}. The model was restored."
+        )
+    for position, (x, y) in enumerate(zip(before.outputs, after.outputs)):
+        if x in skip:
+            continue
+        if after.shape(y) != want(x):
+            module = after.value(y).module
+            raise ApplyError(
+                f"after pruning, model output {position} (written by {module or '<root>'}) has shape "
+                f"{after.shape(y)} where the plan predicted {want(x)}. The model was restored.",
+                module,
+            )
