@@ -29,7 +29,7 @@ from prune_torch._aten import READERS, OpSpec, tensors_in
 from prune_torch._errors import TraceError
 from prune_torch._mha import PrunedMultiheadAttention, runs_stock_forward
 
-__all__ = ["ExampleInputs", "eval_flags", "split_inputs", "trace"]
+__all__ = ["ExampleInputs", "eval_flags", "refuse_script_modules", "split_inputs", "trace"]
 
 ExampleInputs = Any  # a tensor, a tuple of positional arguments, or a dict of keyword arguments
 
@@ -268,6 +268,8 @@ def _run(model: torch.nn.Module, example_inputs: ExampleInputs, meta: bool) -> G
     # a forward may cache tensors on its modules (anchor grids, masks); on meta those caches would
     # poison the real model, so every module's attributes are put back afterwards
     saved = [(module, dict(module.__dict__)) for module in model.modules()]
+    # caches filled in place (timm's attention-bias dict keyed by device) are put back too
+    contents = [_Contents(container) for module in model.modules() for container in _containers(module)]
     try:
         with _own_attention(model), _module_stack(model, stack, recorder), recorder:
             if meta:
@@ -283,8 +285,51 @@ def _run(model: torch.nn.Module, example_inputs: ExampleInputs, meta: bool) -> G
             if len(current) != len(attributes) or any(attributes.get(k, current) is not v for k, v in current.items()):
                 current.clear()
                 current.update(attributes)
+        for held in contents:
+            held.restore()
     outputs = [recorder._id_of(t) for t in tensors_in(_plain(result))]
     return builder.build(input_ids, list(dict.fromkeys(outputs)), drop_unused=True)
+
+
+# nn.Module's own bookkeeping (parameters, buffers, submodules, hooks): functional_call and the
+# hooks manage those; only containers a model's code added are the model's state
+_TORCH_CONTAINERS = frozenset(torch.nn.Module().__dict__)
+
+
+def _containers(module: torch.nn.Module) -> list[dict[Any, Any] | list[Any] | set[Any]]:
+    return [
+        value
+        for key, value in module.__dict__.items()
+        if key not in _TORCH_CONTAINERS and isinstance(value, (dict, list, set))
+    ]
+
+
+class _Contents:
+    """A container attribute's items, to put back in place if a forward changed them."""
+
+    def __init__(self, container: dict[Any, Any] | list[Any] | set[Any]) -> None:
+        self.container = container
+        self.items = list(container.items()) if isinstance(container, dict) else list(container)
+
+    def restore(self) -> None:
+        container = self.container
+        now = list(container.items()) if isinstance(container, dict) else list(container)
+        if len(now) == len(self.items) and all(_same(a, b) for a, b in zip(now, self.items)):
+            return
+        if isinstance(container, dict):
+            container.clear()
+            container.update(self.items)
+        elif isinstance(container, list):
+            container[:] = self.items
+        else:
+            container.clear()
+            container.update(self.items)
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, tuple) and isinstance(b, tuple):
+        return len(a) == len(b) and all(x is y for x, y in zip(a, b))
+    return a is b
 
 
 def _plain(result: Any) -> Any:
@@ -294,6 +339,24 @@ def _plain(result: Any) -> Any:
     if isinstance(result, (list, tuple)):
         return [_plain(v) for v in result]
     return result
+
+
+def refuse_script_modules(model: torch.nn.Module) -> None:
+    """Raise a :class:`TraceError` naming the first TorchScript module in ``model``.
+
+    A scripted module runs its compiled graph: no module hooks, no ``functional_call`` stand-ins,
+    no ``get_submodule``, and its code keeps sizes the pruner cannot update. Checked before any
+    work, so a scripted model fails here rather than half-way through a prune.
+    """
+    for path, module in model.named_modules():
+        if isinstance(module, torch.jit.ScriptModule):
+            where = f"module {path!r}" if path else "the model"
+            raise TraceError(
+                f"{where} is a TorchScript module ({type(module).__name__}); prune_torch works on eager "
+                "torch.nn.Modules. Prune the eager model (built from the Python class that was scripted; a "
+                "model from torch.jit.load has none), then script the pruned model with torch.jit.script",
+                path,
+            )
 
 
 def trace(model: torch.nn.Module, example_inputs: ExampleInputs, *, meta: bool | None = None) -> Graph:
@@ -313,6 +376,7 @@ def trace(model: torch.nn.Module, example_inputs: ExampleInputs, *, meta: bool |
     """
     if not isinstance(model, torch.nn.Module):
         raise TraceError(f"trace() needs a torch.nn.Module (got {type(model).__name__})")
+    refuse_script_modules(model)
     on_meta = any(t.is_meta for t in model.parameters()) or any(t.is_meta for t in model.buffers())
     attempts = [True] if (meta is True or on_meta) else ([False] if meta is False else [True, False])
     errors: list[str] = []
