@@ -25,6 +25,7 @@ from prune_ops import (
 )
 from prune_torch import examples, strategy
 from prune_torch._apply import apply
+from prune_torch._checkpoint import CheckpointReport, prune_checkpoint
 from prune_torch._errors import ApplyError, TraceError
 from prune_torch._history import history, load_pruned, save_pruned
 from prune_torch._lasso import GroupLasso
@@ -51,6 +52,7 @@ from prune_torch._verify import Equivalence, VerificationError, check_equivalenc
 __all__ = [
     "LAYER_RULES",
     "ApplyError",
+    "CheckpointReport",
     "Equivalence",
     "GroupLasso",
     "InteractivePruner",
@@ -84,6 +86,7 @@ __all__ = [
     "plan",
     "prune",
     "prune_batchnorm",
+    "prune_checkpoint",
     "prune_conv",
     "prune_in_channels",
     "prune_linear_in_channels",

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Union
 
 import torch
 
 from prune_graph import Graph, OpKind
-from prune_ops import IMPORTANCES, Group, Importance, MemberData, PruningError, resolve_importance
+from prune_ops import IMPORTANCES, Group, Importance, Member, MemberData, PruningError, resolve_importance
 
 if TYPE_CHECKING:
     from prune_torch._activations import ActivationStats
@@ -19,16 +20,27 @@ ImportanceLike = Union[str, Importance]
 
 
 def member_data(
-    model: torch.nn.Module, graph: Graph, group: Group, statistics: ActivationStats | None = None
+    model: torch.nn.Module,
+    graph: Graph,
+    group: Group,
+    statistics: ActivationStats | None = None,
+    tensors: Callable[[Member], torch.Tensor] | None = None,
 ) -> list[MemberData]:
     """The group's parameter members as 2-D numpy arrays (member axis first), with gradients when present,
-    and with the calibration ``statistics`` of the channels each member reads, when given."""
+    and with the calibration ``statistics`` of the channels each member reads, when given.
+
+    ``tensors`` reads a member's tensor from elsewhere than the model (a checkpoint on disk), so a
+    model on the meta device is scored exactly as the same model with its weights loaded.
+    """
     found = []
     for member in group.parameters:
         if member.value.kind.value != "parameter":
             continue
-        module = model.get_submodule(member.value.module) if member.value.module else model
-        tensor = getattr(module, member.value.name)
+        if tensors is not None:
+            tensor = tensors(member)
+        else:
+            module = model.get_submodule(member.value.module) if member.value.module else model
+            tensor = getattr(module, member.value.name)
         if tensor.is_meta:
             raise PruningError(f"{member.label} is on the meta device; only 'random' importance works without weights")
         weight = tensor.detach().movedim(member.dim.dim, 0).reshape(tensor.shape[member.dim.dim], -1)
