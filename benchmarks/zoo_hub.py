@@ -1,7 +1,8 @@
-"""timm and transformers cases for the zoo (random weights, small configs, no downloads)."""
+"""timm, transformers and detection cases for the zoo (random weights, small configs, no downloads)."""
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Iterator
 from typing import Any
 
@@ -271,3 +272,68 @@ def transformers_cases(subset: str) -> Iterator[tuple[str, str, Any, Any, dict[s
         if subset == "ci" and family not in {"BERT", "GPT-2", "LLaMA (GQA)", "ViT", "T5"}:
             continue
         yield (f"transformers {family}", family, build, inputs, {})
+
+
+# ultralytics builds these from the yaml shipped in the package: no weights, no download
+ULTRALYTICS = {
+    "YOLOv8 detect": "yolov8n.yaml",
+    "YOLOv8 seg": "yolov8n-seg.yaml",
+    "YOLOv8 pose": "yolov8n-pose.yaml",
+    "YOLOv8 cls": "yolov8n-cls.yaml",
+}
+# the R-CNN family first; every score kept and few detections, so there are boxes to compare
+RCNN = ("fasterrcnn_mobilenet_v3_large_320_fpn", "maskrcnn_resnet50_fpn", "keypointrcnn_resnet50_fpn")
+CI_DETECTION = {"yolov8n.yaml"}
+
+
+def _yolo(name: str) -> Any:
+    def build() -> torch.nn.Module:
+        from ultralytics import YOLO
+
+        return YOLO(name, verbose=False).model
+
+    return build
+
+
+def _torchvision_detector(name: str) -> Any:
+    def build() -> torch.nn.Module:
+        from torchvision import models
+
+        extra: dict[str, Any] = {}
+        if name in RCNN:
+            extra = {"box_score_thresh": 0.0, "box_detections_per_img": 20}
+        return models.get_model(name, weights=None, weights_backbone=None, **extra)
+
+    return build
+
+
+def detection_cases(subset: str) -> Iterator[tuple[str, str, Any, Any, dict[str, Any]]]:
+    """Ultralytics YOLOv8 (detect, seg, pose, cls) from their yaml and torchvision's detectors, R-CNNs first."""
+    have_ultralytics = importlib.util.find_spec("ultralytics") is not None
+    for family, name in ULTRALYTICS.items():
+        if subset == "ci" and name not in CI_DETECTION:
+            continue
+        if not have_ultralytics:
+            yield (f"ultralytics {family}", name, _missing(f"{name} (ultralytics is not installed)"), lambda: None, {})
+            continue
+        side = 224 if name.endswith("-cls.yaml") else 256
+        yield (
+            f"ultralytics {family}",
+            name,
+            _yolo(name),
+            lambda s=side: torch.rand(1, 3, s, s),
+            {"detections": not name.endswith("-cls.yaml")},
+        )
+    if subset == "ci":
+        return
+    from torchvision import models
+
+    names = list(RCNN) + [n for n in models.list_models(module=models.detection) if n not in RCNN]
+    for name in names:
+        yield (
+            "torchvision detection",
+            name,
+            _torchvision_detector(name),
+            lambda: ([torch.rand(3, 224, 224)],),
+            {"detections": True},
+        )
