@@ -477,3 +477,61 @@ def test_encoder_fast_path_after_pruning() -> None:
         finally:
             torch.backends.mha.set_fastpath_enabled(True)
     torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-11)
+
+
+# --- attention with its sizes kept on the module (ultralytics' PSA style) -------------------------
+
+
+class _ConvBN(nn.Sequential):
+    def __init__(self, a: int, b: int, k: int = 1, groups: int = 1) -> None:
+        super().__init__(nn.Conv2d(a, b, k, padding=k // 2, groups=groups, bias=False), nn.BatchNorm2d(b))
+
+
+class PackedHeadsAttention(nn.Module):
+    """Per head, ``key_dim`` query dims, ``key_dim`` key dims and ``head_dim`` value dims in one 1×1 conv,
+    split by sizes kept as attributes; the output is viewed back to the input's width."""
+
+    def __init__(self, dim: int, heads: int) -> None:
+        super().__init__()
+        self.num_heads = heads
+        self.head_dim = dim // heads
+        self.key_dim = self.head_dim // 2
+        self.scale = self.key_dim**-0.5
+        self.qkv = _ConvBN(dim, dim + 2 * self.key_dim * heads)
+        self.pe = _ConvBN(dim, dim, 3, groups=dim)
+        self.proj = _ConvBN(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        per_head = 2 * self.key_dim + self.head_dim
+        q, k, v = (
+            self.qkv(x).view(b, self.num_heads, per_head, h * w).split([self.key_dim, self.key_dim, self.head_dim], 2)
+        )
+        a = ((q.transpose(-2, -1) @ k) * self.scale).softmax(dim=-1)
+        return self.proj((v @ a.transpose(-2, -1)).view(b, c, h, w) + self.pe(v.reshape(b, c, h, w)))
+
+
+def test_split_sizes_kept_as_attributes_follow() -> None:
+    """Pruning query/key dims changes the split's pieces: ``key_dim``, the one attribute that held that size, follows."""
+    from prune_ops import make_plan, removal_of
+
+    model = _randomize(nn.Sequential(_ConvBN(3, 32, 3), PackedHeadsAttention(32, 2), nn.Conv2d(32, 4, 1)))
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_var.uniform_(0.5, 2.0)
+    x = torch.randn(2, 3, 8, 8, dtype=torch.float64)
+    graph = pt.trace(model, x)
+    key_dims = [g for g in graph.groups() if g.kind is GroupKind.HEAD_DIMS and g.prunable and g.size == 8]
+    assert len(key_dims) == 1
+    original = copy.deepcopy(model)
+    plan = make_plan(graph, removal_of(graph, [(key_dims[0], torch.tensor([1, 5]).numpy())]))
+    pt.apply(model, plan)
+    attn = model[1]
+    assert (attn.key_dim, attn.head_dim, attn.num_heads) == (6, 16, 2)
+    assert attn.qkv[0].out_channels == 32 + 2 * 6 * 2
+    assert attn.scale == pytest.approx(8**-0.5)
+    result = pt.check_equivalence(
+        original, model, plan, x, rtol=1e-9, atol=1e-11, silence_outputs=("1.qkv.0", "1.qkv.1")
+    )
+    assert result.ok, str(result)
+    assert not torch.allclose(_outputs(original, x)[0], _outputs(model, x)[0])

@@ -34,6 +34,8 @@ ROLE_NAMES: Mapping[str, frozenset[str]] = types.MappingProxyType(
         "hidden": frozenset(),
         "kv_groups": frozenset({"num_key_value_groups", "n_rep", "num_queries_per_kv"}),
         "intermediate": frozenset(),
+        # a split piece's size, by any name: the one int attribute of the module that holds it
+        "split": frozenset(),
     }
 )
 
@@ -143,6 +145,14 @@ def size_updates(graph: Graph, plan: Plan, groups: GroupSet | None = None) -> li
             for d, (old, new) in enumerate(zip(graph.shape(y), shapes[y])):
                 if old != new and _broadcast_dim(graph, y, d):
                     found.append(SizeUpdate(op.module, "kv_groups", old, new))
+        if op.kind is OpKind.SPLIT and not op.attr("squeeze", False):
+            # pieces of unequal sizes are passed as numbers (``split([key_dim, key_dim, head_dim])``)
+            dim = op.int_attr("dim") % len(graph.shape(op.inputs[0]))
+            # equal pieces are split by count or by one size that the roles above already follow
+            unequal = len({graph.shape(y)[dim] for y in op.outputs}) > 1
+            for y in op.outputs if unequal else ():
+                if y in shapes and graph.shape(y)[dim] != shapes[y][dim]:
+                    found.append(SizeUpdate(op.module, "split", graph.shape(y)[dim], shapes[y][dim]))
         if op.kind is not OpKind.RESHAPE:
             continue
         x, y = op.inputs[0], op.outputs[0]
@@ -188,6 +198,9 @@ def update_sizes(model: torch.nn.Module, updates: list[SizeUpdate], remember: An
         if isinstance(module, torch.nn.MultiheadAttention) and update.role != "heads":
             # its widths and head dims are read from its tensors (prune_torch._mha); only the count is kept
             continue
+        if update.role == "split":
+            _plan_split(module, update, planned)
+            continue
         for name in ROLE_NAMES[update.role]:
             value = getattr(module, name, None)
             if isinstance(value, int) and not isinstance(value, bool) and value == update.old:
@@ -208,6 +221,24 @@ def update_sizes(model: torch.nn.Module, updates: list[SizeUpdate], remember: An
         setattr(module, name, new)
     _no_nested_tensors(model, remember)
     _update_config(model, updates, remember)
+
+
+def _plan_split(module: torch.nn.Module, update: SizeUpdate, planned: dict[tuple[str, str], tuple[int, int]]) -> None:
+    """A split piece's size follows when exactly one public int attribute of the module holds it.
+
+    Two candidates (``key_dim`` and ``window`` both 8), or one already given another new value, are
+    left alone: the re-trace after apply then names the module, and nothing is guessed.
+    """
+    names = [
+        name
+        for name, value in vars(module).items()
+        if type(value) is int and value == update.old and not name.startswith("_")
+    ]
+    if len(names) != 1:
+        return
+    key = (update.module, names[0])
+    if planned.get(key, (update.old, update.new))[1] == update.new:
+        planned[key] = (update.old, update.new)
 
 
 def _no_nested_tensors(model: torch.nn.Module, remember: Any) -> None:
