@@ -53,8 +53,11 @@ def slow(session: nox.Session) -> None:
 
 
 ZOO_CONSTRAINTS = ("-c", "constraints-zoo.txt")
-# timm and transformers supply the real architectures of the zoo; torch-pruning is what users would pick instead
-ZOO_DEPS = ("timm>=1.0", "transformers>=4.45", "matplotlib>=3.7", "tqdm>=4.60")
+# timm and transformers supply the real architectures of the zoo; torch-pruning is what users would pick instead.
+# ultralytics builds YOLOv8 from the yaml it ships (no download); it needs torchvision, so it lives only in this
+# venv, and constraints-zoo.txt keeps its torch. onnxscript is what torch.onnx.export(dynamo=True) writes with
+# (the zoo's exports section; onnx and onnxruntime come with prune-onnx).
+ZOO_DEPS = ("timm>=1.0", "transformers>=4.45", "matplotlib>=3.7", "tqdm>=4.60", "ultralytics>=8.3", "onnxscript>=0.5")
 
 
 def install_zoo(session: nox.Session) -> None:
