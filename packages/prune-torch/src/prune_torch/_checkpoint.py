@@ -18,7 +18,7 @@ import tempfile
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import attrs
 import numpy as np
@@ -166,7 +166,10 @@ def _write(
 ) -> int:
     import json
 
-    def produce(key: str) -> torch.Tensor:
+    def produce(key: str, file: BinaryIO) -> torch.Tensor | None:
+        if key not in cuts:
+            checkpoint.copy_bytes(key, file)
+            return None
         tensor = checkpoint.read(key)
         for axis, kept in cuts.get(key, ()):
             tensor = tensor.index_select(axis, kept)

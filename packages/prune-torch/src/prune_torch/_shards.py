@@ -5,7 +5,8 @@ mapping outlives the tensor it served. Writing follows the safetensors format (a
 little-endian header length, a JSON header of dtype, shape and byte offsets per tensor, padded
 with spaces to a multiple of 8, then the raw little-endian bytes in offset order): the header is
 known before any data, since every output shape follows from the plan, so each tensor is read,
-sliced, written and dropped in turn, and no shard is ever held in memory.
+sliced, written and dropped in turn, and no shard is ever held in memory; a tensor the plan
+leaves whole is copied byte for byte in chunks, never loaded.
 """
 
 from __future__ import annotations
@@ -14,8 +15,10 @@ import json
 import math
 import os
 import struct
+import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 import attrs
 import torch
@@ -73,11 +76,12 @@ class SourceCheckpoint:
         self.files: dict[str, str] = {}
         self.shapes: dict[str, tuple[int, ...]] = {}
         self.dtypes: dict[str, torch.dtype] = {}
+        self.spans: dict[str, tuple[int, int]] = {}  # absolute byte range of each tensor in its file
         for name in names:
             path = self.directory / name
             if not path.is_file():
                 raise PruningError(f"{path}: listed in {INDEX} but missing")
-            header = _header(path)
+            header, start = _header(path)
             keys = sorted((k for k in header if k != "__metadata__"), key=lambda k: header[k]["data_offsets"][0])
             for key in keys:
                 dtype = _FROM_NAME.get(header[key]["dtype"])
@@ -86,12 +90,27 @@ class SourceCheckpoint:
                 self.files[key] = name
                 self.shapes[key] = tuple(header[key]["shape"])
                 self.dtypes[key] = dtype
+                begin, end = header[key]["data_offsets"]  # type: ignore[misc]
+                self.spans[key] = (start + int(begin), start + int(end))
             self.shards.append(Shard(name, tuple(keys)))
 
     def read(self, key: str) -> torch.Tensor:
         """The tensor ``key`` (a copy in memory; the file mapping is closed again)."""
         with self._open(str(self.directory / self.files[key]), framework="pt", device="cpu") as handle:
             return handle.get_tensor(key)  # type: ignore[no-any-return]
+
+    def copy_bytes(self, key: str, out: BinaryIO, chunk: int = 16 * 2**20) -> None:
+        """Copy the stored bytes of ``key`` to ``out`` in chunks: a tensor kept whole never sits in memory."""
+        begin, end = self.spans[key]
+        with open(self.directory / self.files[key], "rb") as f:
+            f.seek(begin)
+            left = end - begin
+            while left:
+                data = f.read(min(chunk, left))
+                if not data:
+                    raise PruningError(f"{self.files[key]}: truncated inside tensor {key}")
+                out.write(data)
+                left -= len(data)
 
     @property
     def total_bytes(self) -> int:
@@ -103,7 +122,8 @@ def _itemsize(dtype: torch.dtype) -> int:
     return torch.empty((), dtype=dtype).element_size()
 
 
-def _header(path: Path) -> dict[str, dict[str, object]]:
+def _header(path: Path) -> tuple[dict[str, dict[str, object]], int]:
+    """The JSON header and the offset where tensor data starts."""
     with open(path, "rb") as f:
         raw = f.read(8)
         if len(raw) != 8:
@@ -112,19 +132,20 @@ def _header(path: Path) -> dict[str, dict[str, object]]:
         if length > 100_000_000:
             raise PruningError(f"{path}: not a safetensors file (header of {length} bytes)")
         header: dict[str, dict[str, object]] = json.loads(f.read(length))
-    return header
+    return header, 8 + length
 
 
 def write_shard(
     path: Path,
     entries: Sequence[tuple[str, tuple[int, ...], torch.dtype]],
-    produce: Callable[[str], torch.Tensor],
+    produce: Callable[[str, BinaryIO], torch.Tensor | None],
     metadata: Mapping[str, str] | None = None,
 ) -> int:
-    """Write ``entries`` (name, shape, dtype) to ``path``, calling ``produce(name)`` for each tensor in turn.
+    """Write ``entries`` (name, shape, dtype) to ``path``, calling ``produce(name, file)`` for each in turn.
 
-    Returns the bytes of tensor data written. Each produced tensor must have the announced shape
-    and dtype; it is written and dropped before the next one is produced.
+    Returns the bytes of tensor data written. ``produce`` returns the tensor, which must have the
+    announced shape and dtype and is written and dropped before the next one, or writes the
+    tensor's bytes to ``file`` itself and returns ``None`` (a tensor copied unchanged).
     """
     header: dict[str, object] = {"__metadata__": dict(metadata or {"format": "pt"})}
     offset = 0
@@ -138,7 +159,13 @@ def write_shard(
         f.write(struct.pack("<Q", len(encoded)))
         f.write(encoded)
         for name, shape, dtype in entries:
-            tensor = produce(name)
+            position = f.tell()
+            tensor = produce(name, f)
+            if tensor is None:
+                size = math.prod(shape) * _itemsize(dtype)
+                if f.tell() - position != size:
+                    raise PruningError(f"writing {path.name}: {name} took {f.tell() - position} bytes, not {size}")
+                continue
             if tuple(tensor.shape) != tuple(shape) or tensor.dtype != dtype:
                 raise PruningError(
                     f"writing {path.name}: {name} came out {tuple(tensor.shape)} {tensor.dtype}, "
@@ -151,6 +178,8 @@ def write_shard(
 
 def _bytes(tensor: torch.Tensor) -> Iterator[memoryview]:
     """The tensor's little-endian bytes, in row-major order, in chunks of at most 64 MB."""
+    if sys.byteorder != "little":  # pragma: no cover - safetensors stores little-endian bytes
+        raise PruningError("writing safetensors on a big-endian machine is not supported")
     flat = tensor.detach().contiguous().reshape(-1)
     if flat.numel() == 0:
         return
