@@ -243,6 +243,7 @@ def calibrate(
     *,
     compensate: bool,
     show_progress: bool,
+    distributed: bool = False,
 ) -> ActivationStats | None:
     """What the importance and bias compensation need from the calibration batches.
 
@@ -252,6 +253,11 @@ def calibrate(
     from prune_torch._calibrate import accumulate_gradients
 
     by_activations = needs_activations(importance)
+    if distributed and not (by_activations or compensate):
+        raise PruningError(
+            "distributed=True all-reduces activation statistics; this importance uses none "
+            "(use 'wanda' or 'flap', or compensate=True)"
+        )
     if calibration is not None and not by_activations and (loss_fn is not None or not compensate):
         accumulate_gradients(model, calibration, loss_fn, show_progress=show_progress)
     if not (by_activations or compensate):
@@ -259,4 +265,4 @@ def calibrate(
     if calibration is None:
         what = "bias compensation" if not by_activations else f"{type(importance).__name__} importance"
         raise PruningError(f"{what} needs 'calibration': an iterable of example inputs (batches)")
-    return gather_statistics(model, calibration, show_progress=show_progress)
+    return gather_statistics(model, calibration, show_progress=show_progress, distributed=distributed)

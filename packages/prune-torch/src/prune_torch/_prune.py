@@ -77,6 +77,7 @@ class _Options:
     tolerance: float
     approximate: bool | None = None
     compensate: bool = False
+    distributed: bool = False
 
 
 def _paths(model: torch.nn.Module, keys: Iterable[ModuleKey], what: str) -> list[str]:
@@ -143,6 +144,7 @@ def _options(model: torch.nn.Module, **kw: Any) -> _Options:
         tolerance=tolerance,
         approximate=approximate,
         compensate=bool(kw.get("compensate", False)),
+        distributed=bool(kw.get("distributed", False)),
     )
 
 
@@ -348,7 +350,15 @@ def _prepare(
     show_progress: bool,
 ) -> list[tuple[Group, np.ndarray]]:
     # activation statistics (Wanda, FLAP, bias compensation) or gradients (Taylor): see _activations
-    statistics = calibrate(model, scorer, calibration, loss_fn, compensate=opts.compensate, show_progress=show_progress)
+    statistics = calibrate(
+        model,
+        scorer,
+        calibration,
+        loss_fn,
+        compensate=opts.compensate,
+        show_progress=show_progress,
+        distributed=opts.distributed,
+    )
     graph.cache["activation statistics"] = statistics
     if calibration is None and isinstance(scorer, Taylor) and not any(p.grad is not None for p in model.parameters()):
         raise PruningError("Taylor importance needs gradients: pass calibration batches and a loss_fn")
@@ -460,6 +470,7 @@ def prune(
     calibration: Iterable[ExampleInputs] | None = None,
     loss_fn: LossFn | None = None,
     compensate: bool = False,
+    distributed: bool = False,
     between_steps: Callable[[int, torch.nn.Module], None] | None = None,
     optimizer: torch.optim.Optimizer | None = None,
     verify: bool = False,
@@ -507,7 +518,9 @@ def prune(
     Hugging Face config may not describe), so the pruned model stays closer to the original; it
     is applied after ``verify`` checks the step, and consumers it cannot compensate (convs) are
     listed in ``report.skipped``. Pass ``calibration`` as a list when it is read twice (Taylor
-    gradients and compensation). ``steps`` reaches the target over several rounds,
+    gradients and compensation). ``distributed=True`` (with ``torch.distributed`` initialised,
+    e.g. under ``torchrun``) all-reduces the activation statistics, so each rank calibrates on
+    its share of the batches and every rank derives the same plan. ``steps`` reaches the target over several rounds,
     re-scoring each round and calling ``between_steps(step, model)`` after each (fine-tune there);
     an ``optimizer`` given here has its state pruned along with every step. All or nothing: if
     any step, the hook or the verification raises, the model (and the optimizer) are put back
@@ -536,6 +549,7 @@ def prune(
         tolerance=tolerance,
         approximate=approximate,
         compensate=compensate,
+        distributed=distributed,
     )
     if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
         raise PruningError(f"'optimizer' must be a torch.optim.Optimizer (got {type(optimizer).__name__})")
