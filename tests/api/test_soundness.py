@@ -441,3 +441,12 @@ def test_a_low_level_prune_that_fails_half_way_restores_the_layer(monkeypatch: p
     assert_same_model(conv, before)
     pt.prune_out_channels(conv, torch.tensor([0, 1]))
     assert conv.weight.shape[0] == conv.bias.shape[0] == conv.out_channels == 6
+
+
+def test_apply_refuses_a_scripted_model_before_anything() -> None:
+    model = randomize_norms(Residual()).eval()
+    x = torch.randn(1, 3, 12, 12)
+    plan = pt.plan(pt.trace(model, x), model.body, [0, 1])
+    scripted = torch.jit.script(model)
+    with pytest.raises(pt.TraceError, match=r"TorchScript module.*Prune the eager model"):
+        pt.apply(scripted, plan)

@@ -15,7 +15,7 @@ from prune_torch._history import build_inputs, record, recorded_inputs
 from prune_torch._layers import LAYER_RULES, sync_attributes
 from prune_torch._rebase import compare, rebase
 from prune_torch._sizes import size_updates, update_sizes
-from prune_torch._trace import ExampleInputs, trace
+from prune_torch._trace import ExampleInputs, refuse_script_modules, trace
 
 __all__ = ["apply", "inputs_from_plan"]
 
@@ -222,6 +222,7 @@ def apply(
     by name, the model outputs, and every activation whose size does not depend on the data.
     ``example_inputs`` default to stand-ins of the inputs the plan was made with.
     """
+    refuse_script_modules(model)  # before anything, also when no trace is needed
     if plan.is_empty:
         return
     targets = _resolve(model, plan)

@@ -21,8 +21,9 @@ from typing import Any, NoReturn
 
 __all__ = ["CLI_IMPORTANCES", "main"]
 
-# the importance names usable from the command line: "taylor" needs calibration batches and a
-# loss function, which only the Python API can pass (a test keeps this in step with IMPORTANCES)
+# the importance names usable from the command line: "taylor" (calibration batches and a loss
+# function), "wanda" and "flap" (calibration batches) need data only the Python API can pass
+# (a test keeps this in step with IMPORTANCES)
 CLI_IMPORTANCES = ("bn_scale", "fpgm", "group_l2", "l1", "l2", "random")
 FORMATS = ("dot", "svg", "html")
 INTERRUPTED = 130  # 128 + SIGINT, what shells report for a Ctrl-C
@@ -86,7 +87,7 @@ def _parser() -> argparse.ArgumentParser:
         "--importance",
         default="l2",
         choices=CLI_IMPORTANCES,
-        help="how channels are ranked ('taylor' needs calibration data: use the Python API)",
+        help="how channels are ranked ('taylor', 'wanda' and 'flap' need calibration data: use the Python API)",
     )
     prune.add_argument(
         "--round-to",
