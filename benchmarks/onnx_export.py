@@ -21,9 +21,18 @@ def _bert() -> tuple[torch.nn.Module, dict[str, torch.Tensor]]:
     config = BertConfig(
         vocab_size=512, hidden_size=128, num_hidden_layers=2, num_attention_heads=4, intermediate_size=256
     )
-    model = BertModel(config).eval()
+    bert = BertModel(config).eval()
+
+    class Hidden(torch.nn.Module):  # token ids in, last hidden state out: one tensor each way
+        def __init__(self) -> None:
+            super().__init__()
+            self.bert = bert
+
+        def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+            return self.bert(input_ids=input_ids, use_cache=False).last_hidden_state
+
     ids = torch.randint(0, 512, (1, 16), generator=torch.Generator().manual_seed(0))
-    return model, {"input_ids": ids}
+    return Hidden().eval(), {"input_ids": ids}
 
 
 def _vision(name: str, size: int = 224) -> tuple[torch.nn.Module, dict[str, torch.Tensor]]:
