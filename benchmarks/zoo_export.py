@@ -7,6 +7,7 @@ on the same input and compare with the pruned model's eager outputs.
 
 from __future__ import annotations
 
+import copy
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -122,7 +123,10 @@ def check_export(name: str, build: Callable[[], torch.nn.Module], make_inputs: C
     model = build().eval()
     args = make_inputs()
     ways = {"torch.export": _torch_export, "onnx (dynamo) + onnxruntime": _onnx_export}
-    before = {way: _attempt(lambda f=f: f(model, args))[1] for way, f in ways.items()}
+    # the unpruned attempts use a copy: an export can leave caches on the modules it ran (anchor grids)
+    unpruned = copy.deepcopy(model)
+    before = {way: _attempt(lambda f=f, m=unpruned: f(m, args))[1] for way, f in ways.items()}
+    del unpruned
     pt.prune(model, args, ratio=0.5, importance="l2", show_progress=False)
     with torch.no_grad():
         expected = _outputs(model(*args))
