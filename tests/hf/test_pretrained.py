@@ -309,3 +309,31 @@ def test_a_hidden_size_the_config_cannot_build_is_refused() -> None:
     check = pt.check_pretrained(model)
     assert not check.ok
     assert any("round_to" in p or "hidden=False" in p for p in check.problems), str(check)
+
+
+def test_a_config_its_own_class_would_refuse_is_caught_before_writing(tmp_path: Path) -> None:
+    """transformers checks a config when it loads it (hidden size a multiple of the head count):
+    the check reads the config back the same way, so the refusal comes before anything is written."""
+    config = transformers.LlamaConfig(
+        vocab_size=40,
+        hidden_size=32,
+        intermediate_size=48,
+        num_hidden_layers=2,
+        num_attention_heads=8,
+        num_key_value_heads=8,
+        head_dim=4,
+    )
+    model = transformers.LlamaForCausalLM(config).eval()
+    pt.prune(model, torch.randint(0, 40, (1, 6)), ratio=0.25, show_progress=False)
+    try:
+        type(model.config).from_dict(model.config.to_dict())
+    except Exception:
+        pass
+    else:
+        pytest.skip("this transformers version loads a hidden size that is not a multiple of the heads")
+    check = pt.check_pretrained(model)
+    assert not check.ok
+    assert any("the saved config would not load" in p and "round_to" in p for p in check.problems)
+    with pytest.raises(pt.PretrainedError):
+        pt.save_pretrained(model, tmp_path / "out")
+    assert not (tmp_path / "out").exists()

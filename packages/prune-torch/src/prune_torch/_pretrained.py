@@ -17,7 +17,6 @@ Each difference is explained with the pruning option that avoids it.
 from __future__ import annotations
 
 import contextlib
-import copy
 import os
 import re
 from collections.abc import Iterator
@@ -231,8 +230,21 @@ def check_pretrained(model: torch.nn.Module) -> PretrainedCheck:
         return PretrainedCheck(name, (f"{name} is not a Hugging Face model (no config and save_pretrained)",))
     problems = _uneven_layers(model)
     try:
+        # the way from_pretrained reads it back: through the dict form, with the config's own checks
+        reloaded = type(config).from_dict(config.to_dict())
+    except Exception as error:  # whatever the config class refuses (a width not divisible by the heads ...)
+        message = " ".join(str(error).split())[:240] or type(error).__name__
+        return PretrainedCheck(
+            name,
+            (
+                *problems,
+                f"the saved config would not load ({message}); prune with round_to= a multiple of the head "
+                "count, or head_ratio=0.0, so the sizes stay compatible",
+            ),
+        )
+    try:
         with _parameters_on_meta():
-            built = type(model)(copy.deepcopy(config))
+            built = type(model)(reloaded)
     except Exception as error:  # whatever the model's constructor raises on this config
         return PretrainedCheck(name, (*problems, _describe_build_error(error)))
     if not problems:
