@@ -200,12 +200,12 @@ def test_nested_inputs_are_rebuilt_with_their_structure(tmp_path: Path) -> None:
 
 
 class HiddenWidth(nn.Module):
-    """Reads its width from an attribute: ``reshape`` keeps working, with the wrong shape."""
+    """A width fixed in the code: ``reshape`` keeps working, with the wrong shape."""
 
     def __init__(self) -> None:
         super().__init__()
         self.conv = nn.Conv2d(3, 8, 3, padding=1)
-        self.mix = Regroup(8)
+        self.mix = Regroup()
         self.out = nn.Conv2d(8, 4, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -213,12 +213,10 @@ class HiddenWidth(nn.Module):
 
 
 class Regroup(nn.Module):
-    def __init__(self, width: int) -> None:
-        super().__init__()
-        self.width = width
+    """Its width is written in its code: nothing pruning could update."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (x.reshape(x.shape[0], self.width, -1) * 2).reshape(x.shape)
+        return (x.reshape(x.shape[0], 8, -1) * 2).reshape(x.shape)
 
 
 def test_the_check_after_applying_names_the_module_that_cannot_follow() -> None:
@@ -227,7 +225,7 @@ def test_the_check_after_applying_names_the_module_that_cannot_follow() -> None:
     before = snapshot(model)
     with pytest.raises(
         pt.ApplyError,
-        match=r"in module mix produced shape \(2, 8, 128\) where the plan predicted \(2, 4, 256\); .*attribute of mix",
+        match=r"in module mix produced shape \(2, 8, 128\) where the plan predicted \(2, 4, 256\); .*of mix \(or written in its code\)",
     ) as error:
         pt.apply(model, plan)
     assert error.value.module == "mix"

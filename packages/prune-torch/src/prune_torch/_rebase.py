@@ -216,7 +216,7 @@ def _cause(module: str, old: tuple[int, ...], want: tuple[int, ...], got: tuple[
             f"the plan leaves this value unchanged, but {where} computes its size from a pruned size "
             "(a width read from a tensor, or a size attribute that changed); its code cannot follow this plan"
         )
-    return f"a size is probably kept in an attribute of {where} that pruning could not update"
+    return f"a size is probably kept in an attribute of {where} (or written in its code) that pruning could not update"
 
 
 def compare(before: Graph, after: Graph, plan: Plan) -> None:
