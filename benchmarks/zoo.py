@@ -304,23 +304,27 @@ def write_table(rows: list[dict[str, Any]], path: Path, title: str, command: str
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument(
-        "--suite", action="append", choices=["torchvision", "timm", "transformers", "detection", "exports"], default=[]
+        "--suite",
+        action="append",
+        choices=["torchvision", "timm", "transformers", "detection", "libraries", "exports"],
+        default=[],
     )
     parser.add_argument("--subset", choices=["ci", "full"], default="full")
     parser.add_argument("--out", default="docs/zoo.md")
     parser.add_argument("--only", action="append", default=[])
     parser.add_argument("--debug", action="store_true")
     args = parser.parse_args()
-    suites = args.suite or ["torchvision", "timm", "transformers", "detection"]
+    suites = args.suite or ["torchvision", "timm", "transformers", "detection", "libraries"]
     if not args.suite and args.subset == "full":
         suites.append("exports")  # several minutes of export compilation: not in the CI subset
-    from zoo_hub import detection_cases, timm_cases, transformers_cases
+    from zoo_hub import detection_cases, library_cases, timm_cases, transformers_cases
 
     sources = {
         "torchvision": torchvision_cases,
         "timm": timm_cases,
         "transformers": transformers_cases,
         "detection": detection_cases,
+        "libraries": library_cases,
     }
     rows = []
     export_rows = []

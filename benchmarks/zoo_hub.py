@@ -30,6 +30,8 @@ TIMM_FAMILIES = {
     "TNT": "tnt_s_patch16_224",
     "NFNet": "nfnet_l0",
     "CSPNet": "cspresnet50",
+    "CSPDarkNet": "cs3darknet_s",
+    "ResNeSt": "resnest14d",
     "DLA": "dla34",
     "HRNet": "hrnet_w18_small",
     "Inception": "inception_v3",
@@ -337,3 +339,104 @@ def detection_cases(subset: str) -> Iterator[tuple[str, str, Any, Any, dict[str,
             lambda: ([torch.rand(3, 224, 224)],),
             {"detections": True},
         )
+
+
+# --- diffusion and segmentation libraries (tiny configs, random weights) -------------------------
+
+
+def _unet2d() -> torch.nn.Module:
+    from diffusers import UNet2DModel
+
+    return UNet2DModel(
+        sample_size=32,
+        layers_per_block=1,
+        block_out_channels=(32, 64),
+        down_block_types=("DownBlock2D", "AttnDownBlock2D"),
+        up_block_types=("AttnUpBlock2D", "UpBlock2D"),
+        norm_num_groups=8,
+        attention_head_dim=8,
+    )
+
+
+def _unet2d_condition() -> torch.nn.Module:
+    from diffusers import UNet2DConditionModel
+
+    return UNet2DConditionModel(
+        sample_size=32,
+        in_channels=4,
+        out_channels=4,
+        layers_per_block=1,
+        block_out_channels=(32, 64),
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=32,
+        norm_num_groups=8,
+        attention_head_dim=8,
+    )
+
+
+def _autoencoder_kl() -> torch.nn.Module:
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        latent_channels=4,
+        norm_num_groups=8,
+    )
+
+
+DIFFUSERS = {
+    "UNet2DModel": (_unet2d, lambda: (torch.randn(1, 3, 32, 32), torch.tensor([10]))),
+    "UNet2DConditionModel": (
+        _unet2d_condition,
+        lambda: (torch.randn(1, 4, 32, 32), torch.tensor([10]), torch.randn(1, 7, 32)),
+    ),
+    "AutoencoderKL": (_autoencoder_kl, lambda: (torch.randn(1, 3, 32, 32),)),
+}
+CI_DIFFUSERS = {"UNet2DModel"}
+
+# (architecture, encoder): each decoder family once with a resnet encoder, PSPNet with an efficientnet
+# one too, Segformer with its own mit encoder
+SMP = (
+    ("Unet", "resnet18"),
+    ("FPN", "resnet18"),
+    ("DeepLabV3Plus", "resnet18"),
+    ("PSPNet", "resnet18"),
+    ("PSPNet", "efficientnet-b0"),
+    ("MAnet", "resnet18"),
+    ("Segformer", "mit_b0"),
+)
+CI_SMP = {("Unet", "resnet18")}
+
+
+def _smp(arch: str, encoder: str) -> Any:
+    def build() -> torch.nn.Module:
+        import segmentation_models_pytorch as smp
+
+        return getattr(smp, arch)(encoder_name=encoder, encoder_weights=None, classes=2)
+
+    return build
+
+
+def library_cases(subset: str) -> Iterator[tuple[str, str, Any, Any, dict[str, Any]]]:
+    """diffusers UNets and VAE from tiny configs; segmentation-models-pytorch decoders (64×64 inputs)."""
+    have_diffusers = importlib.util.find_spec("diffusers") is not None
+    for name, (build, make_inputs) in DIFFUSERS.items():
+        if subset == "ci" and name not in CI_DIFFUSERS:
+            continue
+        if not have_diffusers:
+            yield ("diffusers", name, _missing(f"{name} (diffusers is not installed)"), lambda: None, {})
+            continue
+        yield ("diffusers", name, build, make_inputs, {})
+    have_smp = importlib.util.find_spec("segmentation_models_pytorch") is not None
+    for arch, encoder in SMP:
+        if subset == "ci" and (arch, encoder) not in CI_SMP:
+            continue
+        name = f"{arch} ({encoder})"
+        if not have_smp:
+            yield ("segmentation-models-pytorch", name, _missing(f"{name} (not installed)"), lambda: None, {})
+            continue
+        yield ("segmentation-models-pytorch", name, _smp(arch, encoder), lambda: torch.randn(1, 3, 64, 64), {})

@@ -405,6 +405,18 @@ def _nothing(op: Op, shape: ShapeOf) -> list[Coupling]:
     return []
 
 
+def _constant(op: Op, shape: ShapeOf) -> list[Coupling]:
+    """A tensor made from nothing follows the channels it meets, unless its values depend on position.
+
+    ``arange(n)`` without position i is not ``arange(n - 1)``: a sinusoidal embedding built from it
+    would change every kept frequency, so the dims of such a tensor (``positional``) are pinned.
+    """
+    if not op.attr("positional", False):
+        return []
+    reason = f"{op.location} makes values that depend on their position"
+    return [Pin(DimRef(y, d), reason, op.id) for y in op.outputs for d, size in enumerate(shape(y)) if size > 1]
+
+
 RULES: Mapping[OpKind, Rule] = types.MappingProxyType(
     {
         OpKind.CONV: _conv,
@@ -427,7 +439,7 @@ RULES: Mapping[OpKind, Rule] = types.MappingProxyType(
         OpKind.EMBEDDING: _embedding,
         OpKind.ATTENTION: _attention,
         OpKind.PIXEL_SHUFFLE: _pixel_shuffle,
-        OpKind.CONSTANT: _nothing,
+        OpKind.CONSTANT: _constant,
         OpKind.OPAQUE: _nothing,
     }
 )

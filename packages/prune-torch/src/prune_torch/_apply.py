@@ -13,6 +13,7 @@ from prune_ops import Plan, PlanEntry, PlanMismatchError, PruningError, check_in
 from prune_torch._errors import ApplyError, TraceError
 from prune_torch._history import build_inputs, record, recorded_inputs
 from prune_torch._layers import LAYER_RULES, sync_attributes
+from prune_torch._reads import Reads, reading
 from prune_torch._rebase import compare, rebase
 from prune_torch._sizes import size_updates, update_sizes
 from prune_torch._trace import ExampleInputs, refuse_script_modules, trace
@@ -229,8 +230,10 @@ def apply(
     inputs = example_inputs if example_inputs is not None else _inputs_for(model, plan)
     before = None
     local = plan  # the plan made again on this model's own trace: its predictions name that trace's values
+    reads: Reads = {}  # int attributes the forward read (``self.channels``): sizes kept outside tensors
     if inputs is not None:
-        before = trace(model, inputs)
+        with reading(model) as reads:
+            before = trace(model, inputs)
         groups = find_groups(before, prune_outputs=True)
         check_plan_groups(before, groups, plan)
         local = rebase(before, groups, plan)
@@ -269,7 +272,7 @@ def apply(
             sync_attributes(module, LAYER_RULES)
         if before is not None:
             _sync_stateless(model, before, local, snapshot)
-            update_sizes(model, size_updates(before, local), snapshot.remember)
+            update_sizes(model, size_updates(before, local), snapshot.remember, reads)
         if verify and before is not None and inputs is not None:
             try:
                 after = trace(model, inputs)

@@ -86,6 +86,11 @@ def _constant(args: Sequence[Any], kwargs: Mapping[str, Any], out: Any) -> OpSpe
     return OpSpec(OpKind.CONSTANT, (), _outs(out))
 
 
+def _positional(args: Sequence[Any], kwargs: Mapping[str, Any], out: Any) -> OpSpec:
+    # a value per position (arange, linspace, eye, a literal): no channel of it can go on its own
+    return OpSpec(OpKind.CONSTANT, (), _outs(out), {"positional": True})
+
+
 def _reduce(args: Sequence[Any], kwargs: Mapping[str, Any], out: Any) -> OpSpec:
     x = args[0]
     dims = _arg(args, kwargs, 1, "dim")
@@ -389,8 +394,9 @@ def _table() -> Mapping[Any, Reader]:
         "zeros_like", "ones_like", "empty_like", "full_like", "rand_like", "randn_like", "randint_like"
     ):
         table[packet] = _like
+    for packet in _packets("arange", "linspace", "logspace", "eye", "tensor", "lift_fresh_copy"):
+        table[packet] = _positional
     for packet in _packets(
-        "arange",
         "zeros",
         "ones",
         "full",
@@ -404,10 +410,6 @@ def _table() -> Mapping[Any, Reader]:
         "new_ones",
         "new_empty",
         "new_full",
-        "lift_fresh_copy",
-        "eye",
-        "linspace",
-        "tensor",
     ):
         table[packet] = _constant
     for packet in _packets("sum", "mean", "amax", "amin", "prod", "logsumexp", "any", "all", "nansum", "nanmean"):

@@ -4,8 +4,15 @@ Attention modules reshape a projection of width C into heads × head dims with s
 attributes. After a plan changes such a reshape, the attributes of the module that runs it are
 updated by role: the first factor is a head count, the last a head dim, the whole a width. Only
 attributes with a known name and the old value change; the model config follows where every
-layer changed the same way. Anything else is caught by the re-trace after apply, which names
-the module.
+layer changed the same way.
+
+Where no known name holds the size, the attributes the forward was seen to read
+(``prune_torch._reads``) decide: the one int attribute read with the old value follows (diffusers'
+``attn.heads``). The same goes for channel counts a module compares in Python
+(``assert x.shape[1] == self.channels``): a dim of a tensor the module reads or writes whose size
+changes, and no other dim of the old size that stays or changes otherwise. Two candidates are
+never guessed between. Anything else is caught by the re-trace after apply, which names the
+module.
 """
 
 from __future__ import annotations
@@ -20,9 +27,11 @@ import torch
 from prune_graph import DimRef, Graph, OpKind, ValueId, ValueKind, reshape_groups
 from prune_ops import GroupKind, GroupSet, Plan, find_groups
 from prune_torch._errors import ApplyError
+from prune_torch._layers import rule_for
 from prune_torch._mha import PrunedMultiheadAttention
+from prune_torch._reads import Reads
 
-__all__ = ["CONFIG_NAMES", "ROLE_NAMES", "SizeUpdate", "size_updates", "update_sizes"]
+__all__ = ["CONFIG_NAMES", "ROLE_NAMES", "SizeUpdate", "channel_updates", "size_updates", "update_sizes"]
 
 ROLE_NAMES: Mapping[str, frozenset[str]] = types.MappingProxyType(
     {
@@ -36,6 +45,8 @@ ROLE_NAMES: Mapping[str, frozenset[str]] = types.MappingProxyType(
         "intermediate": frozenset(),
         # a split piece's size, by any name: the one int attribute of the module that holds it
         "split": frozenset(),
+        # a channel count of a tensor the module reads or writes: the one read attribute holding it
+        "channels": frozenset(),
     }
 )
 
@@ -64,6 +75,10 @@ CONFIG_NAMES: Mapping[str, frozenset[str]] = types.MappingProxyType(
 
 # config sizes whose ``None`` stands for a value derived from another one
 _CONFIG_DEFAULTS: Mapping[str, tuple[str, int]] = types.MappingProxyType({"n_inner": ("n_embd", 4)})
+
+
+# roles whose size may follow in an attribute of any name the forward read
+_GUESSED = frozenset({"heads", "head_dim", "width", "kv_groups", "channels"})
 
 
 @attrs.frozen
@@ -174,6 +189,53 @@ def size_updates(graph: Graph, plan: Plan, groups: GroupSet | None = None) -> li
             for role, (old, new) in changes:
                 if role is not None and old != new:
                     found.append(SizeUpdate(op.module, role, old, new))
+    return found + channel_updates(graph, plan)
+
+
+def channel_updates(graph: Graph, plan: Plan) -> list[SizeUpdate]:
+    """Per module, the sizes of the tensors it reads or writes that change one way only.
+
+    A module's tensors: the activations its own ops touch and those crossing its boundary (read by
+    an op inside it and made outside, or the reverse). A size that is also the size of a dim that
+    stays, or that changes to another size, is ambiguous and left out.
+    """
+    shapes = plan.new_shapes()
+    if not shapes:
+        return []
+    activations = {v.id for v in graph.values if v.kind in (ValueKind.INPUT, ValueKind.ACTIVATION)}
+    producer_module = {y: op.module for op in graph.ops for y in op.outputs}
+    touched: dict[str, set[str]] = {}
+
+    def inside(path: str, module: str | None) -> bool:
+        return module is not None and (not path or module == path or module.startswith(path + "."))
+
+    for op in graph.ops:
+        parts = op.module.split(".") if op.module else []
+        scopes = ["", *(".".join(parts[: k + 1]) for k in range(len(parts)))]
+        for x in op.inputs:
+            if x not in activations:
+                continue
+            for path in scopes:
+                if path == op.module or not inside(path, producer_module.get(x)):
+                    touched.setdefault(path, set()).add(x)
+        for y in op.outputs:
+            if y not in activations:
+                continue
+            outside = [c.module for c in graph.consumers(y)] + ([None] if y in graph.outputs else [])
+            for path in scopes:
+                if path == op.module or any(not inside(path, m) for m in outside):
+                    touched.setdefault(path, set()).add(y)
+    found: list[SizeUpdate] = []
+    for path, values in sorted(touched.items()):
+        if not any(v in shapes for v in values):
+            continue
+        news: dict[int, set[int]] = {}
+        for v in values:
+            for old, new in zip(graph.shape(v), shapes.get(v, graph.shape(v))):
+                news.setdefault(old, set()).add(new)
+        for old, new_sizes in sorted(news.items()):
+            if len(new_sizes) == 1 and old not in new_sizes and old > 1:
+                found.append(SizeUpdate(path, "channels", old, new_sizes.pop()))
     return found
 
 
@@ -187,12 +249,16 @@ def _broadcast_dim(graph: Graph, value: str, dim: int) -> bool:
     return dim >= lead and source[dim - lead] == 1
 
 
-def update_sizes(model: torch.nn.Module, updates: list[SizeUpdate], remember: Any) -> None:
+def update_sizes(model: torch.nn.Module, updates: list[SizeUpdate], remember: Any, reads: Reads | None = None) -> None:
     """Set the matching attributes of each module and, where uniform, of ``model.config``.
 
     ``remember(obj)`` is called before an object's attributes change, so the caller can restore them.
+    ``reads``: the int attributes each module's forward read (:func:`prune_torch._reads.reading`);
+    a size no known name holds follows in the one read attribute that holds it.
     """
     planned: dict[tuple[str, str], tuple[int, int]] = {}
+    guesses: dict[tuple[str, str], tuple[int, set[int]]] = {}
+    reads = reads or {}
     for update in updates:
         module = model.get_submodule(update.module) if update.module else model
         if isinstance(module, torch.nn.MultiheadAttention) and update.role != "heads":
@@ -200,6 +266,12 @@ def update_sizes(model: torch.nn.Module, updates: list[SizeUpdate], remember: An
             continue
         if update.role == "split":
             _plan_split(module, update, planned)
+            continue
+        named = [n for n in ROLE_NAMES[update.role] if _int_value(module, n) == update.old]
+        if not named:
+            if update.role in _GUESSED and rule_for(module) is None:
+                # layers with a rule take their sizes from their tensors
+                _guess_from_reads(module, update, reads.get(update.module, {}), guesses)
             continue
         for name in ROLE_NAMES[update.role]:
             value = getattr(module, name, None)
@@ -212,6 +284,9 @@ def update_sizes(model: torch.nn.Module, updates: list[SizeUpdate], remember: An
                         update.module,
                     )
                 planned[key] = (update.old, update.new)
+    for key, (old, news) in guesses.items():
+        if len(news) == 1 and planned.get(key, (old, next(iter(news))))[1] in news:
+            planned[key] = (old, news.pop())
     touched: set[int] = set()
     for (path, name), (_old, new) in planned.items():
         module = model.get_submodule(path) if path else model
@@ -221,6 +296,25 @@ def update_sizes(model: torch.nn.Module, updates: list[SizeUpdate], remember: An
         setattr(module, name, new)
     _no_nested_tensors(model, remember)
     _update_config(model, updates, remember)
+
+
+def _int_value(module: torch.nn.Module, name: str) -> int | None:
+    value = getattr(module, name, None)
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _guess_from_reads(
+    module: torch.nn.Module,
+    update: SizeUpdate,
+    read: dict[str, int],
+    guesses: dict[tuple[str, str], tuple[int, set[int]]],
+) -> None:
+    """The one attribute the forward read with the old value follows; two such, or none, are left alone."""
+    names = [n for n, v in read.items() if v == update.old and type(module.__dict__.get(n)) is int]
+    if len(names) != 1:
+        return
+    key = (update.module, names[0])
+    guesses.setdefault(key, (update.old, set()))[1].add(update.new)
 
 
 def _plan_split(module: torch.nn.Module, update: SizeUpdate, planned: dict[tuple[str, str], tuple[int, int]]) -> None:

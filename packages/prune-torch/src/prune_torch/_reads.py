@@ -1,0 +1,99 @@
+"""Which int attributes a model's forward reads (``self.channels`` in an assert, ``attn.heads`` in a view).
+
+Models keep sizes in plain attributes and compare or reshape with them in Python, where a
+dispatch-level trace cannot see. For the length of a run, every public int attribute of every
+module is watched by a data descriptor put on the module's class (a data descriptor on the type
+is found before the instance's ``__dict__``): a read notes the module and the name and returns
+the value unchanged. The classes are put back afterwards, also when the run fails. Only names no
+class in the MRO defines are watched, so properties, methods and class defaults are untouched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+
+__all__ = ["Reads", "reading"]
+
+# module path → {attribute name: value} of the int attributes its forward read
+Reads = dict[str, dict[str, int]]
+
+
+class _Watched:
+    """Reads ``name`` from an instance's ``__dict__`` and notes which instance read it."""
+
+    def __init__(self, name: str, seen: dict[int, set[str]]) -> None:
+        self.name = name
+        self.seen = seen
+
+    def __get__(self, obj: Any, owner: type | None = None) -> Any:
+        if obj is None:
+            raise AttributeError(self.name)
+        try:
+            value = obj.__dict__[self.name]
+        except KeyError:
+            # no value of its own: nn.Module.__getattr__ looks further, as it did before
+            raise AttributeError(self.name) from None
+        self.seen.setdefault(id(obj), set()).add(self.name)
+        return value
+
+    def __set__(self, obj: Any, value: Any) -> None:
+        obj.__dict__[self.name] = value
+
+    def __delete__(self, obj: Any) -> None:
+        del obj.__dict__[self.name]
+
+
+def _int_names(module: torch.nn.Module) -> set[str]:
+    return {name for name, value in vars(module).items() if type(value) is int and not name.startswith("_")}
+
+
+@contextlib.contextmanager
+def reading(model: torch.nn.Module) -> Iterator[Reads]:
+    """Watch the int attributes of ``model``'s modules; the yielded dict fills in when the block ends.
+
+    >>> from torch import nn
+    >>> class Scale(nn.Module):
+    ...     def __init__(self) -> None:
+    ...         super().__init__()
+    ...         self.channels, self.unused = 4, 4
+    ...     def forward(self, x):
+    ...         return x * self.channels
+    >>> model = Scale()
+    >>> with reading(model) as reads:
+    ...     _ = model(torch.ones(2))
+    >>> reads
+    {'': {'channels': 4}}
+    """
+    paths: dict[int, str] = {}
+    wanted: dict[type, set[str]] = {}
+    for path, module in model.named_modules():
+        paths.setdefault(id(module), path)
+        names = _int_names(module)
+        if names:
+            wanted.setdefault(type(module), set()).update(names)
+    seen: dict[int, set[str]] = {}
+    installed: list[tuple[type, str]] = []
+    reads: Reads = {}
+    try:
+        for cls, names in wanted.items():
+            for name in sorted(names):
+                if any(name in klass.__dict__ for klass in cls.__mro__):
+                    continue
+                setattr(cls, name, _Watched(name, seen))
+                installed.append((cls, name))
+        yield reads
+    finally:
+        for cls, name in reversed(installed):
+            delattr(cls, name)
+        modules = {id(m): m for m in model.modules()}
+        for key, names in seen.items():
+            module = modules.get(key)
+            if module is None:
+                continue
+            values = {n: module.__dict__[n] for n in sorted(names) if type(module.__dict__.get(n)) is int}
+            if values:
+                reads[paths[key]] = values
