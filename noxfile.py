@@ -57,7 +57,19 @@ ZOO_CONSTRAINTS = ("-c", "constraints-zoo.txt")
 # ultralytics builds YOLOv8 from the yaml it ships (no download); it needs torchvision, so it lives only in this
 # venv, and constraints-zoo.txt keeps its torch. onnxscript is what torch.onnx.export(dynamo=True) writes with
 # (the zoo's exports section; onnx and onnxruntime come with prune-onnx).
-ZOO_DEPS = ("timm>=1.0", "transformers>=4.45", "matplotlib>=3.7", "tqdm>=4.60", "ultralytics>=8.3", "onnxscript>=0.5")
+# diffusers (UNet2DModel, UNet2DConditionModel, AutoencoderKL from tiny configs) and
+# segmentation-models-pytorch (Unet, FPN, DeepLabV3Plus, PSPNet, MAnet, Segformer): the zoo's
+# "libraries" cases, models people prune whose sizes live in attributes (issue 15)
+ZOO_DEPS = (
+    "timm>=1.0",
+    "transformers>=4.45",
+    "matplotlib>=3.7",
+    "tqdm>=4.60",
+    "ultralytics>=8.3",
+    "onnxscript>=0.5",
+    "diffusers>=0.30",
+    "segmentation-models-pytorch>=0.3.4",
+)
 
 
 def install_zoo(session: nox.Session) -> None:
