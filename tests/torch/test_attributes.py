@@ -176,3 +176,28 @@ def test_reading_puts_the_classes_back() -> None:
         model.down(torch.randn(1, 4, 8, 8))
     assert "channels" not in vars(Downsample)
     assert_unchanged(model, before)
+
+
+class DeepBackbone(nn.Module):
+    """Runs every stage but returns an early one (segmentation encoders past the decoder's depth)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stage1 = nn.Sequential(nn.Conv2d(3, 12, 3, padding=1), nn.BatchNorm2d(12), nn.ReLU())
+        self.stage2 = nn.Sequential(nn.Conv2d(12, 16, 3, padding=1), nn.ReLU())
+        self.head = nn.Conv2d(12, 2, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        features = [self.stage1(x)]
+        features.append(self.stage2(features[-1]))  # computed, then thrown away
+        return self.head(features[0])
+
+
+def test_a_stage_whose_result_is_thrown_away_follows_the_channels_it_reads() -> None:
+    model = prepared(DeepBackbone())
+    original = copy.deepcopy(model)
+    x = torch.randn(1, 3, 8, 8, dtype=torch.float64)
+    report = pt.prune(model, x, ratio=0.5, show_progress=False)
+    assert model.stage1[0].out_channels == model.stage2[0].in_channels == 6
+    assert_layer_attributes(model)
+    _equal_to_silenced(original, model, report, (x,))

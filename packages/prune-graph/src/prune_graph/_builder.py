@@ -97,15 +97,19 @@ class GraphBuilder:
 
         With ``drop_unused``, ops whose results nothing reads and the model does not return
         (autograd's saved copies, statistics kept for backward) are left out with their values.
+        An op that reads a parameter or buffer is kept all the same, with what feeds it: a layer
+        whose result is thrown away (a backbone stage past the depth a decoder uses) still runs,
+        so it must follow the channels it reads.
         """
         ops = self._ops
         values = self._values
         if drop_unused:
             needed = set(outputs)
+            state = {k for k, v in self._values.items() if v.kind in (ValueKind.PARAMETER, ValueKind.BUFFER)}
             kept: list[Op] = []
             for op in reversed(self._ops):
                 # an op without results is there for what it says about its inputs (a sealed module): keep it
-                if not op.outputs or any(out in needed for out in op.outputs):
+                if not op.outputs or any(out in needed for out in op.outputs) or any(x in state for x in op.inputs):
                     kept.append(op)
                     needed.update(op.inputs)
                     needed.update(op.axes)

@@ -6,12 +6,11 @@ updated by role: the first factor is a head count, the last a head dim, the whol
 attributes with a known name and the old value change; the model config follows where every
 layer changed the same way.
 
-Where no known name holds the size, the attributes the forward was seen to read
-(``prune_torch._reads``) decide: the one int attribute read with the old value follows (diffusers'
-``attn.heads``). The same goes for channel counts a module compares in Python
-(``assert x.shape[1] == self.channels``): a dim of a tensor the module reads or writes whose size
-changes, and no other dim of the old size that stays or changes otherwise. Two candidates are
-never guessed between. Anything else is caught by the re-trace after apply, which names the
+Channel counts a module keeps under any other name (``assert x.shape[1] == self.channels``,
+``x.split(self.expand_chs // 2)``, diffusers' ``attn.heads``) follow through the attributes the
+forward was seen to read (``prune_torch._reads``): where a size of the tensors the module reads,
+writes or makes changes one way only (no other dim of that size stays or changes otherwise), the
+one int attribute read with the old value follows. Two candidates are never guessed between. Anything else is caught by the re-trace after apply, which names the
 module.
 """
 
@@ -77,8 +76,10 @@ CONFIG_NAMES: Mapping[str, frozenset[str]] = types.MappingProxyType(
 _CONFIG_DEFAULTS: Mapping[str, tuple[str, int]] = types.MappingProxyType({"n_inner": ("n_embd", 4)})
 
 
-# roles whose size may follow in an attribute of any name the forward read
-_GUESSED = frozenset({"heads", "head_dim", "width", "kv_groups", "channels"})
+# roles whose size may follow in an attribute of any name the forward read: only channel counts,
+# whose updates are unambiguous over every tensor the module touches (a head count of 8 beside an
+# unchanged head dim of 8 is not: the role alone cannot tell the two attributes apart)
+_GUESSED = frozenset({"channels"})
 
 
 @attrs.frozen
@@ -310,7 +311,9 @@ def _guess_from_reads(
     guesses: dict[tuple[str, str], tuple[int, set[int]]],
 ) -> None:
     """The one attribute the forward read with the old value follows; two such, or none, are left alone."""
-    names = [n for n, v in read.items() if v == update.old and type(module.__dict__.get(n)) is int]
+    # a name the role table knows is that role's, never another size that happens to be equal
+    known = set().union(*ROLE_NAMES.values())
+    names = [n for n, v in read.items() if v == update.old and type(module.__dict__.get(n)) is int and n not in known]
     if len(names) != 1:
         return
     key = (update.module, names[0])
