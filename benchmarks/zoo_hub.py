@@ -354,7 +354,8 @@ def _unet2d() -> torch.nn.Module:
         down_block_types=("DownBlock2D", "AttnDownBlock2D"),
         up_block_types=("AttnUpBlock2D", "UpBlock2D"),
         norm_num_groups=8,
-        attention_head_dim=8,
+        # heads and head dims of unequal sizes, as in real configs (8 and 8 cannot be told apart)
+        attention_head_dim=16,
     )
 
 
@@ -371,7 +372,7 @@ def _unet2d_condition() -> torch.nn.Module:
         up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
         cross_attention_dim=32,
         norm_num_groups=8,
-        attention_head_dim=8,
+        attention_head_dim=4,  # a head count here (diffusers' legacy name): 4 heads of 8 and of 16
     )
 
 
