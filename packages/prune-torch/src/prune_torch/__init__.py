@@ -44,6 +44,7 @@ from prune_torch._optim import prune_optimizer
 from prune_torch._plan import plan
 from prune_torch._pretrained import PretrainedCheck, PretrainedError, check_pretrained, save_pretrained
 from prune_torch._prune import InteractivePruner, Proposal, Target, interactive, prune
+from prune_torch._recalibrate import recalibrate_norms
 from prune_torch._report import LayerWidth, Report
 from prune_torch._traced import TracedGraph
 from prune_torch._traced import trace_model as trace
@@ -94,6 +95,7 @@ __all__ = [
     "prune_optimizer",
     "prune_out_channels",
     "prune_related_conv",
+    "recalibrate_norms",
     "save_pretrained",
     "save_pruned",
     "silenced_copy",
