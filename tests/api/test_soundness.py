@@ -450,3 +450,59 @@ def test_apply_refuses_a_scripted_model_before_anything() -> None:
     scripted = torch.jit.script(model)
     with pytest.raises(pt.TraceError, match=r"TorchScript module.*Prune the eager model"):
         pt.apply(scripted, plan)
+
+
+class Attention(nn.Module):
+    def __init__(self, scale: float | None) -> None:
+        super().__init__()
+        self.q, self.k, self.v, self.o = (nn.Linear(8, 16) for _ in range(4))
+        self.o = nn.Linear(16, 8)
+        self.scale = scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.o(F.scaled_dot_product_attention(self.q(x), self.k(x), self.v(x), scale=self.scale))
+
+
+def test_attention_with_its_default_scale_keeps_its_query_key_dim() -> None:
+    """Without an explicit scale, attention divides by √(query-key dim): pruning that dim changes
+    every kept value (on meta, torch hides the scale in a decomposition; the tracer records the call whole)."""
+    x = torch.randn(2, 5, 8, dtype=torch.float64)
+    model = Attention(None).double().eval()
+    original = copy.deepcopy(model)
+    report = pt.prune(model, x, ratio=0.5, show_progress=False)
+    assert (model.q.out_features, model.v.out_features) == (16, 8)
+    assert any("mixed by size (aten.scaled_dot_product_attention)" in note for note in report.skipped)
+    assert pt.check_equivalence(original, model, report.plan, x).ok
+    explicit = Attention(0.25).double().eval()
+    original = copy.deepcopy(explicit)
+    report = pt.prune(explicit, x, ratio=0.5, verify=True, show_progress=False)
+    assert explicit.q.out_features == 8
+    assert pt.check_equivalence(original, explicit, report.plan, x, silence_outputs=report.silence_outputs).ok
+
+
+class PositionAttention(nn.Module):
+    """Channels summed in a product of two activations (segmentation-models-pytorch MAnet's PAB block)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.top = nn.Conv2d(4, 8, 1)
+        self.center = nn.Conv2d(4, 8, 1)
+        self.out = nn.Conv2d(4, 2, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        product = torch.matmul(self.center(x).flatten(2).transpose(1, 2), self.top(x).flatten(2))
+        weights = torch.softmax(product.view(b, -1), 1).view(b, h * w, h * w)
+        return self.out(torch.matmul(weights, x.flatten(2).transpose(1, 2)).transpose(1, 2).reshape(b, c, h, w))
+
+
+def test_channels_summed_in_a_product_of_activations_are_silenced_where_they_are_made() -> None:
+    model = PositionAttention().double().eval()
+    x = torch.randn(1, 4, 3, 3, dtype=torch.float64)
+    original = copy.deepcopy(model)
+    report = pt.prune(model, x, ratio=0.5, verify=True, show_progress=False)
+    assert model.top.out_channels == model.center.out_channels == 4
+    assert {"top", "center"} <= set(report.silence_outputs)
+    assert pt.check_equivalence(original, model, report.plan, x, silence_outputs=report.silence_outputs).ok
+    # without silencing the product's inputs, the check cannot tell: that is why the report names them
+    assert not pt.check_equivalence(original, model, report.plan, x).ok

@@ -212,8 +212,10 @@ def test_a_fresh_process_without_prune_torch_reloads_identical_logits_and_genera
             with torch.no_grad():
                 generated = model.generate(**inputs, max_new_tokens=5, do_sample=False, pad_token_id=0)
             expected[name] = generated.tolist()
+    # the same thread count as here: a sum split over other threads rounds differently
     script = f"""
 import json, sys, torch, transformers
+torch.set_num_threads({torch.get_num_threads()})
 transformers.utils.logging.set_verbosity_error()
 result = {{}}
 for name, auto in {[(n, FAMILIES[n].auto) for n, _ in cases]!r}:

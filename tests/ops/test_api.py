@@ -59,6 +59,7 @@ PUBLIC = {
     "compare_outputs",
     "compensation",
     "complement",
+    "contracted_in_products",
     "costs",
     "factor_sets",
     "find_groups",

@@ -94,7 +94,9 @@ class Mixing(enum.Enum):
     - ``SOFTMAX``: softmax or log-softmax over the dim;
     - ``CUMULATIVE``: a running sum, product, max or min along the dim;
     - ``NORMALISATION``: statistics over the dim rescale it, inside a recognised normalisation
-      layer (LayerNorm, RMSNorm, the positions within each group of a GroupNorm).
+      layer (LayerNorm, RMSNorm, the positions within each group of a GroupNorm);
+    - ``SIZE``: the op scales its result by the dim's size (scaled dot-product attention without
+      an explicit ``scale`` divides by √(head dim)).
 
     A group that crosses such a dim is *approximate*: the pruned model no longer computes what
     the silenced original computes.
@@ -104,6 +106,7 @@ class Mixing(enum.Enum):
     SOFTMAX = "softmax"
     CUMULATIVE = "cumulative"
     NORMALISATION = "normalisation"
+    SIZE = "size"
 
 
 def _to_mixing(value: object) -> Mixing:

@@ -48,7 +48,8 @@ class OpKind(enum.Enum):
     - ``EXPAND``: (x) → y, size-1 dims broadcast (new leading dims allowed).
     - ``REPEAT``: (x) → y, attr ``repeats`` per dim (``Tensor.repeat``).
     - ``EMBEDDING``: (weight, indices) → y.
-    - ``ATTENTION``: (q, k, v[, mask]) → y, scaled dot-product attention.
+    - ``ATTENTION``: (q, k, v[, mask]) → y, scaled dot-product attention; attr ``size_scaled``
+      when the scale is the default 1/√(query-key dim), which changes when that dim is pruned.
     - ``PIXEL_SHUFFLE``: (x) → y, attrs ``factor`` and ``inverse`` (pixel_unshuffle).
     - ``CONSTANT``: () → y, a tensor made from nothing (arange, zeros, full).
     - ``OPAQUE``: anything else; every dim it touches is unprunable.

@@ -369,6 +369,8 @@ def _attention(op: Op, shape: ShapeOf) -> list[Coupling]:
     y = op.outputs[0]
     qr, kr, vr, yr = (len(shape(t)) for t in (q, k, v, y))
     result = _link_same(op, shape, q, qr - 1, k, kr - 1)
+    if op.attr("size_scaled", False) and shape(q)[qr - 1] > 1:
+        result.append(Mix(DimRef(q, qr - 1), Mixing.SIZE, op.id))
     result += _link_same(op, shape, v, vr - 1, y, yr - 1)
     result += _link_same(op, shape, q, qr - 2, y, yr - 2)
     result += _link_same(op, shape, k, kr - 2, v, vr - 2)

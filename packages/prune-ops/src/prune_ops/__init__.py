@@ -45,6 +45,7 @@ from prune_ops._importance import (
     resolve_importance,
 )
 from prune_ops._indices import IntArray, as_index_array, check_indices, complement
+from prune_ops._kinds import contracted_in_products
 from prune_ops._mixing import MixNote, mixing_blocker, normalisation_modules
 from prune_ops._plan import PLAN_SCHEMA, Plan, PlanEntry, make_plan
 from prune_ops._plan_check import check_plan_groups
@@ -106,6 +107,7 @@ __all__ = [
     "compare_outputs",
     "compensation",
     "complement",
+    "contracted_in_products",
     "costs",
     "factor_sets",
     "find_groups",

@@ -6,7 +6,7 @@ from prune_graph import DimRef, FactorLink, Graph, Link, OpKind, ValueKind
 from prune_ops._classes import UnionFind
 from prune_ops._groups import GroupKind
 
-__all__ = ["group_kinds"]
+__all__ = ["contracted_in_products", "group_kinds"]
 
 
 def _parameter_derived(graph: Graph) -> set[str]:
@@ -64,3 +64,25 @@ def group_kinds(
                         kinds[classes.find(part)] = GroupKind.HEADS if axis == 0 else GroupKind.QUERY_HEADS
                         changed = True
     return kinds
+
+
+def contracted_in_products(graph: Graph) -> set[DimRef]:
+    """Dims summed over in a product of two activations (``q @ k.T``, attention's query-key dim).
+
+    Such a product has no weight to zero: channels pruned there are silenced by zeroing them
+    where they are made (the rows of the layers that write them), which is what the pruned
+    model computes when zero stays zero on the way.
+    """
+    derived = _parameter_derived(graph)
+    found: set[DimRef] = set()
+    for op in graph.ops:
+        if op.kind is OpKind.MATMUL and op.inputs[0] not in derived and op.inputs[1] not in derived:
+            a, b = op.inputs[0], op.inputs[1]
+            b_rank = graph.value(b).rank
+            found.add(DimRef(a, graph.value(a).rank - 1))
+            found.add(DimRef(b, 0 if b_rank == 1 else b_rank - 2))
+        elif op.kind is OpKind.ATTENTION:
+            q, k = op.inputs[0], op.inputs[1]
+            found.add(DimRef(q, graph.value(q).rank - 1))
+            found.add(DimRef(k, graph.value(k).rank - 1))
+    return found

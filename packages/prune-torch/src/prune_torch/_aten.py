@@ -282,7 +282,11 @@ def _attention(args: Sequence[Any], kwargs: Mapping[str, Any], out: Any) -> OpSp
     if kwargs.get("enable_gqa") or q.shape[:-2] != k.shape[:-2]:
         return None
     inputs = (q, k, v) if not isinstance(mask, torch.Tensor) else (q, k, v, mask)
-    return OpSpec(OpKind.ATTENTION, inputs, _outs(out)[:1])
+    # without an explicit scale, SDPA divides by √(q.size(-1)): pruning that dim changes the result
+    scale = kwargs.get("scale")
+    if scale is None and len(args) > 6 and isinstance(args[6], (int, float)):
+        scale = args[6]
+    return OpSpec(OpKind.ATTENTION, inputs, _outs(out)[:1], {"size_scaled": scale is None})
 
 
 def _packets(*names: str) -> list[Any]:

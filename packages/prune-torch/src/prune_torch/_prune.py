@@ -24,6 +24,7 @@ from prune_ops import (
     Taylor,
     as_target,
     check_amount,
+    contracted_in_products,
     costs,
     make_plan,
     meet_target,
@@ -602,8 +603,11 @@ def _prune_steps(
         if opts.compensate:
             pending, notes = plan_compensation(model, chosen, graph.cache["activation statistics"])
         plan, applied = _apply_what_fits(model, graph, plan, chosen, example_inputs, skipped)
+        contracted = contracted_in_products(graph)
         for group, _units in applied:
-            if group.kind is GroupKind.HEAD_DIMS:
+            # channels summed in a product of activations (q·k) have no weight to zero downstream:
+            # the silenced original zeroes them where they are made
+            if group.kind is GroupKind.HEAD_DIMS or any(m.dim in contracted for m in group.members):
                 head_dim_modules.update((m.value.module, None) for m in group.parameters)
             normalised = normalised or group.normalised
             if group.approximate:

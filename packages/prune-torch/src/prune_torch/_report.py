@@ -30,8 +30,9 @@ class Report:
     """What a prune did.
 
     ``plan`` is the combined plan that was applied (save it, inspect it, verify with it);
-    ``silence_outputs`` lists the modules whose pruned head dims meet in a product of
-    activations, to pass to :func:`prune_torch.check_equivalence`; ``normalised`` says that
+    ``silence_outputs`` lists the modules whose pruned channels meet in a product of
+    activations (head dims of q·k, a position-attention map), to pass to
+    :func:`prune_torch.check_equivalence`; ``normalised`` says that
     channels a normalisation layer mixes (LayerNorm, RMSNorm, positions within GroupNorm groups)
     were pruned. ``approximate`` names every pruned group whose channels an op mixes, with the op
     and module: for those, equality with the silenced original is not expected. ``skipped`` lists

@@ -22,6 +22,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 import torch
+from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from prune_graph import Graph, GraphBuilder, OpKind, ValueId, ValueKind
@@ -77,10 +78,13 @@ class _Recorder(TorchDispatchMode):
         self.keep.append(t)
         return name
 
+    paused = False  # while a whole call is recorded as one op (see _WholeOps), its parts are not
+
     def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
-        self._record(func, args, kwargs, out)
+        if not self.paused:
+            self._record(func, args, kwargs, out)
         return out
 
     def _drop(self, out: Any) -> None:
@@ -151,6 +155,36 @@ class _Recorder(TorchDispatchMode):
 # ``_own_attention``), so only subclasses, whose code may differ, stay sealed.
 SEALED_MODULES: tuple[type, ...] = (torch.nn.MultiheadAttention,)
 OPEN_MODULES: tuple[type, ...] = (torch.nn.MultiheadAttention, PrunedMultiheadAttention)
+
+
+class _WholeOps(TorchFunctionMode):
+    """Records scaled dot-product attention as one op, whatever kernel or decomposition runs it.
+
+    On the meta device torch decomposes it into matmuls, a softmax and a multiplication by
+    1/√(head dim) given as a plain number, which no coupling rule can see; as one ATTENTION op
+    the graph knows that the default scale depends on the query-key dim.
+    """
+
+    _ATTENTION = (torch._C._nn.scaled_dot_product_attention,)
+
+    def __init__(self, recorder: _Recorder) -> None:
+        super().__init__()
+        self.recorder = recorder
+
+    def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        kwargs = kwargs or {}
+        if func not in self._ATTENTION or self.recorder.paused or len(args) < 3:
+            return func(*args, **kwargs)
+        q, k = args[0], args[1]
+        if kwargs.get("enable_gqa") or q.shape[:-2] != k.shape[:-2]:
+            return func(*args, **kwargs)  # grouped-query form: its parts are recorded (expand, matmul)
+        self.recorder.paused = True
+        try:
+            out = func(*args, **kwargs)
+        finally:
+            self.recorder.paused = False
+        self.recorder._record(torch.ops.aten.scaled_dot_product_attention.default, args, kwargs, out)
+        return out
 
 
 def _sealed(module: torch.nn.Module) -> bool:
@@ -271,7 +305,7 @@ def _run(model: torch.nn.Module, example_inputs: ExampleInputs, meta: bool) -> G
     # caches filled in place (timm's attention-bias dict keyed by device) are put back too
     contents = [_Contents(container) for module in model.modules() for container in _containers(module)]
     try:
-        with _own_attention(model), _module_stack(model, stack, recorder), recorder:
+        with _own_attention(model), _module_stack(model, stack, recorder), recorder, _WholeOps(recorder):
             if meta:
                 result = torch.func.functional_call(model, stand_ins, args, kwargs, tie_weights=True, strict=False)
             else:

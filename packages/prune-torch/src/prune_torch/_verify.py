@@ -140,8 +140,13 @@ def verify_step(
         result = check_equivalence(before, model, plan, inputs, silence_outputs=silence)
     if result.ok:
         return
+    untried = []
     for group, units in exact:
-        plan, model = trial([(group, units)])
+        try:
+            plan, model = trial([(group, units)])
+        except PruningError:  # a group the model's code follows only together with others
+            untried.append(group.name)
+            continue
         alone = check_equivalence(before, model, plan, inputs, silence_outputs=silence)
         if not alone.ok:
             raise VerificationError(
@@ -149,7 +154,8 @@ def verify_step(
                 "mixes its channels; the whole prune was rolled back. Please report this model; "
                 "ignore=[...] one of its modules to prune the rest."
             )
+    alone_note = f"; {len(untried)} group(s) cannot be applied alone: {', '.join(untried[:3])}" if untried else ""
     raise VerificationError(
         f"verification failed: the pruned model's outputs differ from the silenced original ({result}), though no "
-        "single group does on its own; the whole prune was rolled back"
+        f"single group does on its own{alone_note}; the whole prune was rolled back"
     )
