@@ -335,12 +335,22 @@ def run_one(
     prune_seconds = time.perf_counter() - started
     row: dict[str, Any] = {"library": library, "criterion": criterion, "target": target, "note": note}
     row["acc_pruned"] = accuracy(pruned, data)
+    row["acc_recalibrated"] = recalibrated_accuracy(pruned, data)
     train(pruned, data, FINETUNE[model_name][data_key(data)], LR[model_name] / 2, SEED + 2)
     row["acc_finetuned"] = accuracy(pruned, data)
     row.update(measured(pruned, data))
     row["macs_removed"] = 1 - row["macs"] / base_macs
     row["prune_s"] = prune_seconds
     return row
+
+
+def recalibrated_accuracy(model: nn.Module, data: Data) -> float:
+    """Test accuracy after re-estimating BatchNorm statistics on a copy (fine-tuning starts from the raw prune)."""
+    copied = copy.deepcopy(model)
+    batches = [x for x, _ in list(data.batches(BATCH, 11))[:RECALIBRATION_BATCHES]]
+    if not pt.recalibrate_norms(copied, batches, show_progress=False):
+        return accuracy(model, data)  # no BatchNorm (the ViT): nothing to recalibrate
+    return accuracy(copied, data)
 
 
 def data_key(data: Data) -> str:
@@ -458,7 +468,10 @@ def checks(results: list[dict[str, Any]]) -> list[str]:
             None,
         )
         if top is not None and rand is not None and "error" not in rand:
-            for stage, label in (("acc_pruned", "right after pruning"), ("acc_finetuned", "after fine-tuning")):
+            stages = [("acc_pruned", "right after pruning")]
+            if run["model"] == "cnn" and "acc_recalibrated" in rand:
+                stages.append(("acc_recalibrated", "after norm recalibration"))
+            for stage, label in [*stages, ("acc_finetuned", "after fine-tuning")]:
                 diff = top[stage] - rand[stage]
                 lines.append(
                     f"  - 70%, {label}: random {rand[stage]:.2f}% vs best other "
@@ -476,20 +489,22 @@ def table(run: dict[str, Any]) -> list[str]:
         f"image, {base['latency_ms']:.2f} ms per batch of 64. After group-lasso training (the start of "
         f"`group_l2`): {base['acc_lasso']:.2f}%.",
         "",
-        "| library | criterion | target | MACs removed | params | acc. pruned | acc. fine-tuned | latency (ms) |",
-        "|---|---|---|---|---|---|---|---|",
+        "| library | criterion | target | MACs removed | params | acc. pruned | acc. recalibrated | acc. fine-tuned "
+        "| latency (ms) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in run["rows"]:
         lib = "ours" if r["library"] == "ours" else "Torch-Pruning"
         if "error" in r:
-            lines.append(f"| {lib} | {r['criterion']} | {r['target']:.0%} | n/a: {r['error']} | | | | |")
+            lines.append(f"| {lib} | {r['criterion']} | {r['target']:.0%} | n/a: {r['error']} | | | | | |")
             continue
         note = f" ({r['note']})" if r["note"] else ""
+        recal = f"{r['acc_recalibrated']:.2f}" if "acc_recalibrated" in r else "n/a"
         if not on_target(r):
             note = " (**missed the target**: not compared)"
         lines.append(
             f"| {lib} | {r['criterion']} | {r['target']:.0%} | {r['macs_removed']:.1%}{note} | {r['params']:,} | "
-            f"{r['acc_pruned']:.2f} | {r['acc_finetuned']:.2f} | {r['latency_ms']:.2f} |"
+            f"{r['acc_pruned']:.2f} | {recal} | {r['acc_finetuned']:.2f} | {r['latency_ms']:.2f} |"
         )
     return [*lines, ""]
 
@@ -541,18 +556,25 @@ def write(results: list[dict[str, Any]], out: Path, seconds: float, quick: bool)
         "whole); it prunes by a channel ratio, so the ratio is bisected until the MACs meet the target. Both "
         "libraries' MACs and parameters are counted by one counter (ours, from the traced graph).",
         f"- **Fine-tuning**: CNN {FINETUNE['cnn']['mnist']} epoch(s) on MNIST and {FINETUNE['cnn']['digits']} "
-        f"on digits, ViT {FINETUNE['vit']['mnist']} and {FINETUNE['vit']['digits']}; AdamW at "
-        "half the training rate, the same seed for every run. Latency: median of "
+        f"on digits, ViT {FINETUNE['vit']['mnist']} and {FINETUNE['vit']['digits']} (the ViT gets more: the same "
+        "4-head model as before, a longer budget rather than a wider model, since a wider one loses the same "
+        "share of its heads at 50%); AdamW at half the training rate, from the raw pruned model, the same seed "
+        "for every run. **Recalibrated**: the accuracy right after pruning once the BatchNorm running "
+        f"statistics are re-estimated by `pt.recalibrate_norms` over {RECALIBRATION_BATCHES} training batches "
+        "(no gradients, no training); measured on a copy, so fine-tuning is unaffected. The ViT has no "
+        "BatchNorm (LayerNorm keeps no running statistics): there the column equals the raw one. Latency: median of "
         f"{LATENCY_REPEATS} forwards of a batch of 64 test images (`pt.measure_latency`), noisy on a shared machine.",
         "",
         "## Checks the issue asks for",
         "",
         "Only runs that met their MAC target within 2 points are compared. How fine the numbers are: one "
         "test image is 0.1 point on MNIST and 0.28 on digits, and every run is one seed, so differences of "
-        "one or two images are noise. The budgets are far below what a real fine-tuning gets: the "
-        "ViT-style model, trained from scratch on 4,000 or 1,437 images, loses whole heads (of 4) at 50% "
-        "and does not recover in 2-5 epochs; read its rows as a ranking of criteria, not as the "
-        "accuracy a pruned ViT can reach.",
+        "one or two images are noise. Where the ViT-style model misses the 1-point target below, this is "
+        "why: trained from scratch on 4,000 or 1,437 images, it loses whole heads at 50% (2 of 4 per block, "
+        "with half its MLP channels), and relearning what they carried takes more epochs than this 2-core "
+        "budget affords for ~80 fine-tunes; in a probe, `taylor` at 50% on MNIST reached 85.3% after 2 "
+        "epochs and 87.5% after 6, on digits 94.7% after 5 and 95.6% after 20, still climbing. Read its rows "
+        "as a ranking of criteria, not as the accuracy a pruned ViT can reach with a real fine-tuning.",
         "",
         *checks(results),
         "",
@@ -577,7 +599,9 @@ EPOCHS: dict[str, dict[str, float]] = {"cnn": {"mnist": 6, "digits": 30}, "vit":
 LR = {"cnn": 3e-3, "vit": 1e-3}
 LASSO_EPOCHS = {"mnist": 2, "digits": 10}
 LASSO_STRENGTH = 1e-3
-FINETUNE: dict[str, dict[str, float]] = {"cnn": {"mnist": 1, "digits": 5}, "vit": {"mnist": 2, "digits": 5}}
+# the ViT gets three times the CNN's fine-tuning: it loses whole heads, and 2-5 epochs left it 2-6 points short
+FINETUNE: dict[str, dict[str, float]] = {"cnn": {"mnist": 1, "digits": 5}, "vit": {"mnist": 6, "digits": 15}}
+RECALIBRATION_BATCHES = 20
 LATENCY_REPEATS = 10
 # one thread: on a shared 2-core machine a second thread waits on the other jobs and runs 5-10x slower
 THREADS = 1
@@ -585,7 +609,17 @@ THREADS = 1
 
 def budgets() -> dict[str, Any]:
     """The budgets a run used, kept with its numbers so the page can be rewritten from them."""
-    names = ("EPOCHS", "LR", "LASSO_EPOCHS", "LASSO_STRENGTH", "FINETUNE", "LATENCY_REPEATS", "BATCH", "THREADS")
+    names = (
+        "EPOCHS",
+        "LR",
+        "LASSO_EPOCHS",
+        "LASSO_STRENGTH",
+        "FINETUNE",
+        "RECALIBRATION_BATCHES",
+        "LATENCY_REPEATS",
+        "BATCH",
+        "THREADS",
+    )
     return {name: globals()[name] for name in names}
 
 
