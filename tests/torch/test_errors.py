@@ -238,18 +238,17 @@ def test_indices_that_are_not_whole_units() -> None:
 
 
 class FixedWidth(nn.Module):
-    """Keeps its channel count in a plain attribute that its forward pass reads."""
+    """Writes its channel count as a literal in its forward pass: nothing pruning can update."""
 
     def __init__(self) -> None:
         super().__init__()
         self.conv = nn.Conv2d(3, 8, 3, padding=1)
         self.bn = nn.BatchNorm2d(8)
-        self.c = 8  # not a name pruning knows: it cannot follow
         self.fc = nn.Linear(8, 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b = x.shape[0]
-        y = F.relu(self.bn(self.conv(x))).view(b, self.c, -1)
+        y = F.relu(self.bn(self.conv(x))).view(b, 8, -1)  # (an attribute read here would follow the prune)
         return self.fc(y.mean(-1))
 
 
@@ -314,15 +313,11 @@ def test_failure_names_the_module_whose_shape_went_wrong() -> None:
     """When the pruned model still runs but computes other shapes than planned, the error names where."""
 
     class ChannelMean(nn.Module):
-        def __init__(self, channels: int) -> None:
-            super().__init__()
-            self.c = channels
-
         def forward(self, y: torch.Tensor) -> torch.Tensor:
-            # with fewer channels this still runs (6·16 = 8·12), but regroups the values
-            return y.view(y.shape[0], self.c, -1).mean(1)
+            # a literal width: with fewer channels this still runs (6·16 = 8·12), but regroups the values
+            return y.view(y.shape[0], 8, -1).mean(1)
 
-    model = nn.Sequential(nn.Conv2d(3, 8, 1), nn.ReLU(), ChannelMean(8))
+    model = nn.Sequential(nn.Conv2d(3, 8, 1), nn.ReLU(), ChannelMean())
     x = torch.randn(2, 3, 4, 4)
     plan = pt.plan(pt.trace(model, x), model[0], [0, 1])
     _raises_unchanged(

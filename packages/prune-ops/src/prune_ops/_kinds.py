@@ -31,10 +31,12 @@ def group_kinds(
     derived = _parameter_derived(graph)
     attention: set[DimRef] = set()
     for op in graph.ops:
-        products = op.kind is OpKind.ATTENTION or (
-            op.kind is OpKind.MATMUL and op.inputs[0] not in derived and op.inputs[1] not in derived
-        )
-        if products:
+        if op.kind is OpKind.ATTENTION:
+            # the per-head dims: q and k contract theirs, v and the output carry theirs (the head
+            # and batch dims are not head dims, though a mask may factor them too)
+            for value in (*op.inputs[:3], *op.outputs):
+                attention.add(classes.find(DimRef(value, graph.value(value).rank - 1)))
+        elif op.kind is OpKind.MATMUL and op.inputs[0] not in derived and op.inputs[1] not in derived:
             for value in (*op.inputs[:2], *op.outputs):
                 attention.update(classes.find(DimRef(value, d)) for d in range(graph.value(value).rank))
     grown = True

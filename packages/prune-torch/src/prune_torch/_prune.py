@@ -150,35 +150,38 @@ def _options(model: torch.nn.Module, **kw: Any) -> _Options:
 
 
 def _left_alone(groups: tuple[Group, ...], opts: _Options) -> list[str]:
-    """Why each group that mixing ops keep out of this prune is left alone."""
+    """Why each group the prune would take but mixing ops keep out of it is left alone."""
     notes = []
-    for group in groups:
+    for group in _wanted(groups, opts):
         reason = mixing_blocker(group.mixing, opts.approximate)
         if reason is not None:
             notes.append(f"{group.name} left unpruned: {reason}")
     return notes
 
 
-def _selected(groups: tuple[Group, ...], opts: _Options) -> list[Group]:
-    """The groups a prune touches by default: channels and heads; the rest on request.
-
-    Groups whose channels an op mixes (a reduction, softmax or cumulative op over them) are left
-    alone unless ``approximate=True``; normalisation layers are accepted unless ``approximate=False``.
-    """
+def _wanted(groups: tuple[Group, ...], opts: _Options) -> list[Group]:
+    """The kinds of group a prune touches: channels and heads by default; the rest on request."""
     has_heads = any(g.kind is GroupKind.HEADS for g in groups)
     keep_hidden = (not has_heads) if opts.hidden is None else opts.hidden
-    chosen = []
+    wanted = []
     for group in groups:
-        if mixing_blocker(group.mixing, opts.approximate) is not None:
-            continue
         if group.kind is GroupKind.HEAD_DIMS and not opts.head_dims:
             continue
         if group.kind is GroupKind.QUERY_HEADS and not opts.query_heads:
             continue
         if group.kind is GroupKind.CHANNELS and group.normalised and not keep_hidden:
             continue
-        chosen.append(group)
-    return chosen
+        wanted.append(group)
+    return wanted
+
+
+def _selected(groups: tuple[Group, ...], opts: _Options) -> list[Group]:
+    """The groups a prune touches: the kinds :func:`_wanted` takes, less those mixing ops keep out.
+
+    Groups whose channels an op mixes (a reduction, softmax or cumulative op over them) are left
+    alone unless ``approximate=True``; normalisation layers are accepted unless ``approximate=False``.
+    """
+    return [g for g in _wanted(groups, opts) if mixing_blocker(g.mixing, opts.approximate) is None]
 
 
 def _owners(graph: TracedGraph, group: Group) -> tuple[str, ...]:
