@@ -46,7 +46,10 @@ def _rank(rank: int, world: int, folder: str) -> None:
         dist.destroy_process_group()
 
 
-def test_two_ranks_derive_the_single_process_plan(tmp_path: Path) -> None:
+def test_two_ranks_derive_the_single_process_plan(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # spawned ranks import this module by its package path from the parent's sys.path: make sure
+    # the repository root is on it whatever way pytest was started (``pytest`` or ``python -m pytest``)
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[2]))
     mp.start_processes(_rank, args=(2, str(tmp_path)), nprocs=2, join=True, start_method="spawn")
     single = gather_statistics(_model(), _batches(), show_progress=False)
     for rank in (0, 1):
