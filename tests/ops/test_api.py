@@ -80,6 +80,7 @@ PUBLIC = {
     "select",
     "silence",
     "split_between_factors",
+    "units_removed",
 }
 
 

@@ -21,7 +21,7 @@ from prune_onnx._errors import OnnxApplyError
 from prune_onnx._nodes import Context, slice_ranges
 from prune_onnx._read import ModelLike
 from prune_onnx._trace import OnnxGraph, trace
-from prune_ops import IntArray, Plan, PlanMismatchError, Removal, complement, make_plan
+from prune_ops import IntArray, Plan, PlanMismatchError, Removal, complement, make_plan, units_removed
 
 __all__ = ["apply", "removal_from_plan"]
 
@@ -50,29 +50,17 @@ def removal_from_plan(graph: OnnxGraph, plan: Plan) -> Removal:
         mask = np.zeros(entry.size, dtype=bool)
         mask[np.asarray(entry.removed, dtype=np.int64)] = True
         gone[DimRef(value.id, entry.axis)] = mask
-    units: dict[int, set[int]] = {}
+    removed = {dim: np.flatnonzero(mask) for dim, mask in gone.items()}
+    units: dict[int, IntArray] = {}
     for group in groups:
-        if not any(m.dim in gone for m in group.members):
-            continue
-        # a unit went when all its indices went, in every state member (an index of a factored dim
-        # also goes with the other factor's units, but not in every member the unit reaches)
-        full = np.ones(group.size, dtype=bool)
-        for member in group.members:
-            if not member.value.is_state:
-                continue
-            mask = gone.get(member.dim, np.zeros(len(member.units), dtype=bool))
-            valid = member.units >= 0
-            total = np.bincount(member.units[valid], minlength=group.size)
-            hit = np.bincount(member.units[valid & mask], minlength=group.size)
-            full &= (hit == total) | (total == 0)
-        picked = np.flatnonzero(full)
-        if picked.size < group.size:
-            units[group.id] = {int(u) for u in picked}
+        if any(m.dim in gone for m in group.members):
+            picked = units_removed(group, removed)
+            if picked.size:
+                units[group.id] = picked
     merged: dict[DimRef, IntArray] = {}
     chosen = []
-    for gid, kept in units.items():
+    for gid, array in units.items():
         group = groups[gid]
-        array = np.asarray(sorted(kept), dtype=np.int64)
         chosen.append((group, array))
         for dim, idx in group.removal(array).items():
             old = merged.get(dim)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 
 from prune_graph import DimRef, Graph
@@ -10,7 +12,7 @@ from prune_ops._groups import Group, GroupSet
 from prune_ops._indices import IntArray
 from prune_ops._plan import Plan, PlanEntry
 
-__all__ = ["check_plan_groups"]
+__all__ = ["check_plan_groups", "units_removed"]
 
 
 def _show(units: IntArray) -> str:
@@ -18,8 +20,13 @@ def _show(units: IntArray) -> str:
     return "{" + shown + (", ..." if units.size > 8 else "") + "}"
 
 
-def _removed_units(group: Group, removed: dict[DimRef, IntArray]) -> IntArray:
-    """The units no state member of ``group`` keeps any part of (a member with no entry keeps everything)."""
+def units_removed(group: Group, removed: Mapping[DimRef, IntArray]) -> IntArray:
+    """The units of ``group`` that no state member keeps any part of, given each dim's removed indices.
+
+    A member without an entry in ``removed`` keeps everything. An index of a factored dim also
+    goes with the other factor's units, but not in every member the unit reaches, so only units
+    lost whole everywhere count. Both adapters read a saved plan back into units this way.
+    """
     gone_units: list[IntArray] = []
     kept_units: list[IntArray] = []
     for member in group.members:
@@ -69,7 +76,7 @@ def check_plan_groups(graph: Graph, groups: GroupSet, plan: Plan) -> None:
         expected = np.zeros(0, dtype=np.int64)
         for group, member in groups.containing(dim):
             if group.id not in units_of:
-                units_of[group.id] = _removed_units(group, removed)
+                units_of[group.id] = units_removed(group, removed)
             expected = np.union1d(expected, member.indices(units_of[group.id]))
         extra = np.setdiff1d(removed[dim], expected)
         if not extra.size or not groups.containing(dim):

@@ -24,7 +24,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from prune_graph import DimRef, Graph, Op, ValueId, ValueKind
-from prune_ops import GroupSet, IntArray, Plan, PlanEntry, PlanMismatchError, Removal, make_plan
+from prune_ops import GroupSet, IntArray, Plan, PlanEntry, PlanMismatchError, Removal, make_plan, units_removed
 from prune_torch._errors import ApplyError
 
 __all__ = ["DATA_DEPENDENT", "compare", "data_sized", "rebase"]
@@ -94,22 +94,13 @@ def _gone_masks(graph: Graph, plan: Plan) -> dict[DimRef, np.ndarray]:
 
 def _removed_units(groups: GroupSet, gone: dict[DimRef, np.ndarray]) -> list[tuple[int, IntArray]]:
     """Per touched group, the units every state member lost whole (a member without an entry loses none)."""
+    removed = {dim: np.flatnonzero(mask) for dim, mask in gone.items()}
     found = []
     for group in groups:
-        if not any(m.dim in gone for m in group.members):
-            continue
-        full = np.ones(group.size, dtype=bool)
-        for member in group.members:
-            if not member.value.is_state:
-                continue
-            mask = gone.get(member.dim, np.zeros(len(member.units), dtype=bool))
-            valid = member.units >= 0
-            total = np.bincount(member.units[valid], minlength=group.size)
-            hit = np.bincount(member.units[valid & mask], minlength=group.size)
-            full &= (hit == total) | (total == 0)
-        units = np.flatnonzero(full).astype(np.int64)
-        if units.size:
-            found.append((group.id, units))
+        if any(m.dim in gone for m in group.members):
+            units = units_removed(group, removed)
+            if units.size:
+                found.append((group.id, units))
     return found
 
 
