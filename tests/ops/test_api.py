@@ -73,6 +73,7 @@ PUBLIC = {
     "normalise",
     "propagate",
     "reduce_members",
+    "removal_from_plan",
     "removal_of",
     "removal_that_fits",
     "resolve_importance",

@@ -21,7 +21,8 @@ from prune_onnx._errors import OnnxApplyError
 from prune_onnx._nodes import Context, slice_ranges
 from prune_onnx._read import ModelLike
 from prune_onnx._trace import OnnxGraph, trace
-from prune_ops import IntArray, Plan, PlanMismatchError, Removal, complement, make_plan, units_removed
+from prune_ops import Plan, PlanMismatchError, Removal, complement
+from prune_ops import removal_from_plan as _removal_by_names
 
 __all__ = ["apply", "removal_from_plan"]
 
@@ -29,8 +30,9 @@ __all__ = ["apply", "removal_from_plan"]
 def removal_from_plan(graph: OnnxGraph, plan: Plan) -> Removal:
     """The removal behind ``plan`` on ``graph``: the indices every dim loses, activations included.
 
-    A plan records parameter axes only; the units of each group follow from any of its members,
-    and the whole removal must give back exactly the plan's entries.
+    The plan must be made for this graph (ONNX graphs are values: the same model reads back to the
+    same fingerprint); the units and the removal come from :func:`prune_ops.removal_from_plan`,
+    shared with prune-torch.
     """
     if plan.fingerprint != graph.fingerprint():
         raise PlanMismatchError(
@@ -40,34 +42,8 @@ def removal_from_plan(graph: OnnxGraph, plan: Plan) -> Removal:
     cached = graph.cache.get(f"removal:{plan.to_json()}")
     if isinstance(cached, Removal):
         return cached
-    groups = graph.groups(prune_outputs=True)
-    by_key = {(v.module, v.name): v for v in graph.values if v.is_state}
-    gone: dict[DimRef, np.ndarray] = {}
-    for entry in plan.entries:
-        value = by_key.get((entry.module, entry.param))
-        if value is None:
-            raise PlanMismatchError(f"the plan names {entry.path}, which the model does not have")
-        mask = np.zeros(entry.size, dtype=bool)
-        mask[np.asarray(entry.removed, dtype=np.int64)] = True
-        gone[DimRef(value.id, entry.axis)] = mask
-    removed = {dim: np.flatnonzero(mask) for dim, mask in gone.items()}
-    units: dict[int, IntArray] = {}
-    for group in groups:
-        if any(m.dim in gone for m in group.members):
-            picked = units_removed(group, removed)
-            if picked.size:
-                units[group.id] = picked
-    merged: dict[DimRef, IntArray] = {}
-    chosen = []
-    for gid, array in units.items():
-        group = groups[gid]
-        chosen.append((group, array))
-        for dim, idx in group.removal(array).items():
-            old = merged.get(dim)
-            merged[dim] = idx if old is None else np.union1d(old, idx)
-    removal = Removal(tuple(chosen), merged)
-    if make_plan(graph, removal).entries != plan.entries:
-        raise PlanMismatchError("the plan's indices are not whole units of this model's groups")
+    removal = _removal_by_names(graph, graph.groups(prune_outputs=True), plan)
+    graph.cache[f"removal:{plan.to_json()}"] = removal
     return removal
 
 

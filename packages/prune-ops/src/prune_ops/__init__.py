@@ -48,7 +48,7 @@ from prune_ops._indices import IntArray, as_index_array, check_indices, compleme
 from prune_ops._kinds import contracted_in_products
 from prune_ops._mixing import MixNote, mixing_blocker, normalisation_modules
 from prune_ops._plan import PLAN_SCHEMA, Plan, PlanEntry, make_plan
-from prune_ops._plan_check import check_plan_groups, units_removed
+from prune_ops._plan_check import check_plan_groups, removal_from_plan, units_removed
 from prune_ops._propagate import Removal, propagate, removal_of
 from prune_ops._selection import check_amount, factor_sets, keep_count, select, split_between_factors
 from prune_ops._silence import Silence, input_side_axes, silence
@@ -121,6 +121,7 @@ __all__ = [
     "normalise",
     "propagate",
     "reduce_members",
+    "removal_from_plan",
     "removal_of",
     "removal_that_fits",
     "resolve_importance",

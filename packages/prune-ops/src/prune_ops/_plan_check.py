@@ -1,4 +1,9 @@
-"""Checking a plan against the groups of the model it is applied to: every group loses whole units, the same in every member."""
+"""Reading a plan against the groups of the model it is applied to.
+
+``check_plan_groups`` refuses a plan whose coupled entries do not remove the same whole units;
+``removal_from_plan`` reads the units back and makes the plan's removal again on this graph, by
+tensor names (never by trace position), for any adapter.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +12,13 @@ from collections.abc import Mapping
 import numpy as np
 
 from prune_graph import DimRef, Graph
-from prune_ops._errors import PlanMismatchError
+from prune_ops._errors import InvalidIndicesError, PlanMismatchError, UnprunableError
 from prune_ops._groups import Group, GroupSet
 from prune_ops._indices import IntArray
-from prune_ops._plan import Plan, PlanEntry
+from prune_ops._plan import Plan, PlanEntry, make_plan
+from prune_ops._propagate import Removal, removal_of
 
-__all__ = ["check_plan_groups", "units_removed"]
+__all__ = ["check_plan_groups", "removal_from_plan", "units_removed"]
 
 
 def _show(units: IntArray) -> str:
@@ -90,3 +96,73 @@ def check_plan_groups(graph: Graph, groups: GroupSet, plan: Plan) -> None:
                     f"but {_keeper(group, unit, removed)} keeps that unit: coupled tensors must lose the same whole "
                     "units (was the plan edited, or made for another model?)"
                 )
+
+
+def _removed_indices(graph: Graph, plan: Plan) -> dict[DimRef, IntArray]:
+    by_path = {v.path: v for v in graph.values if v.is_state}
+    removed: dict[DimRef, IntArray] = {}
+    for entry in plan.entries:
+        value = by_path.get(entry.path)
+        if value is None:
+            raise PlanMismatchError(
+                f"the plan's entry {entry.path}[{entry.axis}] names a tensor this model does not use on these "
+                "inputs (no traced op reads it): was the plan made for another model or other inputs?"
+            )
+        if entry.axis >= value.rank or value.shape[entry.axis] != entry.size:
+            raise PlanMismatchError(
+                f"the plan's entry {entry.path}[{entry.axis}] expects size {entry.size}; this model has "
+                f"{entry.path} with shape {value.shape}"
+            )
+        removed[DimRef(value.id, entry.axis)] = np.asarray(entry.removed, dtype=np.int64)
+    return removed
+
+
+def _first_difference(mine: tuple[PlanEntry, ...], theirs: tuple[PlanEntry, ...]) -> str:
+    ours = {e.key: e for e in mine}
+    planned = {e.key: e for e in theirs}
+    for key in sorted(set(ours) | set(planned)):
+        a, b = ours.get(key), planned.get(key)
+        if b is None and a is not None:
+            return (
+                f"this model couples {a.path}[{a.axis}] to the plan's tensors (it would lose "
+                f"{len(a.removed)} of {a.size}), but the plan leaves it whole"
+            )
+        if a is None and b is not None:
+            return (
+                f"the plan's entry {b.path}[{b.axis}] removes {len(b.removed)} of {b.size}, but in this model "
+                "no whole unit of its group goes with them"
+            )
+        if a is not None and b is not None and a != b:
+            return (
+                f"the plan's entry {b.path}[{b.axis}] removes indices {list(b.removed)[:8]}, but this model's "
+                f"groups remove {list(a.removed)[:8]} there"
+            )
+    return "the entries differ"
+
+
+def removal_from_plan(graph: Graph, groups: GroupSet, plan: Plan) -> Removal:
+    """The removal behind ``plan`` on ``graph``, matched by tensor names: every dim's lost indices.
+
+    A plan records state axes only; the units each group loses are read back from them
+    (:func:`units_removed`) and the removal is made again, activations included. Made into a plan,
+    it must give back exactly the plan's entries, or ``PlanMismatchError`` names the first tensor
+    that disagrees; a blocked group or an emptied dim is refused the same way.
+    """
+    removed = _removed_indices(graph, plan)
+    chosen = []
+    for group in groups:
+        if any(m.dim in removed for m in group.members):
+            units = units_removed(group, removed)
+            if units.size:
+                chosen.append((group, units))
+    try:
+        removal = removal_of(graph, chosen)
+    except (UnprunableError, InvalidIndicesError) as error:
+        raise PlanMismatchError(f"the plan does not fit this model: {error}") from None
+    again = make_plan(graph, removal)
+    if again.entries != plan.entries:
+        raise PlanMismatchError(
+            f"the plan does not fit this model's groups: {_first_difference(again.entries, plan.entries)} "
+            "(was the plan made for another model?)"
+        )
+    return removal

@@ -21,10 +21,8 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterator
 
-import numpy as np
-
-from prune_graph import DimRef, Graph, Op, ValueId, ValueKind
-from prune_ops import GroupSet, IntArray, Plan, PlanEntry, PlanMismatchError, Removal, make_plan, units_removed
+from prune_graph import Graph, Op, ValueId, ValueKind
+from prune_ops import GroupSet, Plan, make_plan, removal_from_plan
 from prune_torch._errors import ApplyError
 
 __all__ = ["DATA_DEPENDENT", "compare", "data_sized", "rebase"]
@@ -71,96 +69,16 @@ def data_sized(graph: Graph) -> set[ValueId]:
 # ---------------------------------------------------------------------------------------- rebase
 
 
-def _gone_masks(graph: Graph, plan: Plan) -> dict[DimRef, np.ndarray]:
-    by_path = {v.path: v for v in graph.values if v.is_state}
-    gone: dict[DimRef, np.ndarray] = {}
-    for entry in plan.entries:
-        value = by_path.get(entry.path)
-        if value is None:
-            raise PlanMismatchError(
-                f"the plan's entry {entry.path}[{entry.axis}] names a tensor this model does not use on these "
-                "inputs (it exists, but no traced op reads it): was the plan made for another model or other inputs?"
-            )
-        if entry.axis >= value.rank or value.shape[entry.axis] != entry.size:
-            raise PlanMismatchError(
-                f"the plan's entry {entry.path}[{entry.axis}] expects size {entry.size}; this model traces "
-                f"{entry.path} with shape {value.shape}"
-            )
-        mask = np.zeros(entry.size, dtype=bool)
-        mask[np.asarray(entry.removed, dtype=np.int64)] = True
-        gone[DimRef(value.id, entry.axis)] = mask
-    return gone
-
-
-def _removed_units(groups: GroupSet, gone: dict[DimRef, np.ndarray]) -> list[tuple[int, IntArray]]:
-    """Per touched group, the units every state member lost whole (a member without an entry loses none)."""
-    removed = {dim: np.flatnonzero(mask) for dim, mask in gone.items()}
-    found = []
-    for group in groups:
-        if any(m.dim in gone for m in group.members):
-            units = units_removed(group, removed)
-            if units.size:
-                found.append((group.id, units))
-    return found
-
-
-def _first_difference(mine: tuple[PlanEntry, ...], theirs: tuple[PlanEntry, ...]) -> str:
-    ours = {e.key: e for e in mine}
-    planned = {e.key: e for e in theirs}
-    for key in sorted(set(ours) | set(planned)):
-        a, b = ours.get(key), planned.get(key)
-        if b is None and a is not None:
-            return (
-                f"this model couples {a.path}[{a.axis}] to the plan's tensors (it would lose "
-                f"{len(a.removed)} of {a.size}), but the plan leaves it whole"
-            )
-        if a is None and b is not None:
-            return (
-                f"the plan's entry {b.path}[{b.axis}] removes {len(b.removed)} of {b.size}, but in this model "
-                "no whole unit of its group goes with them"
-            )
-        if a is not None and b is not None and a != b:
-            return (
-                f"the plan's entry {b.path}[{b.axis}] removes indices {list(b.removed)[:8]}, but this model's "
-                f"groups remove {list(a.removed)[:8]} there"
-            )
-    return "the entries differ"
-
-
 def rebase(graph: Graph, groups: GroupSet, plan: Plan) -> Plan:
     """``plan`` made again on ``graph`` (this model's trace), matched by tensor names.
 
-    The units each group loses are read from the plan's entries; made again from them, the plan
-    must give back exactly the same entries, or ``PlanMismatchError`` names the first tensor that
-    disagrees. The result's predicted shapes name ``graph``'s values, and its fingerprints are
-    ``graph``'s. Done for every plan, also one made on an identical trace: the predicted shapes of
-    a saved or composed plan are never trusted by position.
+    The units each group loses are read from the plan's entries and the plan is made again from
+    them (:func:`prune_ops.removal_from_plan`); it must give back exactly the same entries. The
+    result's predicted shapes name ``graph``'s values, and its fingerprints are ``graph``'s. Done for
+    every plan, also one made on an identical trace: the predicted shapes of a saved or composed
+    plan are never trusted by position.
     """
-    gone = _gone_masks(graph, plan)
-    chosen = []
-    merged: dict[DimRef, IntArray] = {}
-    for group_id, units in _removed_units(groups, gone):
-        group = groups[group_id]
-        if group.blockers:
-            raise PlanMismatchError(
-                f"the plan removes units of {group.name}, which this model cannot prune: {'; '.join(group.blockers)}"
-            )
-        chosen.append((group, units))
-        for dim, indices in group.removal(units).items():
-            old = merged.get(dim)
-            merged[dim] = indices if old is None else np.union1d(old, indices)
-    for dim, indices in merged.items():
-        if indices.size >= graph.dim_size(dim):
-            raise PlanMismatchError(
-                f"the plan would remove every channel of {graph.value(dim.value).path}[{dim.dim}] in this model"
-            )
-    again = make_plan(graph, Removal(tuple(chosen), merged))
-    if again.entries != plan.entries:
-        raise PlanMismatchError(
-            f"the plan does not fit this model's groups: {_first_difference(again.entries, plan.entries)} "
-            "(was the plan made for another model?)"
-        )
-    return again
+    return make_plan(graph, removal_from_plan(graph, groups, plan))
 
 
 # --------------------------------------------------------------------------------------- compare
