@@ -29,9 +29,10 @@ from prune_torch._activations import needs_activations
 from prune_torch._apply import apply
 from prune_torch._calibrate import progress
 from prune_torch._importance import ImportanceLike, member_data, resolve_importance
+from prune_torch._options import DEFAULTS, parse_options
 from prune_torch._pretrained import PretrainedError, check_pretrained
-from prune_torch._prune import _DEFAULTS, _options, _plan_for_step, _selected
 from prune_torch._shards import INDEX, SINGLE, SourceCheckpoint, write_shard
+from prune_torch._step import plan_for_step, selected
 from prune_torch._trace import ExampleInputs
 from prune_torch._traced import TracedGraph, trace_model
 
@@ -245,9 +246,9 @@ def prune_checkpoint(
         )
     if importance == "taylor":
         raise PruningError("prune_checkpoint: Taylor importance needs gradients, which a streamed prune has none of")
-    unknown = set(options) - set(_DEFAULTS)
+    unknown = set(options) - set(DEFAULTS)
     if unknown:
-        raise PruningError(f"unknown option(s) {sorted(unknown)}; valid: {', '.join(sorted(_DEFAULTS))}")
+        raise PruningError(f"unknown option(s) {sorted(unknown)}; valid: {', '.join(sorted(DEFAULTS))}")
     if options.get("steps", 1) != 1:
         raise PruningError("prune_checkpoint prunes in one step (steps=1): steps re-score a pruned model in memory")
     if uniform:
@@ -263,13 +264,13 @@ def prune_checkpoint(
     checkpoint = SourceCheckpoint(src)
     meta_model = _build_on_meta(model, src)
     inputs = example_inputs if example_inputs is not None else {"input_ids": torch.zeros((1, 8), dtype=torch.long)}
-    opts = _options(meta_model, **{**_DEFAULTS, **options, "ratio": ratio, "steps": 1})
+    opts = parse_options(meta_model, **{**DEFAULTS, **options, "ratio": ratio, "steps": 1})
     scorer = resolve_importance(importance, reduction, seed)
     graph = trace_model(meta_model, inputs)
     aliases = _aliases(meta_model, checkpoint)
-    groups = _selected(graph.groups(opts.ignore, opts.prune_outputs).prunable, opts)
+    groups = selected(graph.groups(opts.ignore, opts.prune_outputs).prunable, opts)
     scored = _score_groups(meta_model, graph, groups, scorer, _reader(checkpoint, aliases), show_progress)
-    plan, _chosen = _plan_for_step(graph, scored, opts)
+    plan, _chosen = plan_for_step(graph, scored, opts)
     before, after = costs(graph), costs(graph, plan)
     apply(meta_model, plan, inputs)
     check = check_pretrained(meta_model)
