@@ -26,7 +26,8 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from prune_graph import Graph, GraphBuilder, OpKind, ValueId, ValueKind
-from prune_torch._aten import READERS, OpSpec, tensors_in
+from prune_torch._aten import OpSpec, tensors_in
+from prune_torch._aten_table import READERS
 from prune_torch._errors import TraceError
 from prune_torch._mha import PrunedMultiheadAttention, runs_stock_forward
 
