@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import prune_torch as pt
+from prune_torch.examples import BasicBlock
 
 SEED = 0
 TARGETS = (0.3, 0.5, 0.7)
@@ -73,22 +74,6 @@ def load_digits() -> Data:
 
 
 # -- models ----------------------------------------------------------------------------------------
-class Block(nn.Module):
-    def __init__(self, cin: int, cout: int, stride: int) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(cout)
-        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(cout)
-        self.shortcut: nn.Module = nn.Identity()
-        if stride != 1 or cin != cout:
-            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x)))))
-        return F.relu(out + self.shortcut(x))
-
-
 class SmallResNet(nn.Module):
     """Stem, three stages of one basic block each (16, 32, 64 channels), pooling, linear head."""
 
@@ -97,7 +82,7 @@ class SmallResNet(nn.Module):
         self.stem = nn.Sequential(nn.Conv2d(1, widths[0], 3, stem_stride, 1, bias=False), nn.BatchNorm2d(widths[0]))
         blocks, cin = [], widths[0]
         for i, width in enumerate(widths):
-            blocks.append(Block(cin, width, 1 if i == 0 else 2))
+            blocks.append(BasicBlock(cin, width, 1 if i == 0 else 2))
             cin = width
         self.blocks = nn.Sequential(*blocks)
         self.fc = nn.Linear(cin, 10)
