@@ -2,7 +2,9 @@
 
 A small random LLaMA, Qwen2 and GPT-2 are saved with ``save_pretrained`` in several shards; the
 streamed prune must write a checkpoint that plain ``from_pretrained`` loads, with logits
-bit-identical to the same model loaded and pruned in memory with the same options.
+bit-identical to the same model loaded and pruned in memory with the same options: weight-only
+importance read tensor by tensor, and calibration importance (Wanda, FLAP) gathered one decoder
+layer at a time.
 """
 
 from __future__ import annotations
@@ -13,11 +15,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 
 import prune_torch as pt
 from prune_ops import PruningError
+from prune_torch._activations import gather_statistics
+from prune_torch._checkpoint import _aliases, _build_on_meta
+from prune_torch._layerwise import stream_statistics
+from prune_torch._shards import SourceCheckpoint
 
 transformers = pytest.importorskip("transformers", minversion="5.0")
 pytest.importorskip("safetensors")
@@ -85,6 +92,11 @@ def _logits(model: torch.nn.Module) -> torch.Tensor:
         return model(_ids()).logits
 
 
+def _calibration() -> list[torch.Tensor]:
+    gen = torch.Generator().manual_seed(5)
+    return [torch.randint(0, VOCAB, (2, 10), generator=gen) for _ in range(3)]
+
+
 @pytest.mark.parametrize("family", sorted(CONFIGS))
 @pytest.mark.parametrize("importance", ["l2", "l1"])
 def test_streamed_prune_equals_in_memory_prune(tmp_path: Path, family: str, importance: str) -> None:
@@ -109,6 +121,57 @@ def test_streamed_prune_equals_in_memory_prune(tmp_path: Path, family: str, impo
         json.loads((src / "model.safetensors.index.json").read_text())["weight_map"]
     )
     assert (dst / "generation_config.json").is_file()
+
+
+@pytest.mark.parametrize("family", sorted(CONFIGS))
+def test_layer_by_layer_statistics_equal_the_loaded_models(tmp_path: Path, family: str) -> None:
+    _save(CONFIGS[family][0](), tmp_path)
+    loaded = gather_statistics(T.AutoModelForCausalLM.from_pretrained(tmp_path), _calibration(), show_progress=False)
+    meta, checkpoint = _build_on_meta(None, tmp_path), SourceCheckpoint(tmp_path)
+    streamed = stream_statistics(meta, checkpoint, _aliases(meta, checkpoint), _calibration(), show_progress=False)
+    assert all(t.is_meta for t in meta.parameters()), "every layer goes back to the meta device"
+    assert sorted(streamed.stats) == sorted(loaded.stats)
+    assert any(path.endswith("down_proj.weight") or path.endswith("mlp.c_proj.weight") for path, _ in loaded.stats)
+    for key, ours in streamed.stats.items():
+        theirs = loaded.stats[key]
+        assert ours.count == theirs.count
+        np.testing.assert_array_equal(ours.total, theirs.total, err_msg=str(key))
+        np.testing.assert_array_equal(ours.squares, theirs.squares, err_msg=str(key))
+
+
+@pytest.mark.parametrize("family", sorted(CONFIGS))
+@pytest.mark.parametrize("importance", ["wanda", "flap"])
+def test_streamed_calibration_prune_equals_in_memory_prune(tmp_path: Path, family: str, importance: str) -> None:
+    build, extra = CONFIGS[family]
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    _save(build(), src)
+    options: dict[str, Any] = {"ratio": 0.5, "importance": importance, "show_progress": False, **extra}
+    report = pt.prune_checkpoint(None, src, dst, calibration=_calibration(), **options)
+
+    in_memory = T.AutoModelForCausalLM.from_pretrained(src).eval()
+    expected = pt.prune(in_memory, _ids(), calibration=_calibration(), **options)
+    assert report.plan.entries == expected.plan.entries
+    streamed = T.AutoModelForCausalLM.from_pretrained(dst).eval()
+    assert torch.equal(_logits(streamed), _logits(in_memory))
+    ours, theirs = streamed.state_dict(), in_memory.state_dict()
+    assert all(torch.equal(ours[k], theirs[k]) for k in theirs)
+    # the calibration decided: weight magnitudes alone keep other units
+    weight_only = pt.prune_checkpoint(None, src, tmp_path / "l2", ratio=0.5, show_progress=False, **extra)
+    assert weight_only.plan.entries != report.plan.entries
+
+
+def test_calibration_streaming_needs_a_decoder_stack(tmp_path: Path) -> None:
+    from safetensors.torch import save_file
+
+    def mlp() -> torch.nn.Module:
+        return torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+
+    save_file(mlp().state_dict(), tmp_path / "model.safetensors")
+    batches = [torch.ones(3, 4)]
+    with pytest.raises(PruningError, match=r"decoder stack.*Sequential has none.*in memory"):
+        pt.prune_checkpoint(
+            mlp, tmp_path, tmp_path / "out", importance="wanda", calibration=batches, example_inputs=batches[0]
+        )
 
 
 def test_streamed_config_follows_widths(tmp_path: Path) -> None:
@@ -150,8 +213,12 @@ def test_refusals_write_nothing(tmp_path: Path) -> None:
     _save(_llama(), src)
     with pytest.raises(PruningError, match="uniform=True"):
         pt.prune_checkpoint(None, src, dst, global_ranking=True, show_progress=False)
-    with pytest.raises(PruningError, match="calibration-aware"):
+    with pytest.raises(PruningError, match="needs 'calibration'"):
         pt.prune_checkpoint(None, src, dst, importance="wanda", show_progress=False)
+    with pytest.raises(PruningError, match="'calibration' is for calibration-aware importance"):
+        pt.prune_checkpoint(None, src, dst, calibration=_calibration(), show_progress=False)
+    with pytest.raises(PruningError, match="bias compensation"):
+        pt.prune_checkpoint(None, src, dst, importance="flap", calibration=_calibration(), compensate=True)
     with pytest.raises(PruningError, match="unknown option"):
         pt.prune_checkpoint(None, src, dst, between_steps=print, show_progress=False)
     with pytest.raises(PruningError, match="one step"):

@@ -26,7 +26,16 @@ from prune_ops import ChannelStats, PruningError
 from prune_torch._calibrate import progress
 from prune_torch._trace import ExampleInputs, eval_flags, split_inputs
 
-__all__ = ["ActivationStats", "Reader", "calibrate", "gather_statistics", "needs_activations"]
+__all__ = [
+    "ActivationStats",
+    "Collector",
+    "Reader",
+    "calibrate",
+    "collected",
+    "gather_statistics",
+    "needs_activations",
+    "parameter_paths",
+]
 
 aten = torch.ops.aten
 
@@ -72,7 +81,7 @@ _VIEWS = {aten.t.default, aten.transpose.int, aten.permute.default, aten.expand.
 _PRODUCTS = {aten.mm.default: 1, aten.bmm.default: 1, aten.addmm.default: 2, aten.baddbmm.default: 2}
 
 
-class _Collector(TorchDispatchMode):
+class Collector(TorchDispatchMode):
     """Adds the channel statistics of every operand a parameter is multiplied or convolved with."""
 
     def __init__(self, parameters: Mapping[int, str]) -> None:
@@ -159,7 +168,7 @@ class _Collector(TorchDispatchMode):
         return out
 
 
-def _parameter_paths(model: torch.nn.Module) -> dict[int, str]:
+def parameter_paths(model: torch.nn.Module) -> dict[int, str]:
     """``id(parameter)`` → its first path, as the tracer names it (tied parameters once)."""
     paths: dict[int, str] = {}
     for path, parameter in model.named_parameters():
@@ -203,7 +212,7 @@ def gather_statistics(
     """
     if batches is None:
         raise PruningError("calibration-aware importance needs 'calibration': an iterable of example inputs")
-    collector = _Collector(_parameter_paths(model))
+    collector = Collector(parameter_paths(model))
     model_tensors = list(model.parameters())
     total = len(batches) if hasattr(batches, "__len__") else None  # type: ignore[arg-type]
     count = 0
@@ -215,7 +224,12 @@ def gather_statistics(
                 model(*args, **kwargs)
             count += 1
     collector.begin_batch(())
-    if count == 0:
+    return collected(collector, count, distributed)
+
+
+def collected(collector: Collector, batches: int, distributed: bool) -> ActivationStats:
+    """The collector's sums as :class:`ActivationStats`, all-reduced over the ranks when ``distributed``."""
+    if batches == 0:
         raise PruningError("calibration-aware importance needs at least one calibration batch")
     if distributed:
         import torch.distributed as dist
@@ -226,7 +240,7 @@ def gather_statistics(
     stats = {
         key: ChannelStats(s.count, s.total.cpu().numpy(), s.squares.cpu().numpy()) for key, s in collector.sums.items()
     }
-    return ActivationStats(stats, dict(collector.readers), count)
+    return ActivationStats(stats, dict(collector.readers), batches)
 
 
 def needs_activations(importance: Any) -> bool:

@@ -12,6 +12,7 @@ one group's weights (in float64, for scoring) or one tensor, never the model.
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import tempfile
@@ -24,11 +25,12 @@ import attrs
 import numpy as np
 import torch
 
-from prune_ops import Costs, Group, Member, Plan, PruningError, Random, costs
-from prune_torch._activations import needs_activations
+from prune_ops import Costs, Group, Member, Plan, PruningError, Random, Taylor, costs
+from prune_torch._activations import ActivationStats, needs_activations
 from prune_torch._apply import apply
 from prune_torch._calibrate import progress
 from prune_torch._importance import ImportanceLike, member_data, resolve_importance
+from prune_torch._layerwise import stream_statistics
 from prune_torch._options import DEFAULTS, parse_options
 from prune_torch._pretrained import PretrainedError, check_pretrained
 from prune_torch._shards import INDEX, SINGLE, SourceCheckpoint, write_shard
@@ -124,11 +126,12 @@ def _score_groups(
     groups: list[Group],
     scorer: Any,
     read: Callable[[Member], torch.Tensor],
+    statistics: ActivationStats | None,
     show_progress: bool,
 ) -> list[tuple[Group, np.ndarray]]:
     scored = []
     for group in progress(groups, "scoring groups", show_progress, len(groups)):
-        data = [] if isinstance(scorer, Random) else member_data(model, graph, group, tensors=read)
+        data = [] if isinstance(scorer, Random) else member_data(model, graph, group, statistics, tensors=read)
         scores = np.asarray(scorer(group, data), dtype=np.float64)
         if scores.shape != (group.size,):
             raise PruningError(
@@ -189,6 +192,12 @@ def _write(
     return written
 
 
+def _rank() -> int:
+    import torch.distributed as dist
+
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
 def _copy_other_files(src: Path, out: Path) -> None:
     """Tokenizer, generation config and the like come along; weights and config are written anew."""
     for item in src.iterdir():
@@ -208,6 +217,7 @@ def prune_checkpoint(
     reduction: str = "mean",
     seed: int = 0,
     calibration: Any = None,
+    distributed: bool = False,
     uniform: bool = True,
     example_inputs: ExampleInputs | None = None,
     overwrite: bool = False,
@@ -224,12 +234,23 @@ def prune_checkpoint(
     ``uniform=True`` (default) every layer of a kind keeps the same width (local ranking, no
     per-module ratios, whole heads), so the updated config describes the model and plain
     ``from_pretrained(dst_dir)`` loads it; :func:`check_pretrained` runs on the meta model
-    before anything is written. Weight-only importances (``"l1"``, ``"l2"``, ``"fpgm"``,
-    ``"random"`` ...) are streamed; calibration-aware ones are not yet.
+    before anything is written.
+
+    Weight-only importances (``"l1"``, ``"l2"``, ``"fpgm"``, ``"random"`` ...) read each group's
+    tensors from the shards. Calibration-aware ones (``"wanda"``, ``"flap"``) need
+    ``calibration`` batches (a list: it is read once per layer) and a decoder-only model (a
+    ``ModuleList`` of repeated layers holding most parameters, such as ``model.layers`` or
+    ``transformer.h``): the batches are pushed through the model one decoder layer at a time,
+    loading that layer's weights, gathering the statistics of the linear layers inside it,
+    keeping its outputs for the next layer and freeing it (embeddings first, final norm and
+    head last), so the statistics, scores and plan are those of ``prune`` on the loaded model.
+    ``distributed=True`` (``torch.distributed`` initialised, e.g. under ``torchrun``) all-reduces
+    the statistics of each rank's share of the batches; every rank derives the same plan and
+    only rank 0 writes ``dst_dir``. Bias compensation (``compensate``) needs the model in memory.
 
     Memory: one group's member tensors while scoring, one pruned tensor while writing (tensors
-    the plan leaves whole are copied in chunks); measured on a 1.7 GB LLaMA-architecture
-    checkpoint, the peak resident set was 547 MiB, the same as for a 0.7 GB one.
+    the plan leaves whole are copied in chunks), and with calibration one decoder layer plus
+    one layer's outputs for every batch; ``docs/benchmarks.md`` has measurements.
 
     Example::
 
@@ -239,13 +260,26 @@ def prune_checkpoint(
         model = transformers.AutoModelForCausalLM.from_pretrained("llama-pruned")
     """
     started = time.perf_counter()
-    if calibration is not None or needs_activations(resolve_importance(importance, reduction, seed)):
-        raise PruningError(
-            "prune_checkpoint streams weight-only importance (l1, l2, fpgm, random ...); calibration-aware "
-            "importance needs the activations of every layer: load the model and use prune(calibration=...)"
-        )
-    if importance == "taylor":
+    scorer = resolve_importance(importance, reduction, seed)
+    by_activations = needs_activations(scorer)
+    if isinstance(scorer, Taylor):
         raise PruningError("prune_checkpoint: Taylor importance needs gradients, which a streamed prune has none of")
+    if options.get("compensate"):
+        raise PruningError(
+            "prune_checkpoint does not fold bias compensation (compensate=True): load the model and use "
+            "prune(compensate=True, calibration=...)"
+        )
+    if by_activations and calibration is None:
+        raise PruningError(
+            f"prune_checkpoint: {importance!r} importance is calibration-aware and needs 'calibration': "
+            "a list of example inputs (batches of token ids)"
+        )
+    if not by_activations and (calibration is not None or distributed):
+        what = "'calibration'" if calibration is not None else "distributed=True"
+        raise PruningError(
+            f"prune_checkpoint: {what} is for calibration-aware importance ('wanda', 'flap'); "
+            f"{importance!r} scores the weights alone"
+        )
     unknown = set(options) - set(DEFAULTS)
     if unknown:
         raise PruningError(f"unknown option(s) {sorted(unknown)}; valid: {', '.join(sorted(DEFAULTS))}")
@@ -265,11 +299,16 @@ def prune_checkpoint(
     meta_model = _build_on_meta(model, src)
     inputs = example_inputs if example_inputs is not None else {"input_ids": torch.zeros((1, 8), dtype=torch.long)}
     opts = parse_options(meta_model, **{**DEFAULTS, **options, "ratio": ratio, "steps": 1})
-    scorer = resolve_importance(importance, reduction, seed)
     graph = trace_model(meta_model, inputs)
     aliases = _aliases(meta_model, checkpoint)
+    statistics = None
+    if by_activations:
+        statistics = stream_statistics(
+            meta_model, checkpoint, aliases, calibration, show_progress=show_progress, distributed=distributed
+        )
     groups = selected(graph.groups(opts.ignore, opts.prune_outputs).prunable, opts)
-    scored = _score_groups(meta_model, graph, groups, scorer, _reader(checkpoint, aliases), show_progress)
+    read = _reader(checkpoint, aliases)
+    scored = _score_groups(meta_model, graph, groups, scorer, read, statistics, show_progress)
     plan, _chosen = plan_for_step(graph, scored, opts)
     before, after = costs(graph), costs(graph, plan)
     apply(meta_model, plan, inputs)
@@ -277,6 +316,9 @@ def prune_checkpoint(
     if not check.ok:
         raise PretrainedError(f"{check}\nNothing was written to {os.fspath(dst)!r}.", check.problems)
     cuts, shapes = _slicer(checkpoint, plan, aliases)
+    if distributed and _rank() != 0:  # every rank has the plan; one writes it
+        written = sum(math.prod(shapes[k]) * checkpoint.dtypes[k].itemsize for k in shapes)
+        return CheckpointReport(plan, before, after, checkpoint.total_bytes, written, (), time.perf_counter() - started)
     dst.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{dst.name}-", dir=dst.parent))
     try:

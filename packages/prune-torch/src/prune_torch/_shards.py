@@ -1,9 +1,10 @@
 """Reading and writing ``safetensors`` checkpoints one tensor at a time.
 
 Reading goes through ``safetensors.safe_open`` (memory-mapped), one tensor per open, so no
-mapping outlives the tensor it served. Writing follows the safetensors format (an 8-byte
-little-endian header length, a JSON header of dtype, shape and byte offsets per tensor, padded
-with spaces to a multiple of 8, then the raw little-endian bytes in offset order): the header is
+mapping outlives the tensor it served; :meth:`SourceCheckpoint.map` keeps a tensor mapped instead
+(an embedding table of which a few rows are read), the mapping closed with the last view of it.
+Writing follows the safetensors format (an 8-byte little-endian header length, a JSON header
+of dtype, shape and byte offsets per tensor, padded with spaces to a multiple of 8, then the raw little-endian bytes in offset order): the header is
 known before any data, since every output shape follows from the plan, so each tensor is read,
 sliced, written and dropped in turn, and no shard is ever held in memory; a tensor the plan
 leaves whole is copied byte for byte in chunks, never loaded.
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 import attrs
+import numpy as np
 import torch
 
 from prune_ops import PruningError
@@ -98,6 +100,18 @@ class SourceCheckpoint:
         """The tensor ``key`` (a copy in memory; the file mapping is closed again)."""
         with self._open(str(self.directory / self.files[key]), framework="pt", device="cpu") as handle:
             return handle.get_tensor(key)  # type: ignore[no-any-return]
+
+    def map(self, key: str) -> torch.Tensor:
+        """The tensor ``key`` memory-mapped from its shard (copy-on-write): only the pages read become resident.
+
+        Falls back to :meth:`read` for a tensor whose bytes are not aligned to its element size.
+        """
+        begin, end = self.spans[key]
+        dtype, shape = self.dtypes[key], self.shapes[key]
+        if end == begin or begin % _itemsize(dtype) or sys.byteorder != "little":
+            return self.read(key)
+        raw = np.memmap(self.directory / self.files[key], dtype=np.uint8, mode="c", offset=begin, shape=(end - begin,))
+        return torch.from_numpy(raw).view(dtype).reshape(shape)
 
     def copy_bytes(self, key: str, out: BinaryIO, chunk: int = 16 * 2**20) -> None:
         """Copy the stored bytes of ``key`` to ``out`` in chunks: a tensor kept whole never sits in memory."""
