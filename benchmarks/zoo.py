@@ -12,6 +12,8 @@ from __future__ import annotations
 import argparse
 import copy
 import gc
+import hashlib
+import json
 import signal
 import sys
 import tempfile
@@ -132,6 +134,7 @@ def check(
         row.update(params=(before.parameters, after.parameters), macs=(before.macs, after.macs))
         mixed = sum(1 for note in report.skipped if "would change the kept channels' values" in note)
         row["approximate"] = f"{len(report.approximate)}/{mixed}"
+        row["plan"] = plan_digest(report.plan)
         stage = "forward"
         shapes = [tuple(t.shape) for t in _run(model, inputs)]
         if len(shapes) != len(reference_shapes) or (shapes != reference_shapes and not detections):
@@ -182,6 +185,23 @@ def check(
 
 
 TIME_LIMIT = 420
+
+
+def plan_digest(plan: pt.Plan) -> str:
+    """A short hash of what a plan removes: equal digests mean bit-identical pruned weights from the same model."""
+    removed = sorted((e.path, e.axis, e.removed) for e in plan.entries)
+    return hashlib.sha256(json.dumps(removed).encode()).hexdigest()[:16]
+
+
+def compare_plans(rows: list[dict[str, Any]], path: Path, record: bool) -> list[str]:
+    """Models whose plan differs from the one recorded in ``path`` (``record`` writes them instead)."""
+    digests = {r["model"]: r["plan"] for r in rows if r.get("plan")}
+    if record:
+        known = json.loads(path.read_text()) if path.exists() else {}
+        path.write_text(json.dumps({**known, **digests}, indent=1, sort_keys=True) + "\n")
+        return []
+    known = json.loads(path.read_text()) if path.exists() else {}
+    return [f"{m}: plan {d}, recorded {known[m]}" for m, d in digests.items() if m in known and known[m] != d]
 
 
 def _tv_input(name: str) -> Callable[[], Any]:
@@ -313,6 +333,8 @@ def main() -> int:
     parser.add_argument("--out", default="docs/zoo.md")
     parser.add_argument("--only", action="append", default=[])
     parser.add_argument("--debug", action="store_true")
+    parser.add_argument("--plans", default=str(Path(__file__).with_name("zoo-plans.json")))
+    parser.add_argument("--record-plans", action="store_true", help="write each model's plan digest to --plans")
     args = parser.parse_args()
     suites = args.suite or ["torchvision", "timm", "transformers", "detection", "libraries"]
     if not args.suite and args.subset == "full":
@@ -363,6 +385,13 @@ def main() -> int:
         with Path(args.out).open("a") as file:
             file.write("\n".join(export_table(export_rows)) + "\n")
     failed = [r for r in rows if r["result"] == "fail"] + [r for r in export_rows if not r["ok"]]
+    # the same model pruned the same way must remove the same units as the recorded run (speed work
+    # must not change a plan): a differing digest is a failure
+    changed = compare_plans(rows, Path(args.plans), args.record_plans)
+    for line in changed:
+        print(f"plan changed: {line}")
+    if changed:
+        failed.append({"model": "plans"})
     total = len(rows) + len(export_rows)
     print(f"{total - len(failed)}/{total} ran; table in {args.out}")
     return 1 if args.subset == "ci" and failed else 0
