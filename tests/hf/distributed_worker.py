@@ -4,7 +4,9 @@ Run as ``python -m torch.distributed.run --nproc_per_node 2 --standalone distrib
 each rank joins the gloo group that torchrun's environment describes, calibrates a small LLaMA on
 its share of the batches with ``distributed=True`` (Wanda importance: the activation statistics
 are all-reduced), and writes the plan it derived to ``OUT/plan-rank<r>.json``; rank 0 also writes
-``OUT/plan.json``, as a real job would write its result once.
+``OUT/plan.json``, as a real job would write its result once. Then the ranks prune the checkpoint
+``OUT/src`` (the same model, saved by the test) with ``pt.prune_checkpoint(..., distributed=True)``,
+layer by layer on their shares; only rank 0 writes ``OUT/streamed``.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ import transformers
 import prune_torch as pt
 
 VOCAB = 48
-OPTIONS: dict[str, Any] = {"ratio": 0.3, "importance": "wanda", "show_progress": False}
+# half the heads: LLaMA configs need the hidden size to be a multiple of the head count
+OPTIONS: dict[str, Any] = {"ratio": 0.3, "head_ratio": 0.5, "importance": "wanda", "show_progress": False}
 
 
 def model() -> transformers.LlamaForCausalLM:
@@ -57,6 +60,10 @@ def main(out: Path) -> None:
         (out / f"plan-rank{rank}.json").write_text(report.plan.to_json())
         if rank == 0:
             (out / "plan.json").write_text(report.plan.to_json())
+        streamed = pt.prune_checkpoint(
+            None, out / "src", out / "streamed", calibration=share, distributed=True, **OPTIONS
+        )
+        (out / f"streamed-rank{rank}.json").write_text(streamed.plan.to_json())
     finally:
         dist.destroy_process_group()
 

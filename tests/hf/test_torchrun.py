@@ -2,7 +2,8 @@
 
 ``tests/torch/test_distributed.py`` spawns ranks from inside pytest; this test starts
 ``python -m torch.distributed.run --nproc_per_node 2 --standalone`` on ``distributed_worker.py``
-and compares the plan rank 0 writes with the plan of one process calibrating on all the batches.
+and compares the plan rank 0 writes with the plan of one process calibrating on all the batches,
+and the checkpoint rank 0 writes with ``prune_checkpoint(distributed=True)`` with that process's model.
 """
 
 from __future__ import annotations
@@ -15,12 +16,13 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+import torch
 import torch.distributed as dist
 
 import prune_torch as pt
 from prune_ops import Plan
 
-pytest.importorskip("transformers", minversion="5.0")
+transformers = pytest.importorskip("transformers", minversion="5.0")
 pytestmark = pytest.mark.skipif(
     not dist.is_available() or sys.platform == "win32", reason="needs torch.distributed with gloo"
 )
@@ -45,10 +47,12 @@ def _torchrun(out: Path) -> None:
 
 
 def test_torchrun_ranks_derive_the_single_process_plan(tmp_path: Path) -> None:
-    _torchrun(tmp_path)
     worker = _worker()
+    worker.model().save_pretrained(tmp_path / "src", max_shard_size="20KB")
+    _torchrun(tmp_path)
     batches = worker.batches()
-    single = pt.prune(worker.model(), batches[0], calibration=batches, **worker.OPTIONS)
+    model = worker.model()
+    single = pt.prune(model, batches[0], calibration=batches, **worker.OPTIONS)
     written = Plan.from_json((tmp_path / "plan.json").read_text())
     assert written == single.plan
     assert Plan.from_json((tmp_path / "plan-rank1.json").read_text()) == single.plan
@@ -56,3 +60,10 @@ def test_torchrun_ranks_derive_the_single_process_plan(tmp_path: Path) -> None:
     # rank 0 alone would choose otherwise: the all-reduce is what makes the plans agree
     alone = pt.prune(worker.model(), batches[0], calibration=batches[0::2], **worker.OPTIONS)
     assert alone.plan != single.plan
+    # the streamed prune of the saved checkpoint: same plan on both ranks, one writer, the same model
+    for rank in (0, 1):
+        assert Plan.from_json((tmp_path / f"streamed-rank{rank}.json").read_text()).entries == single.plan.entries
+    streamed = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "streamed").eval()
+    with torch.no_grad():
+        assert torch.equal(streamed(batches[1]).logits, model(batches[1]).logits)
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
