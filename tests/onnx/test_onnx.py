@@ -16,7 +16,7 @@ from tests.onnx.nets import BLOCKS, Net, cnns, conv_bn_act, residual
 
 import prune_onnx as po
 from prune_graph import OpKind
-from prune_ops import Plan, PlanMismatchError, PruningError, UnprunableError
+from prune_ops import Plan, PlanMismatchError, PruningError, TargetMissedWarning, UnprunableError
 
 
 def small() -> onnx.ModelProto:
@@ -121,9 +121,16 @@ def test_ignore_keeps_a_node_output() -> None:
 
 
 def test_params_target_is_met() -> None:
-    model = small()
-    _, report = po.prune(model, ratio=0.3, target="params", tolerance=0.05)
-    assert abs((1 - report.params_ratio) - 0.3) < 0.1
+    for ratio in (0.2, 0.5):
+        _, report = po.prune(small(), ratio=ratio, target="params", tolerance=0.05)
+        assert abs((1 - report.params_ratio) - ratio) <= 0.05
+
+
+def test_a_missed_target_warns() -> None:
+    # two groups of 8 channels: no plan removes 30% of the parameters within 5% (the nearest removes 37%)
+    with pytest.warns(TargetMissedWarning, match="removes 37.1% of the params"):
+        _, report = po.prune(small(), ratio=0.3, target="params", tolerance=0.05)
+    assert abs((1 - report.params_ratio) - 0.3) > 0.05
 
 
 def _dynamic_flatten_model(constant_weights: bool) -> onnx.ModelProto:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 
 import attrs
@@ -9,7 +10,7 @@ import numpy as np
 import numpy.typing as npt
 import onnx
 
-from prune_graph import DimRef, Mix, Mixing, OpKind, ValueId, ValueKind
+from prune_graph import DimRef, OpKind, ValueId, ValueKind
 from prune_onnx._apply import apply
 from prune_onnx._read import ModelLike
 from prune_onnx._trace import OnnxGraph, trace
@@ -24,13 +25,16 @@ from prune_ops import (
     Random,
     Removal,
     Target,
+    TargetMissedWarning,
     as_target,
     check_amount,
     costs,
     make_plan,
+    meet_target,
+    mixing_blocker,
     propagate,
 )
-from prune_ops._choose import choose_global, choose_isomorphic, choose_local, removal_that_fits, search_amount
+from prune_ops._choose import choose_global, choose_isomorphic, choose_local, removal_that_fits
 from prune_ops._importance import resolve_importance
 
 __all__ = ["Report", "Target", "member_data", "plan", "prune"]
@@ -126,14 +130,6 @@ def member_data(graph: OnnxGraph, group: Group) -> list[MemberData]:
     return found
 
 
-def _mixing(graph: OnnxGraph) -> dict[DimRef, set[Mixing]]:
-    found: dict[DimRef, set[Mixing]] = {}
-    for c in graph.couplings:
-        if isinstance(c, Mix):
-            found.setdefault(c.dim, set()).add(c.how)
-    return found
-
-
 def _nodes(graph: OnnxGraph, names: Iterable[str], what: str) -> tuple[str, ...]:
     known = {op.module for op in graph.ops}
     out = []
@@ -180,21 +176,19 @@ def prune(
     scorer = resolve_importance(importance, reduction, seed)
     graph = trace(model, input_shapes)
     ignored = _nodes(graph, ignore, "ignore")
-    mixing = _mixing(graph)
     scored: list[tuple[Group, np.ndarray]] = []
     skipped: list[str] = []
     approximate_groups: list[str] = []
     for group in graph.groups(ignored, prune_outputs).prunable:
         if group.kind in (GroupKind.HEAD_DIMS, GroupKind.QUERY_HEADS):
             continue
-        hows = set().union(*(mixing.get(m.dim, set()) for m in group.members))
-        if hows:
-            allowed = approximate is True or (approximate is None and hows <= {Mixing.NORMALISATION})
-            names = ", ".join(sorted(h.value for h in hows))
-            if not allowed:
-                skipped.append(f"{group.describe()}: its channels are mixed ({names})")
-                continue
-            approximate_groups.append(f"{group.describe()}: mixed ({names})")
+        # the same policy as every adapter: prune_ops decides which mixing ops a group may cross
+        reason = mixing_blocker(group.mixing, approximate)
+        if reason is not None:
+            skipped.append(f"{group.describe()} left unpruned: {reason}")
+            continue
+        if group.approximate:
+            approximate_groups.append(f"{group.describe()}: mixed by " + "; ".join(str(n) for n in group.mixing))
         data = [] if isinstance(scorer, Random) else member_data(graph, group)
         scores = np.asarray(scorer(group, data), dtype=np.float64)
         if scores.shape != (group.size,):
@@ -203,30 +197,36 @@ def prune(
             )
         scored.append((group, scores))
 
-    notes: list[str] = []
-
-    def plan_at(scale: float) -> Plan:
+    def choose(scale: float) -> list[tuple[Group, np.ndarray]]:
         amount = min(ratio * scale, max_ratio)
         if global_ranking or isomorphic:
-            choose = choose_isomorphic if isomorphic else choose_global
-            chosen = choose(scored, amount, round_to, max_ratio)
-        else:
-            chosen = choose_local(scored, [amount] * len(scored), round_to)
+            return (choose_isomorphic if isomorphic else choose_global)(scored, amount, round_to, max_ratio)
+        return choose_local(scored, [amount] * len(scored), round_to)
+
+    def plan_of(chosen: list[tuple[Group, np.ndarray]]) -> tuple[Plan, list[str]]:
         removal, left = removal_that_fits(graph, chosen)
-        notes[:] = left
-        return _remember(graph, make_plan(graph, removal), removal)
+        return _remember(graph, make_plan(graph, removal), removal), left
 
     before = costs(graph)
     if target is Target.CHANNELS:
-        the_plan = plan_at(1.0)
+        the_plan, notes = plan_of(choose(1.0))
     else:
 
-        def removed(scale: float) -> float:
-            after = costs(graph, plan_at(scale))
+        def removed(chosen: list[tuple[Group, np.ndarray]]) -> float:
+            after = costs(graph, plan_of(chosen)[0])
             if target is Target.MACS:
                 return 1 - after.macs / max(before.macs, 1)
             return 1 - after.parameters / max(before.parameters, 1)
 
-        the_plan = plan_at(search_amount(removed, ratio, max_ratio / max(ratio, 1e-9), tolerance))
+        chosen, got = meet_target(choose, removed, ratio, max_ratio / max(ratio, 1e-9), tolerance)
+        if abs(got - ratio) > tolerance:
+            warnings.warn(
+                TargetMissedWarning(
+                    f"target={target.value!r} ratio={ratio}: the closest plan removes {got:.1%} of the "
+                    f"{target.value}, not {ratio:.1%} within tolerance {tolerance}"
+                ),
+                stacklevel=2,
+            )
+        the_plan, notes = plan_of(chosen)
     pruned = apply(graph, the_plan)
     return pruned, Report(the_plan, before, costs(graph, the_plan), (*skipped, *notes), tuple(approximate_groups))
