@@ -11,8 +11,8 @@ reach, each with the unit of every index (``-1`` where an index belongs to anoth
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Collection
-from typing import Any
 
 import attrs
 import numpy as np
@@ -82,23 +82,17 @@ def find_groups(graph: Graph, *, ignore: Collection[str] = (), prune_outputs: bo
         edges_a.append(src + np.asarray(domain, dtype=np.int64))
         edges_b.append(dst + np.asarray(link.map.forward(domain), dtype=np.int64))
     atom = components(total, edges_a, edges_b)
-    positions: dict[int, list[tuple[DimRef, int]]] = {}
-    support: dict[int, set[DimRef]] = {}
-    for k, start in base.items():
-        for i in range(size_of[k]):
-            root = int(atom[start + i])
-            positions.setdefault(root, []).append((k, i))
-            support.setdefault(root, set()).add(k)
+    joined_classes = list(base)  # a joined class is known by its place here in the arrays below
+    owner = np.repeat(np.arange(len(joined_classes), dtype=np.int64), [size_of[k] for k in joined_classes])
+    roots, supports = _supports(atom, owner, len(joined_classes))
 
     fine_classes = {classes.find(f.fine) for f in factors}
-    fine_atoms = {int(atom[base[k] + i]) for k in fine_classes if k in base for i in range(size_of[k])}
+    fine_atom = np.zeros(total, dtype=bool)
+    fine_joined = [j for j, k in enumerate(joined_classes) if k in fine_classes]
+    fine_atom[atom[np.isin(owner, fine_joined)]] = True
     # a channel that offsets or windows carry from one factorised dim into another (a grouped
     # conv's output concatenated into another grouped conv) follows two layouts at once: keep them
-    fines_of_atom: dict[int, set[DimRef]] = {}
-    for k in fine_classes & base.keys():
-        for i in range(size_of[k]):
-            fines_of_atom.setdefault(int(atom[base[k] + i]), set()).add(k)
-    clashing = {k for ks in fines_of_atom.values() if len(ks) > 1 for k in ks}
+    clashing = {joined_classes[j] for j in _sharing_atoms(atom, owner, fine_joined, len(joined_classes))}
     for f in factors:
         if classes.find(f.fine) in clashing:
             clashing.discard(classes.find(f.fine))
@@ -115,17 +109,16 @@ def find_groups(graph: Graph, *, ignore: Collection[str] = (), prune_outputs: bo
     for k in dims_of:
         if k not in base and k not in fine_classes and size_of[k] > 0:
             seeds.append({k: np.arange(size_of[k], dtype=np.int64)})
-    by_support: dict[frozenset[DimRef], list[int]] = {}
-    for root in sorted(support):
-        if root not in fine_atoms:
-            by_support.setdefault(frozenset(support[root]), []).append(root)
-    for roots in by_support.values():
-        unit_of = {root: u for u, root in enumerate(roots)}
-        seed: dict[DimRef, IntArray] = {}
-        for root in roots:
-            for k, i in positions[root]:
-                seed.setdefault(k, np.full(size_of[k], -1, dtype=np.int64))[i] = unit_of[root]
-        seeds.append(seed)
+    by_support: dict[tuple[int, ...], list[int]] = {}
+    for root, support in zip(roots.tolist(), supports):
+        if not fine_atom[root]:
+            by_support.setdefault(support, []).append(root)
+    context = _Context(classes, base, atom, size_of, factors_by_part)
+    unit_of_atom = np.full(total, -1, dtype=np.int64)
+    for support, atom_roots in by_support.items():
+        unit_of_atom[atom_roots] = np.arange(len(atom_roots), dtype=np.int64)
+        seeds.append({joined_classes[j]: unit_of_atom[context.atoms_of[joined_classes[j]]] for j in support})
+        unit_of_atom[atom_roots] = -1
 
     joined = UnionFind()
     for link in windows:
@@ -134,8 +127,10 @@ def find_groups(graph: Graph, *, ignore: Collection[str] = (), prune_outputs: bo
     for k in base:
         spaces.setdefault(joined.find(k), []).append(k)
     order: dict[str, int] = {v.id: i for i, v in enumerate(graph.values)}
-    context = _Context(classes, base, atom, positions, size_of, factors_by_part)
-    context.spaces = {k: members for members in spaces.values() for k in members}
+    context.meet(
+        {k: members for members in spaces.values() for k in members},
+        [[joined_classes[j] for j in support] for support in set(supports)],
+    )
     kind_of = group_kinds(graph, classes, factors, windows)
     mixing = mixing_of(graph, couplings)
     groups: list[Group] = []
@@ -159,30 +154,51 @@ class _Context:
     classes: UnionFind
     base: dict[DimRef, int]
     atom: IntArray
-    positions: dict[int, list[tuple[DimRef, int]]]
     size_of: dict[DimRef, int]
     factors_by_part: dict[DimRef, list[FactorLink]]
     atoms_of: dict[DimRef, IntArray] = attrs.field(factory=dict)
-    spaces: dict[DimRef, list[DimRef]] = attrs.field(factory=dict)
+    # for each joined class, the other classes of its space that share an atom with it, in space order:
+    # only those can receive units from it (a chain of concats makes a space of hundreds of classes
+    # where each class meets two or three)
+    neighbours: dict[DimRef, list[DimRef]] = attrs.field(factory=dict)
+    # unit by atom, -1 where unset: reused by every search, which clears what it wrote
+    scratch: IntArray = attrs.field(factory=lambda: np.zeros(0, dtype=np.int64))
+    # for each part class of a factor: the fine class and, for each fine index, the part's index
+    spreads: dict[DimRef, list[tuple[DimRef, IntArray]]] = attrs.field(factory=dict)
 
     def __attrs_post_init__(self) -> None:
         for k, start in self.base.items():
             self.atoms_of[k] = self.atom[start : start + self.size_of[k]]
+        self.scratch = np.full(len(self.atom), -1, dtype=np.int64)
+        for k, factors in self.factors_by_part.items():
+            for factor in factors:
+                fine = self.classes.find(factor.fine)
+                for axis, part in enumerate(factor.parts):
+                    if part is not None and self.classes.find(part) == k:
+                        coords = (np.arange(factor.size) // int(np.prod(factor.sizes[axis + 1 :]))) % factor.sizes[axis]
+                        self.spreads.setdefault(k, []).append((fine, coords))
 
-    def _spread(self, k: DimRef, array: IntArray, assign: Any, merge: Any) -> None:
-        total = len(self.atom)
-        _, updates, pairs = _spread_atoms(self.atoms_of, self.spaces[k], k, array, total)
-        if pairs is not None:
-            merge(*pairs)
-        for other, new in updates:
-            if (new >= 0).any():
-                assign(other, new)
+    def meet(self, spaces: dict[DimRef, list[DimRef]], supports: Collection[list[DimRef]]) -> None:
+        """Fill ``neighbours`` from the distinct sets of classes that hold one atom."""
+        met: dict[DimRef, set[DimRef]] = {k: set() for k in self.base}
+        for classes in supports:
+            for k in classes:
+                met[k].update(classes)
+        for k in self.base:
+            self.neighbours[k] = [other for other in spaces[k] if other != k and other in met[k]]
 
     def expand(self, seed: dict[DimRef, IntArray]) -> dict[DimRef, IntArray]:
-        """Follow atoms and factors from the seed classes; merge units that meet."""
-        units: dict[DimRef, IntArray] = {}
+        """Follow atoms and factors from the seed classes; merge units that meet.
+
+        A joined class holds no array of its own while the search runs: its units are those of
+        its atoms (``scratch``), so writing one class reaches every class sharing those atoms at once.
+        """
+        units: dict[DimRef, IntArray] = {}  # plain classes
+        at = self.scratch
+        written: list[IntArray] = []  # atoms to clear afterwards
+        reached: dict[DimRef, None] = {}  # joined classes that may hold units
         labels = np.arange(max(int(a.max(initial=-1)) for a in seed.values()) + 1, dtype=np.int64)
-        queue: list[DimRef] = []
+        queue: list[DimRef] = []  # classes whose units changed: their factors are followed
 
         def merge(a: IntArray, b: IntArray) -> None:
             for x, y in set(zip(a.tolist(), b.tolist())):
@@ -190,7 +206,33 @@ class _Context:
                 if rx != ry:
                     labels[max(rx, ry)] = min(rx, ry)
 
+        def assign_joined(k: DimRef, new: IntArray) -> None:
+            atoms = self.atoms_of[k]
+            old = at[atoms]
+            both = (old >= 0) & (new >= 0) & (old != new)
+            if both.any():
+                merge(old[both], new[both])
+            fill = (old < 0) & (new >= 0)
+            if not fill.any():
+                return
+            where, values = atoms[fill], new[fill]
+            at[where] = values
+            written.append(where)
+            got = at[where]
+            clash = got != values
+            if clash.any():  # one atom twice in k, given two units: they merge
+                merge(got[clash], values[clash])
+            reached[k] = None
+            queue.append(k)
+            for other in self.neighbours[k]:
+                reached[other] = None
+                if other in self.spreads:
+                    queue.append(other)
+
         def assign(k: DimRef, new: IntArray) -> None:
+            if k in self.base:
+                assign_joined(k, new)
+                return
             old = units.get(k)
             if old is None:
                 units[k] = new.copy()
@@ -204,21 +246,28 @@ class _Context:
                 old[fill] = new[fill]
                 queue.append(k)
 
-        for k, array in seed.items():
-            assign(k, array)
-        while queue:
-            k = queue.pop()
-            array = units[k]
-            if k in self.base:
-                self._spread(k, array, assign, merge)
-            for factor in self.factors_by_part.get(k, ()):
-                fine = self.classes.find(factor.fine)
-                for axis, part in enumerate(factor.parts):
-                    if part is not None and self.classes.find(part) == k:
-                        coords = (np.arange(factor.size) // int(np.prod(factor.sizes[axis + 1 :]))) % factor.sizes[axis]
+        try:
+            for k, array in seed.items():
+                assign(k, array)
+            while queue:
+                k = queue.pop()
+                spreads = self.spreads.get(k)
+                if spreads:
+                    array = at[self.atoms_of[k]] if k in self.base else units[k]
+                    for fine, coords in spreads:
                         assign(fine, array[coords])
+            for k in reached:
+                array = at[self.atoms_of[k]]
+                if (array >= 0).any():
+                    units[k] = array
+        finally:
+            for where in written:
+                at[where] = -1
         final = np.array([_label_root(labels, i) for i in range(len(labels))], dtype=np.int64)
-        used = np.unique(np.concatenate([final[a[a >= 0]] for a in units.values()]))
+        seen = np.zeros(len(labels), dtype=bool)
+        for array in units.values():
+            seen[final[array[array >= 0]]] = True
+        used = np.flatnonzero(seen)
         compact = np.full(len(labels), -1, dtype=np.int64)
         compact[used] = np.arange(len(used))
         out = {}
@@ -228,23 +277,27 @@ class _Context:
         return out
 
 
-def _spread_atoms(
-    atoms_of: dict[DimRef, IntArray], space: list[DimRef], k: DimRef, array: IntArray, total: int
-) -> tuple[IntArray, list[tuple[DimRef, IntArray]], tuple[IntArray, IntArray] | None]:
-    """Units of class ``k`` carried by atoms to the other classes of its space.
+def _supports(atom: IntArray, owner: IntArray, count: int) -> tuple[IntArray, list[tuple[int, ...]]]:
+    """Every atom (ascending) and the joined classes that hold it (ascending places)."""
+    pairs = np.unique(atom * count + owner)
+    if not len(pairs):
+        return pairs, []
+    atoms, places = pairs // count, pairs % count
+    starts = np.flatnonzero(np.concatenate([[True], atoms[1:] != atoms[:-1]]))
+    listed, bounds = places.tolist(), [*starts.tolist(), len(pairs)]
+    return atoms[starts], [tuple(listed[a:b]) for a, b in itertools.pairwise(bounds)]
 
-    Returns the unit of every atom, the arrays for the other classes, and pairs of units that
-    share an atom within ``k`` (they must merge), if any.
-    """
-    valid = array >= 0
-    atoms = atoms_of[k][valid]
-    values = array[valid]
-    by_atom = np.full(total, -1, dtype=np.int64)
-    by_atom[atoms] = values
-    clash = by_atom[atoms] != values
-    pairs = (by_atom[atoms][clash], values[clash]) if clash.any() else None
-    updates = [(other, by_atom[atoms_of[other]]) for other in space if other != k]
-    return by_atom, updates, pairs
+
+def _sharing_atoms(atom: IntArray, owner: IntArray, chosen: list[int], count: int) -> list[int]:
+    """The places among ``chosen`` whose class shares an atom with another chosen class."""
+    inside = np.isin(owner, chosen)
+    pairs = np.unique(atom[inside] * count + owner[inside])
+    atoms = pairs // count
+    shared = np.zeros(len(pairs), dtype=bool)
+    same = atoms[1:] == atoms[:-1]
+    shared[1:] |= same
+    shared[:-1] |= same
+    return sorted(set((pairs[shared] % count).tolist()))
 
 
 def _label_root(labels: IntArray, i: int) -> int:
@@ -262,16 +315,11 @@ def _make_group(
     order: dict[str, int],
 ) -> Group:
     members: list[Member] = []
-    blockers: list[str] = []
     for k, array in units.items():
         if not (array >= 0).any():
             continue
         for dim in dims_of[k]:
-            value = graph.value(dim.value)
-            members.append(Member(dim, value, array))
-            for reason in pins.get(dim, ()):
-                if reason not in blockers:
-                    blockers.append(reason)
+            members.append(Member(dim, graph.value(dim.value), array))
     members.sort(
         key=lambda m: (
             m.value.kind not in _STATE,
@@ -280,6 +328,8 @@ def _make_group(
             m.dim.dim,
         )
     )
+    # in member order, so that the order in which the search reached the dims does not show
+    blockers = tuple(dict.fromkeys(reason for m in members for reason in pins.get(m.dim, ())))
     size = int(max(int(a.max()) for a in units.values()) + 1)
     root = members[0].dim
-    return Group(index, root, size, tuple(members), tuple(blockers))
+    return Group(index, root, size, tuple(members), blockers)
