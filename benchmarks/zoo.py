@@ -129,7 +129,9 @@ def check(
         original = copy.deepcopy(model)
         reference_shapes = [tuple(t.shape) for t in _run(model, inputs)]
         stage = "prune"
+        start = time.perf_counter()
         report = pt.prune(model, inputs, ratio=0.5, importance="l2", show_progress=False, **options)
+        row["prune_s"] = time.perf_counter() - start
         before, after = report.before, report.after
         row.update(params=(before.parameters, after.parameters), macs=(before.macs, after.macs))
         mixed = sum(1 for note in report.skipped if "would change the kept channels' values" in note)
@@ -301,8 +303,8 @@ def write_table(rows: list[dict[str, Any]], path: Path, title: str, command: str
         "",
         f"**Summary: {passed} pass, {partial} pass with a note, {len(rows) - passed - partial} fail, of {len(rows)} models.**",
         "",
-        "| family | model | groups (prunable/all) | approx. | params before → after | MACs before → after | trace s | equivalence (max rel) | reload: train/eval | result | note / blocker |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| family | model | groups (prunable/all) | approx. | params before → after | MACs before → after | trace s | prune s | equivalence (max rel) | reload: train/eval | result | note / blocker |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     families: dict[str, list[int]] = {}
     for r in rows:
@@ -312,12 +314,21 @@ def write_table(rows: list[dict[str, Any]], path: Path, title: str, command: str
         params = f"{_fmt_count(r['params'][0])} → {_fmt_count(r['params'][1])}" if "params" in r else ""
         macs = f"{_fmt_count(r['macs'][0])} → {_fmt_count(r['macs'][1])}" if "macs" in r else ""
         trace_s = f"{r['trace_s']:.2f}" if "trace_s" in r else ""
+        prune_s = f"{r['prune_s']:.2f}" if "prune_s" in r else ""
         blocker = str(r["blocker"]).replace("|", "\\|")
         lines.append(
-            f"| {r['family']} | {r['model']} | {r.get('groups', '')} | {r.get('approximate', '')} | {params} | {macs} | {trace_s} | "
+            f"| {r['family']} | {r['model']} | {r.get('groups', '')} | {r.get('approximate', '')} | {params} | {macs} | {trace_s} | {prune_s} | "
             f"{r.get('equivalence', '')} | {r.get('reload', '')} | {r['result']} | {blocker} |"
         )
     lines += ["", "Pass rate per family: " + ", ".join(f"{f} {p}/{n}" for f, (p, n) in families.items()), ""]
+    timed = [r for r in rows if "prune_s" in r]
+    if timed:  # issue 14: no model over 60 s
+        slowest = max(timed, key=lambda r: r["prune_s"])
+        over = [r["model"] for r in timed if r["prune_s"] > 60]
+        lines += [
+            f"Slowest prune: {slowest['model']}, {slowest['prune_s']:.1f} s; over 60 s: {', '.join(over) or 'none'}.",
+            "",
+        ]
     path.write_text("\n".join(lines))
 
 
