@@ -21,6 +21,7 @@ import contextlib
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+import attrs
 import torch
 from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -29,9 +30,24 @@ from prune_graph import Graph, GraphBuilder, OpKind, ValueId, ValueKind
 from prune_torch._aten import OpSpec, tensors_in
 from prune_torch._aten_table import READERS
 from prune_torch._errors import TraceError
+from prune_torch._meta import MetaKernels
 from prune_torch._mha import PrunedMultiheadAttention, runs_stock_forward
 
-__all__ = ["ExampleInputs", "eval_flags", "refuse_script_modules", "split_inputs", "trace"]
+__all__ = [
+    "Calls",
+    "ExampleInputs",
+    "check_traceable",
+    "eval_flags",
+    "forward_under",
+    "inputs_on",
+    "on_meta",
+    "refuse_script_modules",
+    "result_tensors",
+    "split_inputs",
+    "state_stand_ins",
+    "trace",
+    "trace_with_calls",
+]
 
 ExampleInputs = Any  # a tensor, a tuple of positional arguments, or a dict of keyword arguments
 
@@ -61,6 +77,10 @@ class _Recorder(TorchDispatchMode):
         self.count = 0
         # outputs a reader leaves out (a norm's mean and rstd): not model values
         self.dropped: set[int] = set()
+        # answers calls on meta tensors without torch's slow Python meta kernels where it can
+        self.kernels = MetaKernels()
+        # every aten call in order with its result, recorded or not: what a light re-run is checked against
+        self.stream: list[tuple[Any, Any]] = []
 
     def _id_of(self, t: torch.Tensor) -> ValueId:
         name = self.names.get(id(t))
@@ -83,7 +103,8 @@ class _Recorder(TorchDispatchMode):
 
     def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
         kwargs = kwargs or {}
-        out = func(*args, **kwargs)
+        out = self.kernels.run(func, args, kwargs)
+        self.stream.append((func, out))
         if not self.paused:
             self._record(func, args, kwargs, out)
         return out
@@ -265,26 +286,95 @@ def _state(model: torch.nn.Module) -> list[tuple[str, str, str, torch.Tensor, Va
     return found
 
 
-def _run(model: torch.nn.Module, example_inputs: ExampleInputs, meta: bool) -> Graph:
-    builder = GraphBuilder()
-    names: dict[int, ValueId] = {}
-    state = _state(model)
-    stand_ins: dict[str, torch.Tensor] = {}
-    for path, module, name, tensor, kind in state:
-        use = tensor
-        if meta:
-            use = torch.empty_like(tensor, device="meta").requires_grad_(tensor.requires_grad)
-            stand_ins[path] = use
-        names[id(use)] = builder.value(path, tuple(tensor.shape), _dtype(tensor), kind, module, name)
+def _meta_stand_ins(state: list[tuple[str, str, str, torch.Tensor, ValueKind]]) -> dict[str, torch.Tensor]:
+    return {
+        path: torch.empty_like(tensor, device="meta").requires_grad_(tensor.requires_grad)
+        for path, _module, _name, tensor, _kind in state
+    }
+
+
+def state_stand_ins(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Meta stand-ins for every parameter and buffer of ``model``, by path (for :func:`forward_under`)."""
+    return _meta_stand_ins(_state(model))
+
+
+def result_tensors(result: Any) -> list[torch.Tensor]:
+    """The tensors of a model's result, in the order a trace numbers its outputs."""
+    return tensors_in(_plain(result))
+
+
+def inputs_on(example_inputs: ExampleInputs, meta: bool) -> tuple[tuple[Any, ...], dict[str, Any]]:
     args, kwargs = split_inputs(example_inputs)
+    if not meta:
+        return args, kwargs
 
     def convert(x: Any) -> Any:
-        if isinstance(x, torch.Tensor) and meta:
-            return torch.empty_like(x, device="meta")
-        return x
+        return torch.empty_like(x, device="meta") if isinstance(x, torch.Tensor) else x
 
     args = tuple(torch.utils._pytree.tree_map(convert, a) for a in args)
     kwargs = {k: torch.utils._pytree.tree_map(convert, v) for k, v in kwargs.items()}
+    return args, kwargs
+
+
+def forward_under(
+    model: torch.nn.Module,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    stand_ins: dict[str, torch.Tensor] | None,
+    mode: Any,
+    stack: list[str],
+) -> Any:
+    """One forward of ``model`` under the dispatch mode ``mode``, as a trace runs it; the model's state is put back.
+
+    ``stand_ins`` (meta tensors by parameter path) run it through ``functional_call``; ``None`` runs
+    the real tensors. ``mode`` also serves :class:`_WholeOps` and sealed modules (``paused``,
+    ``_record``, ``seal``). Raises :class:`TraceError` naming the module that failed.
+    """
+    # a forward may cache tensors on its modules (anchor grids, masks); on meta those caches would
+    # poison the real model, so every module's attributes are put back afterwards
+    saved = [(module, dict(module.__dict__)) for module in model.modules()]
+    # caches filled in place (timm's attention-bias dict keyed by device) are put back too
+    contents = [_Contents(container) for module in model.modules() for container in _containers(module)]
+    try:
+        with _own_attention(model), _module_stack(model, stack, mode), mode, _WholeOps(mode):
+            if stand_ins is not None:
+                return torch.func.functional_call(model, stand_ins, args, kwargs, tie_weights=True, strict=False)
+            return model(*args, **kwargs)
+    except Exception as error:
+        where = stack[-1]
+        raise TraceError(f"in module {where or '<root>'}: {type(error).__name__}: {error}", where) from error
+    finally:
+        for module, attributes in saved:
+            current = module.__dict__
+            if len(current) != len(attributes) or any(attributes.get(k, current) is not v for k, v in current.items()):
+                current.clear()
+                current.update(attributes)
+        for held in contents:
+            held.restore()
+
+
+Call = tuple[Any, tuple[tuple[ValueId | None, tuple[int, ...]], ...]]
+"""One aten call of a trace: the op overload and, for each tensor it returned, its value id (``None``
+when it is not a value of the graph) and shape."""
+
+
+@attrs.frozen
+class Calls:
+    """Every aten call of a trace in order, and whether it ran on meta: what a light re-run is checked against."""
+
+    meta: bool
+    items: tuple[Call, ...]
+
+
+def _run(model: torch.nn.Module, example_inputs: ExampleInputs, meta: bool) -> tuple[Graph, Calls]:
+    builder = GraphBuilder()
+    names: dict[int, ValueId] = {}
+    state = _state(model)
+    stand_ins = _meta_stand_ins(state) if meta else None
+    for path, module, name, tensor, kind in state:
+        use = stand_ins[path] if stand_ins is not None else tensor
+        names[id(use)] = builder.value(path, tuple(tensor.shape), _dtype(tensor), kind, module, name)
+    args, kwargs = inputs_on(example_inputs, meta)
     input_ids = []
     for position, arg in enumerate(args):
         for j, t in enumerate(tensors_in(arg)):
@@ -300,30 +390,20 @@ def _run(model: torch.nn.Module, example_inputs: ExampleInputs, meta: bool) -> G
             names[id(t)] = input_ids[-1]
     stack = [""]
     recorder = _Recorder(builder, names, stack)
-    # a forward may cache tensors on its modules (anchor grids, masks); on meta those caches would
-    # poison the real model, so every module's attributes are put back afterwards
-    saved = [(module, dict(module.__dict__)) for module in model.modules()]
-    # caches filled in place (timm's attention-bias dict keyed by device) are put back too
-    contents = [_Contents(container) for module in model.modules() for container in _containers(module)]
-    try:
-        with _own_attention(model), _module_stack(model, stack, recorder), recorder, _WholeOps(recorder):
-            if meta:
-                result = torch.func.functional_call(model, stand_ins, args, kwargs, tie_weights=True, strict=False)
-            else:
-                result = model(*args, **kwargs)
-    except Exception as error:
-        where = stack[-1]
-        raise TraceError(f"in module {where or '<root>'}: {type(error).__name__}: {error}", where) from error
-    finally:
-        for module, attributes in saved:
-            current = module.__dict__
-            if len(current) != len(attributes) or any(attributes.get(k, current) is not v for k, v in current.items()):
-                current.clear()
-                current.update(attributes)
-        for held in contents:
-            held.restore()
-    outputs = [recorder._id_of(t) for t in tensors_in(_plain(result))]
-    return builder.build(input_ids, list(dict.fromkeys(outputs)), drop_unused=True)
+    result = forward_under(model, args, kwargs, stand_ins, recorder, stack)
+    outputs = [recorder._id_of(t) for t in result_tensors(result)]
+    graph = builder.build(input_ids, list(dict.fromkeys(outputs)), drop_unused=True)
+    known = {v.id for v in graph.values}
+
+    def ids(out: Any) -> tuple[tuple[ValueId | None, tuple[int, ...]], ...]:
+        found = []
+        for t in tensors_in(out):
+            name = names.get(id(t))
+            found.append((name if name in known else None, tuple(t.shape)))
+        return tuple(found)
+
+    calls = Calls(meta, tuple((func, ids(out)) for func, out in recorder.stream))
+    return graph, calls
 
 
 # nn.Module's own bookkeeping (parameters, buffers, submodules, hooks): functional_call and the
@@ -376,6 +456,13 @@ def _plain(result: Any) -> Any:
     return result
 
 
+def check_traceable(model: Any) -> None:
+    """Raise a :class:`TraceError` unless ``model`` is an eager ``torch.nn.Module`` (before any work)."""
+    if not isinstance(model, torch.nn.Module):
+        raise TraceError(f"trace() needs a torch.nn.Module (got {type(model).__name__})")
+    refuse_script_modules(model)
+
+
 def refuse_script_modules(model: torch.nn.Module) -> None:
     """Raise a :class:`TraceError` naming the first TorchScript module in ``model``.
 
@@ -409,11 +496,15 @@ def trace(model: torch.nn.Module, example_inputs: ExampleInputs, *, meta: bool |
     >>> sorted(v.path for v in graph.values if v.kind.value == "parameter")
     ['0.bias', '0.weight']
     """
-    if not isinstance(model, torch.nn.Module):
-        raise TraceError(f"trace() needs a torch.nn.Module (got {type(model).__name__})")
-    refuse_script_modules(model)
-    on_meta = any(t.is_meta for t in model.parameters()) or any(t.is_meta for t in model.buffers())
-    attempts = [True] if (meta is True or on_meta) else ([False] if meta is False else [True, False])
+    return trace_with_calls(model, example_inputs, meta=meta)[0]
+
+
+def trace_with_calls(
+    model: torch.nn.Module, example_inputs: ExampleInputs, *, meta: bool | None = None
+) -> tuple[Graph, Calls]:
+    """:func:`trace`, and the record of every aten call the run made (see :class:`Calls`)."""
+    check_traceable(model)
+    attempts = [True] if (meta is True or on_meta(model)) else ([False] if meta is False else [True, False])
     errors: list[str] = []
     module: str | None = None
     for use_meta in attempts:
@@ -427,3 +518,8 @@ def trace(model: torch.nn.Module, example_inputs: ExampleInputs, *, meta: bool |
         except Exception as error:
             errors.append(f"{'meta' if use_meta else 'real'} run: {type(error).__name__}: {error}")
     raise TraceError(f"could not trace {type(model).__name__}: " + " | ".join(errors), module)
+
+
+def on_meta(model: torch.nn.Module) -> bool:
+    """Whether any of ``model``'s parameters or buffers lives on the meta device."""
+    return any(t.is_meta for t in model.parameters()) or any(t.is_meta for t in model.buffers())
