@@ -1,0 +1,174 @@
+"""Applying what the model's code can follow: the groups a module's code cannot follow are found and left alone.
+
+A module may keep a size where no plan can update it (``assert x.shape[1] == 16``, ``view(-1, 16)``,
+an int the forward reads under a name nobody can guess). ``apply`` then fails, restores the model and
+names the module that was running. Every group touching that module is a suspect; when there are
+several, a bisection over them (each try a full ``apply``, rolled back when it succeeds) finds the
+one whose change breaks the module, in ``ceil(log2(suspects))`` tries, so a group that merely passes
+through the module (its output channels) is still pruned. A failure in the model's own code (the
+root module, or no module named) makes every chosen group a suspect: the same bisection.
+
+Each failure names one module, the first that breaks in forward order: a model with the same
+broken code in k blocks costs k failed applies before the one that fits, never a group search.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import attrs
+import numpy as np
+
+from prune_graph import Graph
+from prune_ops import Group, Plan, make_plan, removal_of
+from prune_torch._apply import apply
+from prune_torch._errors import ApplyError
+from prune_torch._rollback import ModelState
+from prune_torch._trace import ExampleInputs
+
+__all__ = ["Fit", "apply_what_fits"]
+
+Chosen = Sequence[tuple[Group, np.ndarray]]
+
+
+@attrs.frozen
+class Fit:
+    """What ``apply_what_fits`` applied, what it left alone and why, and what finding that cost.
+
+    ``applies`` counts every call of ``apply`` (the one that fitted included); ``tries`` the
+    extra ones: failed applies and bisection tries. ``seconds`` is the time of all of them.
+    """
+
+    plan: Plan
+    applied: tuple[tuple[Group, np.ndarray], ...]
+    skipped: tuple[str, ...]
+    applies: int
+    seconds: float
+
+    @property
+    def tries(self) -> int:
+        """Applies beyond the one that fitted."""
+        return self.applies - 1
+
+    @property
+    def cost_note(self) -> str | None:
+        """One line for the report when groups were left alone (``None`` otherwise)."""
+        if not self.skipped:
+            return None
+        return (
+            f"finding the group(s) the model's code cannot follow took {self.tries} extra apply(s) "
+            f"(traces) and {self.seconds:.1f} s"
+        )
+
+
+def _inside(module: str, path: str) -> bool:
+    return path == "" or module == path or module.startswith(path + ".")
+
+
+def _touches(group: Group, path: str) -> bool:
+    return any(_inside(m.value.module, path) for m in group.members)
+
+
+def _reason(error: ApplyError) -> str:
+    return str(error).splitlines()[0][:200]
+
+
+def apply_what_fits(
+    model: Any,
+    graph: Graph,
+    plan: Plan,
+    chosen: Chosen,
+    example_inputs: ExampleInputs,
+    **apply_options: Any,
+) -> Fit:
+    """Apply ``plan`` (made on ``graph`` from ``chosen``); leave alone the groups the model's code cannot follow.
+
+    ``apply_options`` go to every ``apply`` call (``traced=graph`` spares each its own trace and
+    group search). Returns the plan that was applied, the groups it pruned and a note per group
+    left alone. Raises the first ``ApplyError`` when no group can be blamed (the failure does not
+    depend on the chosen groups).
+
+    Example::
+
+        fit = apply_what_fits(model, graph, plan, chosen, x)
+        print(fit.skipped, fit.cost_note)
+    """
+    active = [(g, u) for g, u in chosen if len(u)]
+    notes: list[str] = []
+    counter = _Counter(model, graph, example_inputs, apply_options)
+    start = time.perf_counter()
+    current: Plan | None = plan
+    while True:
+        error = counter.attempt(current if current is not None else counter.plan_of(active))
+        if error is None:
+            final = current if current is not None else counter.plan_of(active)
+            return Fit(final, tuple(active), tuple(notes), counter.applies, time.perf_counter() - start)
+        where = error.module
+        if where is None:
+            suspects = list(active)
+        else:
+            suspects = [(g, u) for g, u in active if _touches(g, where)]
+        if not suspects:
+            raise error
+        others = [(g, u) for g, u in active if not any(g is s for s, _ in suspects)]
+        culprit = _bisect(counter, others, suspects, where)
+        if culprit is None:
+            raise error
+        group = culprit[0]
+        active = [(g, u) for g, u in active if g is not group]
+        notes.append(f"{group.name} left unpruned: the code of {where or '<root>'} cannot follow it: {_reason(error)}")
+        current = None
+
+
+@attrs.define
+class _Counter:
+    """Calls ``apply``, counting the calls; a try that fits is rolled back."""
+
+    model: Any
+    graph: Graph
+    example_inputs: ExampleInputs
+    options: dict[str, Any]
+    applies: int = 0
+
+    def plan_of(self, chosen: Chosen) -> Plan:
+        return make_plan(self.graph, removal_of(self.graph, chosen))
+
+    def attempt(self, plan: Plan) -> ApplyError | None:
+        self.applies += 1
+        try:
+            apply(self.model, plan, self.example_inputs, **self.options)
+        except ApplyError as error:
+            return error
+        return None
+
+    def fails_at(self, chosen: Chosen, where: str | None) -> bool:
+        """Whether applying ``chosen`` fails in module ``where`` (the model is left as it was either way)."""
+        state = ModelState.capture(self.model)
+        error = self.attempt(self.plan_of(chosen))
+        if error is None:
+            state.restore()
+            return False
+        return error.module == where
+
+
+def _bisect(counter: _Counter, others: Chosen, suspects: Chosen, where: str | None) -> tuple[Group, Any] | None:
+    """The first suspect whose change (with ``others`` and the suspects before it) makes ``where`` fail.
+
+    Applying ``others`` with every suspect fails at ``where``; a failure there is taken to grow
+    with the groups applied (one more group never un-breaks a module), so the smallest failing
+    prefix of the suspects ends with a culprit. ``None`` when ``others`` alone fail there already.
+    """
+    if len(suspects) == 1:
+        return suspects[0]
+    low, high = 0, len(suspects)  # the prefix of ``low`` suspects does not fail at ``where``, of ``high`` does
+    while high - low > 1:
+        middle = (low + high) // 2
+        if counter.fails_at([*others, *suspects[:middle]], where):
+            high = middle
+        else:
+            low = middle
+    if high == 1 and others and counter.fails_at(others, where):
+        return None
+    return suspects[high - 1]
