@@ -43,6 +43,7 @@ PUBLIC = {
     "Removal",
     "Scored",
     "Silence",
+    "Summary",
     "Target",
     "TargetMissedWarning",
     "Taylor",
@@ -81,6 +82,8 @@ PUBLIC = {
     "select",
     "silence",
     "split_between_factors",
+    "summaries_wanted",
+    "summarise",
     "units_removed",
 }
 

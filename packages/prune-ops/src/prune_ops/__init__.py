@@ -38,11 +38,14 @@ from prune_ops._importance import (
     Normalisation,
     Random,
     Reduction,
+    Summary,
     Taylor,
     Wanda,
     normalise,
     reduce_members,
     resolve_importance,
+    summaries_wanted,
+    summarise,
 )
 from prune_ops._indices import IntArray, as_index_array, check_indices, complement
 from prune_ops._kinds import contracted_in_products
@@ -91,6 +94,7 @@ __all__ = [
     "Removal",
     "Scored",
     "Silence",
+    "Summary",
     "Target",
     "TargetMissedWarning",
     "Taylor",
@@ -129,5 +133,7 @@ __all__ = [
     "select",
     "silence",
     "split_between_factors",
+    "summaries_wanted",
+    "summarise",
     "units_removed",
 ]

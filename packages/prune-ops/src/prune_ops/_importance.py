@@ -3,11 +3,17 @@
 An importance is any callable ``(group, data) -> scores`` where ``data`` holds one
 :class:`MemberData` per parameter member and ``scores`` has one float per unit. The factories
 here build the usual criteria as frozen callables; a plain function works the same way.
+
+The built-in weight criteria read a member's weight only through a :class:`Summary` (a per-index
+or per-unit reduction), and say which through :meth:`summaries`: an adapter that can reduce the
+tensors where they live hands over those small vectors instead of float64 copies of the weights
+(see :func:`summaries_wanted`); :func:`summarise` is the reference they must agree with.
 """
 
 from __future__ import annotations
 
 import enum
+import math
 import types
 from collections.abc import Callable, Mapping, Sequence
 from typing import ClassVar
@@ -32,14 +38,52 @@ __all__ = [
     "Normalisation",
     "Random",
     "Reduction",
+    "Summary",
     "Taylor",
     "Wanda",
     "normalise",
     "reduce_members",
     "resolve_importance",
+    "summaries_wanted",
+    "summarise",
 ]
 
 FloatArray = npt.NDArray[np.float64]
+
+
+class Summary(enum.Enum):
+    """A reduction of a member's weight (its axis first, flattened to 2-D rows) that criteria score from.
+
+    ``ABS_SUM`` and ``SQUARE_SUM`` have one entry per index of the member's axis (``Σ_j |w_ij|``,
+    ``Σ_j w_ij²``); ``DISTANCE_SUM`` has one per unit of the group: with ``v_u`` the sum of the rows
+    of unit ``u``, ``Σ_k ||v_u − v_k||`` over the units ``k`` the member covers (FPGM).
+    """
+
+    ABS_SUM = "abs_sum"
+    SQUARE_SUM = "square_sum"
+    DISTANCE_SUM = "distance_sum"
+
+
+def summarise(summary: Summary, weight: FloatArray, units: npt.NDArray[np.int64], size: int) -> FloatArray:
+    """The reference computation of ``summary`` from a member's 2-D ``weight`` and its ``units`` (group of ``size``).
+
+    >>> summarise(Summary.ABS_SUM, np.array([[1.0, -2.0], [0.5, 0.5]]), np.array([0, 1]), 2).tolist()
+    [3.0, 1.0]
+    """
+    if summary is Summary.ABS_SUM:
+        return np.asarray(np.sum(np.abs(weight), axis=1), dtype=np.float64)
+    if summary is Summary.SQUARE_SUM:
+        return np.asarray(np.sum(np.abs(weight) ** 2, axis=1), dtype=np.float64)
+    valid = units >= 0
+    vectors = np.zeros((size, weight.shape[1]))
+    np.add.at(vectors, units[valid], weight[valid])
+    covered = np.bincount(units[valid], minlength=size) > 0
+    diff = vectors[:, None, :] - vectors[None, covered, :]
+    return np.asarray(np.sqrt((diff**2).sum(axis=2)).sum(axis=1), dtype=np.float64)
+
+
+def _summaries(values: Mapping[Summary, FloatArray]) -> Mapping[Summary, FloatArray]:
+    return types.MappingProxyType(dict(values))
 
 
 @attrs.frozen(eq=False)
@@ -50,14 +94,17 @@ class MemberData:
     scale) and ``slot`` its position among that op's inputs (1 for a norm's scale), when known.
     ``activations`` are the calibration statistics of the channels this member's axis reads
     (the input side of a linear or conv: one entry per index of the axis), when gathered.
+    ``summaries`` are reductions of the weight an adapter computed for an importance that asked
+    for them (:func:`summaries_wanted`); it may then leave ``weight`` out (``None``).
     """
 
     member: Member
-    weight: FloatArray
+    weight: FloatArray | None
     grad: FloatArray | None = None
     role: OpKind | None = None
     slot: int | None = None
     activations: ChannelStats | None = None
+    summaries: Mapping[Summary, FloatArray] = attrs.field(factory=dict, converter=_summaries)
 
     @property
     def is_norm_scale(self) -> bool:
@@ -68,6 +115,28 @@ class MemberData:
         if self.role is not OpKind.NORM:
             return False
         return self.slot == 1 if self.slot is not None else self.member.value.name == "weight"
+
+    @property
+    def rows(self) -> int:
+        """Indices on the member's axis (the weight's first dim)."""
+        return len(self.member.units)
+
+    @property
+    def columns(self) -> int:
+        """Entries per index (the weight's second dim): the product of the tensor's other dims."""
+        if self.weight is not None:
+            return int(self.weight.shape[1])
+        shape = self.member.value.shape
+        return math.prod(shape) // max(shape[self.member.dim.dim], 1)
+
+    def summary(self, summary: Summary, size: int) -> FloatArray:
+        """``summary`` of the weight: the adapter's when it gave one, else computed from ``weight``."""
+        given = self.summaries.get(summary)
+        if given is not None:
+            return given
+        if self.weight is None:
+            raise PruningError(f"{self.member.label}: no weight and no {summary.value} summary to score from")
+        return summarise(summary, self.weight, self.member.units, size)
 
 
 Importance = Callable[[Group, Sequence[MemberData]], FloatArray]
@@ -130,6 +199,32 @@ def reduce_members(rows: Sequence[tuple[FloatArray, npt.NDArray[np.bool_]]], siz
             return np.asarray(np.nan_to_num(_REDUCERS[how](stacked)), dtype=np.float64)
 
 
+_POWER_SUMS: Mapping[int, Summary] = types.MappingProxyType({1: Summary.ABS_SUM, 2: Summary.SQUARE_SUM})
+
+
+def _weight(d: MemberData, name: str) -> FloatArray:
+    if d.weight is None:
+        raise PruningError(f"{name} importance needs the weight of {d.member.label}; the adapter gave none")
+    return d.weight
+
+
+def summaries_wanted(importance: object, columns: int) -> tuple[Summary, ...] | None:
+    """The summaries ``importance`` reads of a member with ``columns`` entries per index, or ``None``
+    when it needs the weight itself (any callable without a ``summaries`` method, such as Taylor).
+
+    An adapter may then hand over :class:`MemberData` with just these ``summaries`` and no weight
+    (an empty tuple: the importance does not read that member).
+
+    >>> summaries_wanted(Magnitude(p=1), 9), summaries_wanted(lambda group, data: None, 9)
+    ((<Summary.ABS_SUM: 'abs_sum'>,), None)
+    """
+    wants = getattr(importance, "summaries", None)
+    if not callable(wants):
+        return None
+    got = wants(columns)
+    return None if got is None else tuple(got)
+
+
 @attrs.frozen
 class Magnitude:
     """L_p norm of each unit's weights (p=1: L1, p=2: L2), combined across members.
@@ -147,10 +242,18 @@ class Magnitude:
         """Per-row |w|^p sums (p-th power kept so units can add rows before the root)."""
         return np.asarray(np.sum(np.abs(rows) ** self.p, axis=1), dtype=np.float64)
 
+    def summaries(self, columns: int) -> tuple[Summary, ...] | None:
+        """What it reads of a member: Σ|w| or Σw² per index (``None``, the weight itself, for another ``p``)."""
+        return (_POWER_SUMS[self.p],) if self.p in _POWER_SUMS else None
+
     def __call__(self, group: Group, data: Sequence[MemberData]) -> FloatArray:
         rows = []
         for d in data:
-            sums, covered = _per_unit(d.member, self.norm(d.weight), group.size)
+            if self.p in _POWER_SUMS:
+                per_index = d.summary(_POWER_SUMS[self.p], group.size)
+            else:
+                per_index = self.norm(_weight(d, "Magnitude"))
+            sums, covered = _per_unit(d.member, per_index, group.size)
             rows.append((sums ** (1.0 / self.p), covered))
         return reduce_members(rows, group.size, self.reduction)
 
@@ -161,11 +264,15 @@ class BNScale:
 
     reduction: Reduction = Reduction.MEAN
 
+    def summaries(self, columns: int) -> tuple[Summary, ...]:
+        """What it reads of a member: |γ| (Σ|w| of one column); nothing of wider members."""
+        return (Summary.ABS_SUM,) if columns == 1 else ()
+
     def __call__(self, group: Group, data: Sequence[MemberData]) -> FloatArray:
         rows = []
         for d in data:
-            if d.is_norm_scale and d.weight.shape[1] == 1:
-                rows.append(_per_unit(d.member, np.abs(d.weight[:, 0]), group.size))
+            if d.is_norm_scale and d.columns == 1:
+                rows.append(_per_unit(d.member, d.summary(Summary.ABS_SUM, group.size), group.size))
         if not rows:
             raise PruningError(f"BN-scale importance: group {group.id} ({group.root_member.label}) has no norm scale")
         return reduce_members(rows, group.size, self.reduction)
@@ -184,7 +291,8 @@ class Taylor:
                 raise PruningError(
                     f"Taylor importance needs gradients; {d.member.label} has none (run backward on calibration data first)"
                 )
-            rows.append(_per_unit(d.member, np.abs(np.sum(d.weight * d.grad, axis=1)), group.size))
+            weight = _weight(d, "Taylor")
+            rows.append(_per_unit(d.member, np.abs(np.sum(weight * d.grad, axis=1)), group.size))
         return reduce_members(rows, group.size, self.reduction)
 
 
@@ -200,10 +308,9 @@ def _activation_rows(
         stats = d.activations
         if stats is None:
             continue
-        if stats.channels != d.weight.shape[0]:
+        if stats.channels != d.rows:
             raise PruningError(
-                f"{name} importance: {d.member.label} has {d.weight.shape[0]} indices but statistics "
-                f"of {stats.channels} channels"
+                f"{name} importance: {d.member.label} has {d.rows} indices but statistics of {stats.channels} channels"
             )
         rows.append(_per_unit(d.member, per_index(d, stats), group.size))
     if not rows:
@@ -226,9 +333,13 @@ class Wanda:
     reduction: Reduction = Reduction.MEAN
     needs_activations: ClassVar[bool] = True
 
+    def summaries(self, columns: int) -> tuple[Summary, ...]:
+        """What it reads of a member: Σ|w| per index."""
+        return (Summary.ABS_SUM,)
+
     def __call__(self, group: Group, data: Sequence[MemberData]) -> FloatArray:
         def score(d: MemberData, stats: ChannelStats) -> FloatArray:
-            return np.asarray(np.abs(d.weight).sum(axis=1) * stats.norm, dtype=np.float64)
+            return np.asarray(d.summary(Summary.ABS_SUM, group.size) * stats.norm, dtype=np.float64)
 
         return reduce_members(_activation_rows(group, data, "Wanda", score), group.size, self.reduction)
 
@@ -245,9 +356,13 @@ class Fluctuation:
     reduction: Reduction = Reduction.MEAN
     needs_activations: ClassVar[bool] = True
 
+    def summaries(self, columns: int) -> tuple[Summary, ...]:
+        """What it reads of a member: Σw² per index."""
+        return (Summary.SQUARE_SUM,)
+
     def __call__(self, group: Group, data: Sequence[MemberData]) -> FloatArray:
         def score(d: MemberData, stats: ChannelStats) -> FloatArray:
-            return np.asarray((d.weight**2).sum(axis=1) * stats.variance, dtype=np.float64)
+            return np.asarray(d.summary(Summary.SQUARE_SUM, group.size) * stats.variance, dtype=np.float64)
 
         return reduce_members(_activation_rows(group, data, "Fluctuation", score), group.size, self.reduction)
 
@@ -262,19 +377,19 @@ class FPGM:
 
     reduction: Reduction = Reduction.MEAN
 
+    def summaries(self, columns: int) -> tuple[Summary, ...]:
+        """What it reads of a member: the distance sums of its units, or Σw² per index of a single column
+        (the fallback to L2 when no member has more than one)."""
+        return (Summary.DISTANCE_SUM,) if columns >= 2 else (Summary.SQUARE_SUM,)
+
     def __call__(self, group: Group, data: Sequence[MemberData]) -> FloatArray:
         rows = []
         for d in data:
-            if d.weight.shape[1] < 2:
+            if d.columns < 2:
                 continue
-            valid = d.member.units >= 0
-            units = d.member.units[valid]
-            vectors = np.zeros((group.size, d.weight.shape[1]))
-            np.add.at(vectors, units, d.weight[valid])
-            covered = np.bincount(units, minlength=group.size) > 0
-            diff = vectors[:, None, :] - vectors[None, covered, :]
-            distances = np.sqrt((diff**2).sum(axis=2)).sum(axis=1)
-            rows.append((distances, covered))
+            units = d.member.units
+            covered = np.bincount(units[units >= 0], minlength=group.size) > 0
+            rows.append((d.summary(Summary.DISTANCE_SUM, group.size), covered))
         if not rows:
             return Magnitude(2, self.reduction)(group, data)
         return reduce_members(rows, group.size, self.reduction)
@@ -284,12 +399,16 @@ class FPGM:
 class GroupL2:
     """The L2 norm of each unit over all members together: what a group-lasso penalty drives to zero."""
 
+    def summaries(self, columns: int) -> tuple[Summary, ...]:
+        """What it reads of a member: Σw² per index."""
+        return (Summary.SQUARE_SUM,)
+
     def __call__(self, group: Group, data: Sequence[MemberData]) -> FloatArray:
         if not data:
             raise PruningError(f"group {group.id} ({group.root_member.label}) holds no parameters to score")
         total = np.zeros(group.size)
         for d in data:
-            sums, _ = _per_unit(d.member, np.sum(d.weight**2, axis=1), group.size)
+            sums, _ = _per_unit(d.member, d.summary(Summary.SQUARE_SUM, group.size), group.size)
             total += sums
         return np.asarray(np.sqrt(total), dtype=np.float64)
 

@@ -29,7 +29,7 @@ from prune_ops import Costs, Group, Member, Plan, PruningError, Random, Taylor, 
 from prune_torch._activations import ActivationStats, needs_activations
 from prune_torch._apply import apply
 from prune_torch._calibrate import progress
-from prune_torch._importance import ImportanceLike, member_data, resolve_importance
+from prune_torch._importance import ImportanceLike, SummaryCache, member_data, resolve_importance
 from prune_torch._layerwise import stream_statistics
 from prune_torch._options import DEFAULTS, parse_options
 from prune_torch._pretrained import PretrainedError, check_pretrained
@@ -130,8 +130,13 @@ def _score_groups(
     show_progress: bool,
 ) -> list[tuple[Group, np.ndarray]]:
     scored = []
+    cache = SummaryCache.of_groups(groups)  # a tensor read and reduced once for the groups of both its axes
     for group in progress(groups, "scoring groups", show_progress, len(groups)):
-        data = [] if isinstance(scorer, Random) else member_data(model, graph, group, statistics, tensors=read)
+        data = (
+            []
+            if isinstance(scorer, Random)
+            else member_data(model, graph, group, statistics, tensors=read, importance=scorer, cache=cache)
+        )
         scores = np.asarray(scorer(group, data), dtype=np.float64)
         if scores.shape != (group.size,):
             raise PruningError(

@@ -1,22 +1,155 @@
-"""Scoring groups of a torch model: member tensors to numpy, importance by name or callable."""
+"""Scoring groups of a torch model: member tensors reduced in torch, or handed over as numpy; importance by name or callable."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Union
 
+import numpy as np
 import torch
 
 from prune_graph import Graph, OpKind
-from prune_ops import IMPORTANCES, Group, Importance, Member, MemberData, PruningError, resolve_importance
+from prune_ops import (
+    IMPORTANCES,
+    Group,
+    Importance,
+    Member,
+    MemberData,
+    PruningError,
+    Summary,
+    resolve_importance,
+    summaries_wanted,
+)
 
 if TYPE_CHECKING:
     from prune_torch._activations import ActivationStats
 
-__all__ = ["IMPORTANCES", "ImportanceLike", "member_data", "resolve_importance"]
+__all__ = ["IMPORTANCES", "ImportanceLike", "SummaryCache", "member_data", "resolve_importance", "summarise_tensor"]
 
 ImportanceLike = Union[str, Importance]
 """An importance name (see ``prune_ops.IMPORTANCES``) or a callable ``(group, member_data) -> scores``."""
+
+# float64 temporaries are made a slice of the tensor's first axis at a time: on a CPU, slices of
+# this many elements stay in cache, so reducing a float32 tensor costs about one read of it
+_CHUNK = 1 << 18
+# on an accelerator, bigger slices: fewer kernel launches
+_CHUNK_ACCELERATOR = 1 << 24
+
+
+def _chunk(tensor: torch.Tensor) -> int:
+    return _CHUNK if tensor.device.type == "cpu" else _CHUNK_ACCELERATOR
+
+
+def _float64(tensor: torch.Tensor) -> torch.Tensor:
+    # MPS has no float64: reduce such tensors on the CPU
+    if tensor.device.type == "mps":
+        tensor = tensor.cpu()
+    return tensor.to(torch.float64, copy=True)
+
+
+def _powered(tensor: torch.Tensor, summary: Summary) -> torch.Tensor:
+    """|w| or w² elementwise in float64 (a fresh tensor, changed in place)."""
+    part = _float64(tensor)
+    return part.abs_() if summary is Summary.ABS_SUM else part.square_()
+
+
+def _per_index(tensor: torch.Tensor, dims: tuple[int, ...], summary: Summary) -> dict[int, torch.Tensor]:
+    """Σ|w| or Σw² over every axis but one, for each axis in ``dims``, in one float64 pass over ``tensor``.
+
+    Axes 0 and 1 (a layer's outputs and inputs) come from one matrix of sums over the other
+    axes; any other axis is reduced on its own. Big tensors go a slice of axis 0 at a time.
+    """
+    if tensor.dim() <= 1:
+        return {0: _powered(tensor, summary).reshape(-1)}
+    out: dict[int, torch.Tensor] = {}
+    for dim in dims:
+        if dim >= 2:
+            others = [d for d in range(tensor.dim()) if d != dim]
+            out[dim] = _powered(tensor, summary).sum(others)
+    leading = [d for d in (0, 1) if d in dims]
+    if not leading:
+        return out
+    rows, columns = tensor.shape[0], tensor.shape[1]
+    step = max(1, _chunk(tensor) // max(tensor.numel() // max(rows, 1), 1))
+    firsts = []
+    second = torch.zeros(0)
+    for start in range(0, rows, step):
+        part = _powered(tensor.narrow(0, start, min(step, rows - start)), summary)
+        if leading == [0]:
+            firsts.append(part.reshape(part.shape[0], -1).sum(1))
+            continue
+        matrix = part.reshape(part.shape[0], columns, -1)
+        matrix = matrix.sum(2) if matrix.shape[2] > 1 else matrix[:, :, 0]
+        if 0 in leading:
+            firsts.append(matrix.sum(1))
+        second = matrix.sum(0) if start == 0 else second + matrix.sum(0)
+    if 0 in leading:
+        out[0] = torch.cat(firsts) if len(firsts) > 1 else firsts[0]
+    if 1 in leading:
+        out[1] = second
+    return out
+
+
+def _distance_sums(tensor: torch.Tensor, dim: int, units: np.ndarray, size: int) -> torch.Tensor:
+    """FPGM's per-unit sums of distances to the member's other units (see ``prune_ops.summarise``)."""
+    rows = _float64(tensor.movedim(dim, 0).reshape(tensor.shape[dim], -1))
+    index = torch.as_tensor(units, device=rows.device)
+    valid = index >= 0
+    vectors = torch.zeros(size, rows.shape[1], dtype=torch.float64, device=rows.device)
+    vectors.index_add_(0, index[valid], rows[valid])
+    covered = vectors[torch.bincount(index[valid], minlength=size) > 0]
+    # the difference tensor is units × covered × columns: bounded by taking units a block at a time
+    step = max(1, _chunk(covered) // max(covered.numel(), 1))
+    sums = []
+    for start in range(0, size, step):
+        block = vectors[start : start + step]
+        sums.append((block[:, None, :] - covered[None, :, :]).square().sum(2).sqrt().sum(1))
+    return torch.cat(sums)
+
+
+def summarise_tensor(tensor: torch.Tensor, member: Member, summary: Summary, size: int) -> np.ndarray:
+    """``summary`` of ``tensor`` along the member's axis, computed in float64 on the tensor's device.
+
+    Agrees with ``prune_ops.summarise`` on the tensor as numpy to rounding (the sums are taken in
+    another order).
+    """
+    tensor = tensor.detach()
+    if summary is Summary.DISTANCE_SUM:
+        return _distance_sums(tensor, member.dim.dim, member.units, size).cpu().numpy()
+    return _per_index(tensor, (member.dim.dim,), summary)[member.dim.dim].cpu().numpy()
+
+
+class SummaryCache:
+    """Per-index summaries of the tensors scored in one pass over a model's groups.
+
+    A layer's weight is a member of two groups (its outputs and its inputs): when ``axes`` says
+    so (see :meth:`of_groups`), both summaries come from one float64 pass over it, made when the
+    first group asks.
+    """
+
+    def __init__(self, axes: Mapping[str, frozenset[int]] | None = None) -> None:
+        self._axes = axes or {}
+        self._found: dict[tuple[str, Summary], dict[int, np.ndarray]] = {}
+
+    @classmethod
+    def of_groups(cls, groups: Iterable[Group]) -> SummaryCache:
+        """A cache that reduces each parameter along every axis by which these groups hold it."""
+        axes: dict[str, set[int]] = {}
+        for group in groups:
+            for member in group.parameters:
+                axes.setdefault(member.value.id, set()).add(member.dim.dim)
+        return cls({k: frozenset(v) for k, v in axes.items()})
+
+    def get(self, key: str, dim: int, summary: Summary) -> np.ndarray | None:
+        """The summary along ``dim`` of the tensor known as ``key``, if made already."""
+        return self._found.get((key, summary), {}).get(dim)
+
+    def make(self, key: str, tensor: torch.Tensor, dim: int, summary: Summary) -> np.ndarray:
+        """The summary along ``dim``, with those along the tensor's other axes the groups hold kept for later."""
+        made = _per_index(tensor.detach(), tuple(sorted(self._axes.get(key, frozenset()) | {dim})), summary)
+        self._found.setdefault((key, summary), {}).update((d, v.cpu().numpy()) for d, v in made.items())
+        return self._found[(key, summary)][dim]
 
 
 def member_data(
@@ -25,42 +158,65 @@ def member_data(
     group: Group,
     statistics: ActivationStats | None = None,
     tensors: Callable[[Member], torch.Tensor] | None = None,
+    importance: object = None,
+    cache: SummaryCache | None = None,
 ) -> list[MemberData]:
     """The group's parameter members as 2-D numpy arrays (member axis first), with gradients when present,
     and with the calibration ``statistics`` of the channels each member reads, when given.
 
     ``tensors`` reads a member's tensor from elsewhere than the model (a checkpoint on disk), so a
     model on the meta device is scored exactly as the same model with its weights loaded.
+    For an ``importance`` that reads members only through summaries (the built-in weight
+    criteria, see ``prune_ops.summaries_wanted``), the members carry just those, reduced in
+    torch where the tensor lives, and no weight; pass one ``cache`` to every call of a scoring
+    pass so each tensor is reduced once for all the groups it belongs to.
     """
+    cache = cache if cache is not None else SummaryCache()
     found = []
     for member in group.parameters:
         if member.value.kind.value != "parameter":
             continue
-        if tensors is not None:
-            tensor = tensors(member)
-        else:
-            module = model.get_submodule(member.value.module) if member.value.module else model
-            tensor = getattr(module, member.value.name)
-        if tensor.is_meta:
-            raise PruningError(f"{member.label} is on the meta device; only 'random' importance works without weights")
-        weight = tensor.detach().movedim(member.dim.dim, 0).reshape(tensor.shape[member.dim.dim], -1)
-        grad = None
-        if isinstance(tensor, torch.nn.Parameter) and tensor.grad is not None:
-            grad = (
-                tensor.grad.detach().movedim(member.dim.dim, 0).reshape(weight.shape).to("cpu", torch.float64).numpy()
-            )
+        dim = member.dim.dim
+        shape = member.value.shape
+        wanted = (
+            summaries_wanted(importance, math.prod(shape) // max(shape[dim], 1)) if importance is not None else None
+        )
+        summaries = {}
+        for summary in wanted or ():
+            known = cache.get(member.value.id, dim, summary)
+            if known is not None:
+                summaries[summary] = known
+        tensor = None
+        if wanted is None or len(summaries) < len(wanted):
+            tensor = _read(model, member, tensors)
+        weight = grad = None
+        for summary in wanted or ():
+            if tensor is None or summary in summaries:
+                continue
+            if summary is Summary.DISTANCE_SUM:
+                summaries[summary] = summarise_tensor(tensor, member, summary, group.size)
+            else:
+                summaries[summary] = cache.make(member.value.id, tensor, dim, summary)
+        if wanted is None and tensor is not None:
+            rows = tensor.detach().movedim(dim, 0).reshape(tensor.shape[dim], -1)
+            weight = rows.to("cpu", torch.float64).numpy()
+            if isinstance(tensor, torch.nn.Parameter) and tensor.grad is not None:
+                grad = tensor.grad.detach().movedim(dim, 0).reshape(rows.shape).to("cpu", torch.float64).numpy()
         consumers = graph.consumers(member.value.id)
         role = consumers[0].kind if consumers else None
         slot = consumers[0].inputs.index(member.value.id) if consumers else None
-        activations = statistics.get(member.value.path, member.dim.dim) if statistics is not None else None
-        found.append(
-            MemberData(
-                member,
-                weight.to("cpu", torch.float64).numpy(),
-                grad,
-                role if isinstance(role, OpKind) else None,
-                slot,
-                activations,
-            )
-        )
+        activations = statistics.get(member.value.path, dim) if statistics is not None else None
+        kind = role if isinstance(role, OpKind) else None
+        found.append(MemberData(member, weight, grad, kind, slot, activations, summaries))
     return found
+
+
+def _read(model: torch.nn.Module, member: Member, tensors: Callable[[Member], torch.Tensor] | None) -> torch.Tensor:
+    if tensors is not None:
+        tensor = tensors(member)
+    else:
+        module = model.get_submodule(member.value.module) if member.value.module else model
+        tensor = getattr(module, member.value.name)
+    if tensor.is_meta:
+        raise PruningError(f"{member.label} is on the meta device; only 'random' importance works without weights")
+    return tensor

@@ -34,7 +34,7 @@ from prune_torch._choose import (
     choose_local,
     harmonise_head_dims,
 )
-from prune_torch._importance import member_data
+from prune_torch._importance import SummaryCache, member_data
 from prune_torch._layers import LAYER_RULES
 from prune_torch._options import Options
 from prune_torch._trace import ExampleInputs
@@ -107,9 +107,17 @@ def _group_amount(graph: TracedGraph, group: Group, opts: Options, scale: float)
 
 
 def _score(
-    model: torch.nn.Module, graph: TracedGraph, group: Group, importance: Any, statistics: Any = None
+    model: torch.nn.Module,
+    graph: TracedGraph,
+    group: Group,
+    importance: Any,
+    statistics: Any = None,
+    cache: SummaryCache | None = None,
 ) -> np.ndarray:
-    data = [] if isinstance(importance, Random) else member_data(model, graph, group, statistics)
+    if isinstance(importance, Random):
+        data = []
+    else:
+        data = member_data(model, graph, group, statistics, importance=importance, cache=cache)
     scores = np.asarray(importance(group, data), dtype=np.float64)
     if scores.shape != (group.size,):
         raise PruningError(f"importance returned shape {scores.shape} for group {group.id}; expected ({group.size},)")
@@ -201,4 +209,5 @@ def prepare(
     if calibration is None and isinstance(scorer, Taylor) and not any(p.grad is not None for p in model.parameters()):
         raise PruningError("Taylor importance needs gradients: pass calibration batches and a loss_fn")
     groups = selected(graph.groups(opts.ignore, opts.prune_outputs).prunable, opts)
-    return [(g, _score(model, graph, g, scorer, statistics)) for g in groups]
+    cache = SummaryCache.of_groups(groups)  # one float64 pass per tensor for all the groups it belongs to
+    return [(g, _score(model, graph, g, scorer, statistics, cache)) for g in groups]
