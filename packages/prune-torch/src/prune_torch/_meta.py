@@ -604,7 +604,9 @@ def _native_layer_norm(
         or input.numel() == 0
         or tuple(input.shape[input.dim() - k :]) != tuple(normalized_shape)
         or not _number(eps)
-        or not _plain(input)
+        # torch's kernel copies a non-contiguous input to a contiguous one first, but keeps a
+        # contiguous one as it is, with whatever strides its size-1 dims have
+        or not (_plain(input) or not input.is_contiguous())
         or not _params_fit(input, tuple(normalized_shape), weight, bias)
     ):
         return None
@@ -763,10 +765,10 @@ def _key(values: Any) -> tuple[Any, ...]:
 
 
 def _on_meta(values: Any) -> bool:
-    """Every tensor in ``values`` (and in lists among them) a plain tensor on meta."""
+    """Every tensor in ``values`` (and in lists among them) a plain strided tensor on meta."""
     for v in values:
         if isinstance(v, torch.Tensor):
-            if type(v) not in _PLAIN_TENSORS or not v.is_meta:
+            if type(v) not in _PLAIN_TENSORS or not v.is_meta or v.layout is not torch.strided:
                 return False
         elif (type(v) is list or type(v) is tuple) and not _on_meta(v):
             return False
@@ -834,9 +836,16 @@ class MetaKernels:
 
     def run(self, func: Any, args: Any, kwargs: Mapping[str, Any]) -> Any:
         """What ``func(*args, **kwargs)`` returns."""
-        if not self.enabled or not (_on_meta(args) and _on_meta(kwargs.values())):
+        if not self.enabled:
             return func(*args, **kwargs)
         rule = self.rules.get(func)
+        kind = self.kinds.get(func)
+        if kind is None:
+            kind = self.kinds[func] = _kind(func)
+        # views and the like go straight to torch, before the cost of looking at their arguments
+        if (rule is None and kind is _Kind.NEVER) or not (_on_meta(args) and _on_meta(kwargs.values())):
+            self.by_torch += 1
+            return func(*args, **kwargs)
         if rule is not None:
             try:
                 out = rule(*args, **kwargs)
@@ -845,15 +854,12 @@ class MetaKernels:
             if out is not None:
                 self.by_rule += 1
                 return out
-        return self._cached(func, args, kwargs)
-
-    def _cached(self, func: Any, args: Any, kwargs: Mapping[str, Any]) -> Any:
-        kind = self.kinds.get(func)
-        if kind is None:
-            kind = self.kinds[func] = _kind(func)
         if kind is _Kind.NEVER:
             self.by_torch += 1
             return func(*args, **kwargs)
+        return self._cached(func, kind, args, kwargs)
+
+    def _cached(self, func: Any, kind: _Kind, args: Any, kwargs: Mapping[str, Any]) -> Any:
         try:
             key = (func, torch.get_default_dtype(), _key(args), _key(kwargs.items()) if kwargs else ())
         except _Uncacheable:
