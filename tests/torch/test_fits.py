@@ -104,8 +104,9 @@ def test_the_group_a_module_cannot_follow_is_found_among_those_touching_it(count
     assert [_owner(g) for g, _ in chosen if all(g is not a for a, _ in fit.applied)] == ["fixed.inner"]
     assert len(fit.skipped) == 1
     assert "fixed.inner" in fit.skipped[0]
-    assert "the code of fixed" in fit.skipped[0]
+    assert "left unpruned: the pruned model no longer runs" in fit.skipped[0]
     assert "expected 16 channels" in fit.skipped[0]
+    assert "found in module fixed with 3 apply(s)" in fit.skipped[0]
     # one failed apply, a bisection over 3 suspects (2 tries), the apply that fits
     assert fit.applies == len(counted) == 4
     assert fit.cost_note is not None

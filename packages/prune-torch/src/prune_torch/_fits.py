@@ -37,8 +37,10 @@ Chosen = Sequence[tuple[Group, np.ndarray]]
 class Fit:
     """What ``apply_what_fits`` applied, what it left alone and why, and what finding that cost.
 
-    ``applies`` counts every call of ``apply`` (the one that fitted included); ``tries`` the
-    extra ones: failed applies and bisection tries. ``seconds`` is the time of all of them.
+    Each note in ``skipped`` names a group left alone, the module whose code could not follow it,
+    and the applies and seconds spent finding it. ``applies`` counts every call of ``apply`` (the
+    one that fitted included); ``tries`` the extra ones: failed applies and bisection tries.
+    ``seconds`` is the time of all of them.
     """
 
     plan: Plan
@@ -54,7 +56,7 @@ class Fit:
 
     @property
     def cost_note(self) -> str | None:
-        """One line for the report when groups were left alone (``None`` otherwise)."""
+        """The total cost in one line, when groups were left alone (``None`` otherwise)."""
         if not self.skipped:
             return None
         return (
@@ -99,12 +101,11 @@ def apply_what_fits(
     notes: list[str] = []
     counter = _Counter(model, graph, example_inputs, apply_options)
     start = time.perf_counter()
-    current: Plan | None = plan
+    found, since = 0, start  # applies and time when the last culprit was found
     while True:
-        error = counter.attempt(current if current is not None else counter.plan_of(active))
+        error = counter.attempt(plan)
         if error is None:
-            final = current if current is not None else counter.plan_of(active)
-            return Fit(final, tuple(active), tuple(notes), counter.applies, time.perf_counter() - start)
+            return Fit(plan, tuple(active), tuple(notes), counter.applies, time.perf_counter() - start)
         where = error.module
         if where is None:
             suspects = list(active)
@@ -118,8 +119,10 @@ def apply_what_fits(
             raise error
         group = culprit[0]
         active = [(g, u) for g, u in active if g is not group]
-        notes.append(f"{group.name} left unpruned: the code of {where or '<root>'} cannot follow it: {_reason(error)}")
-        current = None
+        cost = f"found in module {where or '<root>'} with {counter.applies - found} apply(s), {time.perf_counter() - since:.1f} s"
+        notes.append(f"{group.name} left unpruned: {_reason(error)} [{cost}]")
+        found, since = counter.applies, time.perf_counter()
+        plan = counter.plan_of(active)
 
 
 @attrs.define
