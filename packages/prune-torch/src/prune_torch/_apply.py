@@ -9,14 +9,25 @@ import attrs
 import torch
 
 from prune_graph import Graph, ValueKind
-from prune_ops import Plan, PlanEntry, PlanMismatchError, PruningError, check_indices, check_plan_groups, find_groups
+from prune_ops import (
+    GroupSet,
+    Plan,
+    PlanEntry,
+    PlanMismatchError,
+    PruningError,
+    check_indices,
+    check_plan_groups,
+    find_groups,
+)
 from prune_torch._errors import ApplyError, TraceError
 from prune_torch._history import build_inputs, record, recorded_inputs
 from prune_torch._layers import LAYER_RULES, sync_attributes
+from prune_torch._light import light_check
 from prune_torch._reads import Reads, reading
 from prune_torch._rebase import compare, rebase
 from prune_torch._sizes import size_updates, update_sizes
-from prune_torch._trace import ExampleInputs, refuse_script_modules, trace
+from prune_torch._trace import Calls, ExampleInputs, refuse_script_modules, trace, trace_with_calls
+from prune_torch._traced import TracedGraph
 
 __all__ = ["apply", "inputs_from_plan"]
 
@@ -207,7 +218,12 @@ def _sync_stateless(model: torch.nn.Module, graph: Graph, plan: Plan, snapshot: 
 
 
 def apply(
-    model: torch.nn.Module, plan: Plan, example_inputs: ExampleInputs | None = None, *, verify: bool = True
+    model: torch.nn.Module,
+    plan: Plan,
+    example_inputs: ExampleInputs | None = None,
+    *,
+    verify: bool = True,
+    traced: TracedGraph | None = None,
 ) -> None:
     """Carry out ``plan`` on ``model`` in place; on any failure restore the model exactly.
 
@@ -219,70 +235,98 @@ def apply(
     no coupled tensor is left out. Every parameter, buffer and existing gradient is sliced with
     ``index_select`` on its own device and dtype; ``nn.Parameter`` objects are kept, so optimiser
     references stay valid. Size attributes (``in_channels``, ``num_features`` ...) follow. With
-    ``verify`` the model is traced again and compared with the plan's prediction: every parameter
-    by name, the model outputs, and every activation whose size does not depend on the data.
-    ``example_inputs`` default to stand-ins of the inputs the plan was made with.
+    ``verify`` the pruned model runs again and every shape is compared with the plan's prediction:
+    every parameter by name, the model outputs, and every activation whose size does not depend on
+    the data (a light re-run checked call by call; on any difference, a full re-trace finds the
+    module to name). ``example_inputs`` default to stand-ins of the inputs the plan was made with.
+
+    ``traced`` is the graph (from ``prune_torch.trace`` on this model, unchanged since) that
+    ``plan`` was made on with ``make_plan``: the model is then not traced again before applying
+    and its groups are not searched again (``pt.prune`` passes it). Any other plan is checked on a
+    fresh trace.
     """
     refuse_script_modules(model)  # before anything, also when no trace is needed
     if plan.is_empty:
         return
     targets = _resolve(model, plan)
     inputs = example_inputs if example_inputs is not None else _inputs_for(model, plan)
-    before = None
+    before: Graph | None = None
+    calls: Calls | None = None
     local = plan  # the plan made again on this model's own trace: its predictions name that trace's values
     reads: Reads = {}  # int attributes the forward read (``self.channels``): sizes kept outside tensors
-    if inputs is not None:
+    groups: GroupSet | None = None
+    if traced is not None and _made_on(traced, plan):
+        before, calls, reads = traced, traced.cache.get("calls"), traced.cache.get("reads", {})
+        groups = traced.some_groups()
+    elif inputs is not None:
         with reading(model) as reads:
-            before = trace(model, inputs)
+            before, calls = trace_with_calls(model, inputs)
         groups = find_groups(before, prune_outputs=True)
         check_plan_groups(before, groups, plan)
         local = rebase(before, groups, plan)
     snapshot = _Snapshot()
     try:
-        by_tensor: dict[int, list[_Target]] = {}
-        for t in targets:
-            if t.tensor is not None:
-                by_tensor.setdefault(id(t.tensor), []).append(t)
-        for module in _modules_of(targets):
-            snapshot.remember(module)
-        for group in by_tensor.values():
-            first = group[0]
-            entries = [t.entry for t in group]
-            name = first.entry.param
-            param = first.module._parameters.get(name) if name in first.module._parameters else None
-            if param is not None:
-                snapshot.tensors.append((first.module, name, param.data, param.grad, True))
-                new_data = _slice(param.data, entries)
-                new_grad = _slice(param.grad, entries) if param.grad is not None else None
-                set_data(param, new_data)
-                param.grad = new_grad
-            else:
-                buffer = first.module._buffers[name]
-                if buffer is None:
-                    raise ApplyError(f"buffer {first.entry.path} is None")
-                snapshot.tensors.append((first.module, name, buffer, None, False))
-                first.module._buffers[name] = _slice(buffer, entries)
-        for t in targets:
-            if t.tensor is None and t.entry.param in ("groups", "num_groups"):
-                setattr(t.module, t.entry.param, t.entry.size_after)
-        for module in _modules_of(targets):
-            sync_attributes(module, LAYER_RULES)
-        for module in _sharing(model, targets):
-            snapshot.remember(module)
-            sync_attributes(module, LAYER_RULES)
+        _slice_all(model, targets, snapshot)
         if before is not None:
             _sync_stateless(model, before, local, snapshot)
-            update_sizes(model, size_updates(before, local), snapshot.remember, reads)
+            update_sizes(model, size_updates(before, local, groups), snapshot.remember, reads)
         if verify and before is not None and inputs is not None:
-            try:
-                after = trace(model, inputs)
-            except TraceError as error:
-                raise ApplyError(f"the pruned model no longer runs: {error}", error.module) from error
-            compare(before, after, local)
+            _verify(model, inputs, before, calls, local)
     except BaseException:
         snapshot.restore()
         raise
     record(model, plan, inputs)
+
+
+def _made_on(traced: TracedGraph, plan: Plan) -> bool:
+    """Whether ``plan`` was made on ``traced`` itself (so its predicted shapes name that graph's values)."""
+    return "calls" in traced.cache and plan.fingerprint == traced.fingerprint()
+
+
+def _slice_all(model: torch.nn.Module, targets: list[_Target], snapshot: _Snapshot) -> None:
+    """Slice every tensor the plan names, and set the size attributes that follow from them."""
+    by_tensor: dict[int, list[_Target]] = {}
+    for t in targets:
+        if t.tensor is not None:
+            by_tensor.setdefault(id(t.tensor), []).append(t)
+    for module in _modules_of(targets):
+        snapshot.remember(module)
+    for group in by_tensor.values():
+        first = group[0]
+        entries = [t.entry for t in group]
+        name = first.entry.param
+        param = first.module._parameters.get(name) if name in first.module._parameters else None
+        if param is not None:
+            snapshot.tensors.append((first.module, name, param.data, param.grad, True))
+            new_data = _slice(param.data, entries)
+            new_grad = _slice(param.grad, entries) if param.grad is not None else None
+            set_data(param, new_data)
+            param.grad = new_grad
+        else:
+            buffer = first.module._buffers[name]
+            if buffer is None:
+                raise ApplyError(f"buffer {first.entry.path} is None")
+            snapshot.tensors.append((first.module, name, buffer, None, False))
+            first.module._buffers[name] = _slice(buffer, entries)
+    for t in targets:
+        if t.tensor is None and t.entry.param in ("groups", "num_groups"):
+            setattr(t.module, t.entry.param, t.entry.size_after)
+    for module in _modules_of(targets):
+        sync_attributes(module, LAYER_RULES)
+    for module in _sharing(model, targets):
+        snapshot.remember(module)
+        sync_attributes(module, LAYER_RULES)
+
+
+def _verify(model: torch.nn.Module, inputs: ExampleInputs, before: Graph, calls: Calls | None, local: Plan) -> None:
+    """The pruned model's shapes against the plan: the light re-run, and the full re-trace only on a difference."""
+    if calls is not None and light_check(model, inputs, before, calls, local) is None:
+        return
+    try:
+        after = trace(model, inputs)
+    except TraceError as error:
+        raise ApplyError(f"the pruned model no longer runs: {error}", error.module) from error
+    compare(before, after, local)
 
 
 def _device_of(model: torch.nn.Module) -> str:

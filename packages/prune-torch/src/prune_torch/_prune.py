@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
-from collections.abc import Callable, Iterable, Mapping
+import gc
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import attrs
@@ -40,6 +42,22 @@ from prune_torch._verify import verify_step
 __all__ = ["InteractivePruner", "Proposal", "Target", "interactive", "prune"]
 
 
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """The cyclic garbage collector off inside the block, as it was after (also on failure).
+
+    A trace makes many small objects that live until the prune ends; the collector's passes over
+    them grow faster than linearly with the model's size. Reference counting still frees the rest.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 def _inside(module: str, path: str) -> bool:
     return path == "" or module == path or module.startswith(path + ".")
 
@@ -56,7 +74,7 @@ def _apply_what_fits(
     the groups that touch that module alone, note why, and apply the rest. Returns what was applied."""
     while True:
         try:
-            apply(model, plan, example_inputs)
+            apply(model, plan, example_inputs, traced=graph)
             return plan, [(g, u) for g, u in chosen if len(u)]
         except ApplyError as error:
             where = error.module
@@ -218,34 +236,35 @@ def _prune_steps(
     skipped: list[str] = []
     approximate: dict[str, None] = {}
     for step in range(opts.steps):
-        graph = trace_model(model, example_inputs)
-        first_graph = first_graph or graph
-        scored = prepare(model, graph, opts, scorer, calibration, loss_fn, show_progress)
-        if step == 0:
-            skipped += left_alone(graph.groups(opts.ignore, opts.prune_outputs).prunable, opts)
-        plan, chosen = plan_for_step(graph, scored, opts, costs(first_graph), step)
-        before = copy.deepcopy(model) if verify else None
-        pending, notes = ([], [])
-        if opts.compensate:
-            pending, notes = plan_compensation(model, chosen, graph.cache["activation statistics"])
-        plan, applied = _apply_what_fits(model, graph, plan, chosen, example_inputs, skipped)
-        contracted = contracted_in_products(graph)
-        for group, _units in applied:
-            # channels summed in a product of activations (q·k) have no weight to zero downstream:
-            # the silenced original zeroes them where they are made
-            if group.kind is GroupKind.HEAD_DIMS or any(m.dim in contracted for m in group.members):
-                head_dim_modules.update((m.value.module, None) for m in group.parameters)
-            normalised = normalised or group.normalised
-            if group.approximate:
-                mixed = "; ".join(str(n) for n in group.mixing)
-                approximate[f"{group.name}: mixed by {mixed}"] = None
-        if before is not None:
-            verify_step(before, model, graph, applied, example_inputs, tuple(head_dim_modules))
-        if opts.compensate:  # after verifying: compensation moves the outputs off the silenced original
-            add_compensation(model, pending, applied, plan)
-            skipped += [n for n in notes if n not in skipped]
-        if optimizer is not None:
-            prune_optimizer(optimizer, model, plan)
+        with gc_paused():  # our work only: a fine-tune in between_steps runs with the collector on
+            graph = trace_model(model, example_inputs)
+            first_graph = first_graph or graph
+            scored = prepare(model, graph, opts, scorer, calibration, loss_fn, show_progress)
+            if step == 0:
+                skipped += left_alone(graph.groups(opts.ignore, opts.prune_outputs).prunable, opts)
+            plan, chosen = plan_for_step(graph, scored, opts, costs(first_graph), step)
+            before = copy.deepcopy(model) if verify else None
+            pending, notes = ([], [])
+            if opts.compensate:
+                pending, notes = plan_compensation(model, chosen, graph.cache["activation statistics"])
+            plan, applied = _apply_what_fits(model, graph, plan, chosen, example_inputs, skipped)
+            contracted = contracted_in_products(graph)
+            for group, _units in applied:
+                # channels summed in a product of activations (q·k) have no weight to zero downstream:
+                # the silenced original zeroes them where they are made
+                if group.kind is GroupKind.HEAD_DIMS or any(m.dim in contracted for m in group.members):
+                    head_dim_modules.update((m.value.module, None) for m in group.parameters)
+                normalised = normalised or group.normalised
+                if group.approximate:
+                    mixed = "; ".join(str(n) for n in group.mixing)
+                    approximate[f"{group.name}: mixed by {mixed}"] = None
+            if before is not None:
+                verify_step(before, model, graph, applied, example_inputs, tuple(head_dim_modules))
+            if opts.compensate:  # after verifying: compensation moves the outputs off the silenced original
+                add_compensation(model, pending, applied, plan)
+                skipped += [n for n in notes if n not in skipped]
+            if optimizer is not None:
+                prune_optimizer(optimizer, model, plan)
         combined = plan if combined is None else combined.then(plan)
         if between_steps is not None:
             between_steps(step, model)

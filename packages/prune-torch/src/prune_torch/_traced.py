@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import weakref
+from collections.abc import Mapping
 from typing import Any
 
 import attrs
 import torch
 
-from prune_graph import Graph
+from prune_graph import Graph, ValueId
 from prune_ops import GroupSet, find_groups
-from prune_torch._trace import ExampleInputs, trace
+from prune_torch._reads import reading
+from prune_torch._trace import ExampleInputs, check_traceable, trace_with_calls
 
 __all__ = ["TracedGraph", "trace_model"]
 
@@ -37,10 +39,36 @@ class TracedGraph(Graph):
             self.cache[key] = find_groups(self, ignore=ignore, prune_outputs=prune_outputs)
         return self.cache[key]  # type: ignore[no-any-return]
 
+    def fingerprint(self, shapes: Mapping[ValueId, tuple[int, ...]] | None = None) -> str:
+        """See :meth:`prune_graph.Graph.fingerprint`; the graph's own is computed once."""
+        if shapes:
+            return super().fingerprint(shapes)
+        if "fingerprint" not in self.cache:
+            self.cache["fingerprint"] = super().fingerprint()
+        return self.cache["fingerprint"]  # type: ignore[no-any-return]
+
+    def some_groups(self) -> GroupSet:
+        """Groups already found for this graph under any options, else the default ones.
+
+        For callers that read only the groups' members and kinds, which ``ignore`` and
+        ``prune_outputs`` do not change (they only pin dims), so no second group search runs.
+        """
+        for key, value in self.cache.items():
+            if key.startswith("groups:"):
+                return value  # type: ignore[no-any-return]
+        return self.groups()
+
 
 def trace_model(model: torch.nn.Module, example_inputs: ExampleInputs, *, meta: bool | None = None) -> TracedGraph:
-    """Trace ``model`` (see :func:`prune_torch.trace`) and keep its module map."""
-    graph = trace(model, example_inputs, meta=meta)
+    """Trace ``model`` (see :func:`prune_torch.trace`) and keep its module map.
+
+    The graph's cache also keeps what ``apply`` needs to carry out a plan made on this very
+    graph without tracing again: the int attributes the forward read (``"reads"``) and every aten
+    call of the run (``"calls"``), against which the pruned model's re-run is checked.
+    """
+    check_traceable(model)  # before watching its attributes
+    with reading(model) as reads:
+        graph, calls = trace_with_calls(model, example_inputs, meta=meta)
     paths: weakref.WeakKeyDictionary[torch.nn.Module, str] = weakref.WeakKeyDictionary()
     types: dict[str, type] = {}
     for name, module in model.named_modules():
@@ -54,4 +82,5 @@ def trace_model(model: torch.nn.Module, example_inputs: ExampleInputs, *, meta: 
         module_paths=paths,
         module_types=types,
         example_inputs=example_inputs,
+        cache={"reads": reads, "calls": calls},
     )

@@ -1,0 +1,133 @@
+"""Light verification after applying a plan: one plain re-run checked call by call, no graph built.
+
+The trace a plan was made on keeps every aten call in order with the shapes it returned
+(:class:`prune_torch._trace.Calls`). After applying, the pruned model runs once more the same
+way (meta stand-ins, or real tensors if the trace needed them) under a dispatch mode that only
+compares: the same op at each position, and each result the plan knows the shape of equal to the
+plan's prediction. Parameters and buffers are checked by name, and the model's outputs by
+position. Any difference, or an error, and the caller falls back to the full re-trace and
+comparison (:func:`prune_torch._rebase.compare`), which finds the module to name; so this is a
+fast path to the same verdict, never a weaker check: a run that matches call by call has every
+shape the full comparison would look at.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from prune_graph import Graph, ValueId, ValueKind
+from prune_ops import Plan
+from prune_torch._aten import tensors_in
+from prune_torch._meta import MetaKernels
+from prune_torch._rebase import data_sized
+from prune_torch._trace import (
+    Calls,
+    ExampleInputs,
+    eval_flags,
+    forward_under,
+    inputs_on,
+    result_tensors,
+    state_stand_ins,
+)
+
+__all__ = ["light_check"]
+
+Expected = list[tuple[Any, tuple[tuple[int, ...] | None, ...]]]
+
+
+class _Difference(Exception):
+    """The re-run left the recorded sequence of calls, or a shape differs from the plan's prediction."""
+
+
+class _Checker(TorchDispatchMode):
+    """Compares each aten call of a run with the expected op and result shapes, in order."""
+
+    paused = False  # the attributes a trace's helpers look for (see prune_torch._trace)
+
+    def __init__(self, expected: Expected) -> None:
+        super().__init__()
+        self.expected = expected
+        self.position = 0
+        self.kernels = MetaKernels()  # the trace's fast meta kernels: the same results, sooner
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        out = self.kernels.run(func, args, kwargs or {})
+        if self.position >= len(self.expected):
+            raise _Difference(f"an extra call {func} after the {len(self.expected)} recorded ones")
+        want_func, want_shapes = self.expected[self.position]
+        if func is not want_func:
+            raise _Difference(f"call {self.position}: {func} where the trace had {want_func}")
+        tensors = tensors_in(out)
+        if len(tensors) != len(want_shapes):
+            raise _Difference(f"call {self.position} ({func}) returned {len(tensors)} tensors, not {len(want_shapes)}")
+        for tensor, want in zip(tensors, want_shapes):
+            if want is not None and tuple(tensor.shape) != want:
+                raise _Difference(f"call {self.position} ({func}): shape {tuple(tensor.shape)}, predicted {want}")
+        self.position += 1
+        return out
+
+    def _record(self, *_args: Any) -> None:
+        pass
+
+    def seal(self, *_args: Any) -> None:
+        pass
+
+
+def _expected(before: Graph, calls: Calls, plan: Plan) -> tuple[Expected, dict[ValueId, tuple[int, ...]]]:
+    """Each call's op and the predicted shape of each result the check covers (``None``: not compared)."""
+    shapes = plan.new_shapes()
+    skip = data_sized(before)
+
+    def want(value: ValueId | None) -> tuple[int, ...] | None:
+        if value is None or value in skip:
+            return None
+        return tuple(shapes.get(value, before.shape(value)))
+
+    expected = [(func, tuple(want(value) for value, _shape in outputs)) for func, outputs in calls.items]
+    return expected, {v: tuple(shapes.get(v, before.shape(v))) for v in before.outputs if v not in skip}
+
+
+def _state_matches(model: torch.nn.Module, before: Graph, plan: Plan) -> bool:
+    shapes = plan.new_shapes()
+    tensors = dict(model.named_parameters())
+    tensors.update(model.named_buffers())
+    for value in before.values:
+        if not value.is_state or value.kind is ValueKind.VIRTUAL or value.path not in tensors:
+            continue
+        if tuple(tensors[value.path].shape) != tuple(shapes.get(value.id, value.shape)):
+            return False
+    return True
+
+
+def light_check(
+    model: torch.nn.Module, example_inputs: ExampleInputs, before: Graph, calls: Calls, plan: Plan
+) -> str | None:
+    """``None`` if the pruned ``model`` re-runs exactly as ``plan`` predicts on ``before``; else the first difference.
+
+    ``calls`` are the aten calls of the trace ``before`` came from and ``plan`` is made on
+    ``before``. The run leaves the model as it found it (modes, attributes, caches).
+    """
+    if not _state_matches(model, before, plan):
+        return "a parameter or buffer does not have its predicted shape"
+    expected, outputs = _expected(before, calls, plan)
+    checker = _Checker(expected)
+    args, kwargs = inputs_on(example_inputs, calls.meta)
+    stand_ins = state_stand_ins(model) if calls.meta else None
+    try:
+        with torch.enable_grad(), eval_flags(model):
+            result = forward_under(model, args, kwargs, stand_ins, checker, [""])
+    except Exception as error:  # a difference, or the pruned model failing: the full re-trace tells which
+        cause = error.__cause__ if isinstance(error.__cause__, _Difference) else error
+        return f"{type(cause).__name__}: {cause}"
+    if checker.position != len(expected):
+        return f"the run made {checker.position} calls where the trace made {len(expected)}"
+    got = list({id(t): t for t in result_tensors(result)}.values())  # a trace lists a tensor returned twice once
+    if len(got) != len(before.outputs):
+        return f"the model returned {len(got)} tensors where it returned {len(before.outputs)}"
+    for value, tensor in zip(before.outputs, got):
+        if value in outputs and tuple(tensor.shape) != outputs[value]:
+            return f"output {value}: shape {tuple(tensor.shape)}, predicted {outputs[value]}"
+    return None
