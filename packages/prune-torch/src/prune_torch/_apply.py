@@ -87,14 +87,14 @@ class _Target:
 def _resolve(model: torch.nn.Module, plan: Plan) -> list[_Target]:
     """Find every tensor the plan names and check its shape and indices, before touching anything."""
     targets = []
+    modules = dict(model.named_modules(remove_duplicate=False))
     for entry in plan.entries:
-        try:
-            module = model.get_submodule(entry.module) if entry.module else model
-        except AttributeError:
+        module = modules.get(entry.module)
+        if module is None:
             raise PlanMismatchError(
                 f"plan entry {entry.path}[{entry.axis}]: the model has no module {entry.module!r} "
                 "(was the plan made for another model?)"
-            ) from None
+            )
         if entry.kind == ValueKind.VIRTUAL.value:
             targets.append(_Target(entry, module, None))
             continue

@@ -72,9 +72,6 @@ class _Checker(TorchDispatchMode):
     def _record(self, *_args: Any) -> None:
         pass
 
-    def seal(self, *_args: Any) -> None:
-        pass
-
 
 def _expected(before: Graph, calls: Calls, plan: Plan) -> tuple[Expected, dict[ValueId, tuple[int, ...]]]:
     """Each call's op and the predicted shape of each result the check covers (``None``: not compared)."""
@@ -118,7 +115,7 @@ def light_check(
     stand_ins = state_stand_ins(model) if calls.meta else None
     try:
         with torch.enable_grad(), eval_flags(model):
-            result = forward_under(model, args, kwargs, stand_ins, checker, [""])
+            result = forward_under(model, args, kwargs, stand_ins, checker, None)
     except Exception as error:  # a difference, or the pruned model failing: the full re-trace tells which
         cause = error.__cause__ if isinstance(error.__cause__, _Difference) else error
         return f"{type(cause).__name__}: {cause}"

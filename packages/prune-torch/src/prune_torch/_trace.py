@@ -322,13 +322,14 @@ def forward_under(
     kwargs: dict[str, Any],
     stand_ins: dict[str, torch.Tensor] | None,
     mode: Any,
-    stack: list[str],
+    stack: list[str] | None,
 ) -> Any:
     """One forward of ``model`` under the dispatch mode ``mode``, as a trace runs it; the model's state is put back.
 
     ``stand_ins`` (meta tensors by parameter path) run it through ``functional_call``; ``None`` runs
     the real tensors. ``mode`` also serves :class:`_WholeOps` and sealed modules (``paused``,
-    ``_record``, ``seal``). Raises :class:`TraceError` naming the module that failed.
+    ``_record``, ``seal``). ``stack`` follows the modules being run (no module hooks when
+    ``None``). Raises :class:`TraceError` naming the module that failed.
     """
     # a forward may cache tensors on its modules (anchor grids, masks); on meta those caches would
     # poison the real model, so every module's attributes are put back afterwards
@@ -336,12 +337,13 @@ def forward_under(
     # caches filled in place (timm's attention-bias dict keyed by device) are put back too
     contents = [_Contents(container) for module in model.modules() for container in _containers(module)]
     try:
-        with _own_attention(model), _module_stack(model, stack, mode), mode, _WholeOps(mode):
+        hooks = _module_stack(model, stack, mode) if stack is not None else contextlib.nullcontext()
+        with _own_attention(model), hooks, mode, _WholeOps(mode):
             if stand_ins is not None:
                 return torch.func.functional_call(model, stand_ins, args, kwargs, tie_weights=True, strict=False)
             return model(*args, **kwargs)
     except Exception as error:
-        where = stack[-1]
+        where = stack[-1] if stack else ""
         raise TraceError(f"in module {where or '<root>'}: {type(error).__name__}: {error}", where) from error
     finally:
         for module, attributes in saved:
