@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import attrs
 import numpy as np
@@ -67,6 +68,8 @@ class Group:
     blockers: tuple[str, ...] = ()
     kind: GroupKind = GroupKind.CHANNELS
     mixing: tuple[MixNote, ...] = ()
+    # views derived from the members, made on first use (the group itself never changes)
+    _memo: dict[str, Any] = attrs.field(init=False, factory=dict, eq=False, repr=False)
 
     @property
     def approximate(self) -> bool:
@@ -87,7 +90,33 @@ class Group:
     @property
     def parameters(self) -> tuple[Member, ...]:
         """Members that are parameter or buffer dims."""
-        return tuple(m for m in self.members if m.is_parameter)
+        if "parameters" not in self._memo:
+            self._memo["parameters"] = tuple(m for m in self.members if m.is_parameter)
+        return self._memo["parameters"]  # type: ignore[no-any-return]
+
+    @property
+    def whole_parameters(self) -> tuple[DimRef, ...]:
+        """The parameter dims in which every index has a unit of this group (not a slice of a concat)."""
+        if "whole" not in self._memo:
+            flat, starts = self._flat_units()
+            # how many negatives (other groups' indices) come before each member's start
+            before = np.searchsorted(np.flatnonzero(flat < 0), starts).tolist()
+            self._memo["whole"] = tuple(
+                m.dim
+                for m, start, end, low, high in zip(self.members, starts, starts[1:], before, before[1:])
+                if m.is_parameter and end > start and high == low
+            )
+        return self._memo["whole"]  # type: ignore[no-any-return]
+
+    def _flat_units(self) -> tuple[IntArray, list[int]]:
+        """Every member's units end to end, and where each member starts (with the end last)."""
+        if "flat" not in self._memo:
+            starts = [0]
+            for member in self.members:
+                starts.append(starts[-1] + len(member.units))
+            flat = np.concatenate([m.units for m in self.members]) if self.members else np.zeros(0, dtype=np.int64)
+            self._memo["flat"] = (flat, starts)
+        return self._memo["flat"]  # type: ignore[no-any-return]
 
     @property
     def modules(self) -> tuple[str, ...]:
@@ -108,11 +137,23 @@ class Group:
 
     def removal(self, units: IntArray) -> dict[DimRef, IntArray]:
         """Indices removed from every member when ``units`` go."""
+        units = np.asarray(units)
+        if not units.size:
+            return {}
+        if units.min() < 0 or units.max() >= self.size:
+            picked_by_member = ((m.dim, m.indices(units)) for m in self.members)
+            return {dim: removed for dim, removed in picked_by_member if removed.size}
+        # one lookup over all members' units end to end; the table's extra last entry, never
+        # set, is where the -1 (another group's index) of a member's units lands
+        picked = np.zeros(self.size + 1, dtype=bool)
+        picked[units] = True
+        flat, starts = self._flat_units()
+        hits = np.flatnonzero(picked[flat]).astype(np.int64, copy=False)
+        bounds = np.searchsorted(hits, starts).tolist()
         out = {}
-        for member in self.members:
-            removed = member.indices(units)
-            if removed.size:
-                out[member.dim] = removed
+        for member, start, low, high in zip(self.members, starts, bounds, bounds[1:]):
+            if high > low:
+                out[member.dim] = hits[low:high] - start
         return out
 
     def signature(self) -> tuple[object, ...]:

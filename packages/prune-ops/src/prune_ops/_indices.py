@@ -26,9 +26,13 @@ def as_index_array(indices: Iterable[int] | npt.ArrayLike, where: str = "indices
         if isinstance(indices, (str, bytes)) or not isinstance(indices, Iterable):
             raise InvalidIndicesError(f"{where}: indices must be a sequence of ints (got {indices!r})")
         items = list(indices)
-        bad = next((i for i in items if isinstance(i, (bool, np.bool_)) or not isinstance(i, (int, np.integer))), None)
-        if bad is not None:
-            raise InvalidIndicesError(f"{where}: indices must be ints (got {bad!r} of type {type(bad).__name__})")
+        # plain ints (a plan's entries) pass in one look at their types; anything else item by item
+        if not set(map(type, items)) <= {int}:
+            bad = next(
+                (i for i in items if isinstance(i, (bool, np.bool_)) or not isinstance(i, (int, np.integer))), None
+            )
+            if bad is not None:
+                raise InvalidIndicesError(f"{where}: indices must be ints (got {bad!r} of type {type(bad).__name__})")
         array = np.asarray(items, dtype=np.int64)
     if array.size == 0:
         return np.zeros(0, dtype=np.int64)

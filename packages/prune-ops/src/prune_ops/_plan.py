@@ -21,7 +21,9 @@ _STATE_KINDS = (ValueKind.PARAMETER, ValueKind.BUFFER, ValueKind.VIRTUAL)
 
 
 def _ints(values: object) -> tuple[int, ...]:
-    return tuple(int(v) for v in values)  # type: ignore[attr-defined]
+    if isinstance(values, np.ndarray) and values.dtype.kind in "iu":
+        return tuple(values.tolist())
+    return tuple(map(int, values))  # type: ignore[call-overload]
 
 
 @attrs.frozen
@@ -49,7 +51,7 @@ class PlanEntry:
     @property
     def kept(self) -> tuple[int, ...]:
         """The indices that stay, in order."""
-        return tuple(int(i) for i in complement(np.asarray(self.removed, dtype=np.int64), self.size))
+        return tuple(complement(np.asarray(self.removed, dtype=np.int64), self.size).tolist())
 
     @property
     def size_after(self) -> int:
@@ -62,7 +64,7 @@ def _entries(entries: Iterable[PlanEntry]) -> tuple[PlanEntry, ...]:
 
 
 def _shapes(shapes: Iterable[tuple[str, Iterable[int]]]) -> tuple[tuple[str, tuple[int, ...]], ...]:
-    return tuple((str(k), tuple(int(s) for s in v)) for k, v in shapes)
+    return tuple((str(k), tuple(map(int, v))) for k, v in shapes)
 
 
 def _inputs(inputs: Iterable[tuple[str, Iterable[int], str]]) -> tuple[tuple[str, tuple[int, ...], str], ...]:
@@ -225,12 +227,14 @@ class Plan:
 def make_plan(graph: Graph, removal: Removal) -> Plan:
     """The plan that carries out ``removal`` on the graph's parameters, buffers and virtual axes."""
     new_shapes: dict[str, list[int]] = {}
+    state: dict[ValueId, tuple[int, ...]] = {}
     entries = []
     for dim, removed in removal.indices.items():
         value = graph.value(dim.value)
         shape = new_shapes.setdefault(value.id, list(value.shape))
         shape[dim.dim] -= int(removed.size)
         if value.kind in _STATE_KINDS:
+            state[value.id] = ()
             entries.append(
                 PlanEntry(
                     value.module,
@@ -239,12 +243,12 @@ def make_plan(graph: Graph, removal: Removal) -> Plan:
                     dim.dim,
                     value.shape[dim.dim],
                     value.shape,
-                    removed.tolist(),
+                    removed,
                 )
             )
     entries.sort(key=lambda e: e.key)
-    state = {k: tuple(v) for k, v in new_shapes.items() if graph.value(k).kind in _STATE_KINDS}
+    state = {k: tuple(new_shapes[k]) for k in state}
     shapes = tuple(sorted((k, tuple(v)) for k, v in new_shapes.items()))
     inputs = tuple((v.id, v.shape, v.dtype) for v in (graph.value(i) for i in graph.inputs))
-    result = graph.fingerprint({ValueId(k): v for k, v in state.items()})
+    result = graph.fingerprint(state)
     return Plan(graph.fingerprint(), result, tuple(entries), shapes, inputs)

@@ -77,13 +77,17 @@ def check_plan_groups(graph: Graph, groups: GroupSet, plan: Plan) -> None:
             dim = DimRef(value.id, entry.axis)
             entries[dim] = entry
             removed[dim] = np.asarray(entry.removed, dtype=np.int64)
-    units_of: dict[int, IntArray] = {}
+    # what each group's removed units take from every member, worked out once per group
+    taken: dict[int, dict[DimRef, IntArray]] = {}
     for dim, entry in entries.items():
-        expected = np.zeros(0, dtype=np.int64)
-        for group, member in groups.containing(dim):
-            if group.id not in units_of:
-                units_of[group.id] = units_removed(group, removed)
-            expected = np.union1d(expected, member.indices(units_of[group.id]))
+        parts = [np.zeros(0, dtype=np.int64)]
+        for group, _member in groups.containing(dim):
+            if group.id not in taken:
+                taken[group.id] = group.removal(units_removed(group, removed))
+            found = taken[group.id].get(dim)
+            if found is not None:
+                parts.append(found)
+        expected = np.unique(np.concatenate(parts))
         extra = np.setdiff1d(removed[dim], expected)
         if not extra.size or not groups.containing(dim):
             continue

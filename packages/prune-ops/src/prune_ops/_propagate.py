@@ -35,7 +35,7 @@ class Removal:
 def removal_of(graph: Graph, chosen: Iterable[tuple[Group, npt.ArrayLike]]) -> Removal:
     """Combine unit choices of several groups; check nothing blocked or emptied."""
     units: list[tuple[Group, IntArray]] = []
-    merged: dict[DimRef, IntArray] = {}
+    parts: dict[DimRef, list[IntArray]] = {}
     for group, picked in chosen:
         picked = check_indices(picked, group.size, f"group {group.id} ({group.root_member.label})", allow_empty=True)
         if not picked.size:
@@ -46,8 +46,9 @@ def removal_of(graph: Graph, chosen: Iterable[tuple[Group, npt.ArrayLike]]) -> R
             )
         units.append((group, picked))
         for dim, removed in group.removal(picked).items():
-            old = merged.get(dim)
-            merged[dim] = removed if old is None else np.union1d(old, removed)
+            parts.setdefault(dim, []).append(removed)
+    # a dim several groups reach (through a concat or a residual) is merged once, not once per group
+    merged = {dim: found[0] if len(found) == 1 else np.unique(np.concatenate(found)) for dim, found in parts.items()}
     for dim, removed in merged.items():
         size = graph.dim_size(dim)
         if removed.size >= size:

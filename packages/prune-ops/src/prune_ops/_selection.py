@@ -95,9 +95,8 @@ def factor_sets(groups: Sequence[Group]) -> list[list[int]]:
     """
     covering: dict[object, list[int]] = {}
     for i, group in enumerate(groups):
-        for member in group.parameters:
-            if member.units.size and bool((member.units >= 0).all()):
-                covering.setdefault(member.dim, []).append(i)
+        for dim in group.whole_parameters:
+            covering.setdefault(dim, []).append(i)
     sets = {tuple(sorted(set(found))) for found in covering.values() if len(set(found)) > 1}
     return [list(s) for s in sorted(sets, key=lambda s: (-len(s), s))]
 

@@ -82,10 +82,13 @@ def _owners(graph: TracedGraph, group: Group) -> tuple[str, ...]:
     """Modules whose output channels are in the group: a layer that only reads them (input side) is not one."""
     owners: dict[str, None] = {}
     for member in group.parameters:
-        cls = graph.module_types.get(member.value.module)
+        module = member.value.module
+        if module in owners:
+            continue
+        cls = graph.module_types.get(module)
         rule = next((LAYER_RULES[c] for c in cls.__mro__ if c in LAYER_RULES), None) if cls else None
         if rule is None or (member.value.name, member.dim.dim) not in rule.in_axes:
-            owners[member.value.module] = None
+            owners[module] = None
     return tuple(owners)
 
 
