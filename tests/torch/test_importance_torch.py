@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -189,3 +191,23 @@ def test_prune_selects_the_same_channels_from_summaries_as_from_weights() -> Non
         plans.append(sorted((e.path, e.axis, e.removed) for e in report.plan.entries))
     assert plans[0]
     assert plans[0] == plans[1]
+
+
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=CUDA)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64])
+def test_summaries_on_the_tensors_device_and_dtype_score_as_the_numpy_weights(device: str, dtype: torch.dtype) -> None:
+    model, graph, groups, _ = traced("mobilenetv2")
+    moved = copy.deepcopy(model).to(device=device, dtype=dtype)
+    for importance in WEIGHT_ONLY:
+        scorer = resolve_importance(importance)
+        cache = SummaryCache.of_groups(groups)
+        for group in groups:
+            reference = member_data(moved, graph, group)
+            try:
+                expected = scorer(group, reference)
+            except PruningError:
+                continue
+            _close(expected, scorer(group, member_data(moved, graph, group, importance=scorer, cache=cache)))
