@@ -323,7 +323,8 @@ def _verify(model: torch.nn.Module, inputs: ExampleInputs, before: Graph, calls:
     if calls is not None and light_check(model, inputs, before, calls, local) is None:
         return
     try:
-        after = trace(model, inputs)
+        # the planning trace ran on meta: a meta failure now is conclusive (no fallback to a real forward)
+        after = trace(model, inputs, meta=True if calls is not None and calls.meta else None)
     except TraceError as error:
         raise ApplyError(f"the pruned model no longer runs: {error}", error.module) from error
     compare(before, after, local)

@@ -9,25 +9,20 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import attrs
-import numpy as np
 import torch
 
 from prune_ops import (
-    Group,
     GroupKind,
     Plan,
     PruningError,
     Target,
     contracted_in_products,
     costs,
-    make_plan,
-    removal_of,
 )
 from prune_torch import _latency
-from prune_torch._apply import apply
 from prune_torch._calibrate import LossFn
 from prune_torch._compensate import add_compensation, plan_compensation
-from prune_torch._errors import ApplyError
+from prune_torch._fits import apply_what_fits
 from prune_torch._importance import ImportanceLike, resolve_importance
 from prune_torch._interactive import InteractivePruner, Proposal, interactive
 from prune_torch._optim import prune_optimizer
@@ -56,37 +51,6 @@ def gc_paused() -> Iterator[None]:
     finally:
         if was_enabled:
             gc.enable()
-
-
-def _inside(module: str, path: str) -> bool:
-    return path == "" or module == path or module.startswith(path + ".")
-
-
-def _apply_what_fits(
-    model: torch.nn.Module,
-    graph: TracedGraph,
-    plan: Plan,
-    chosen: list[tuple[Group, np.ndarray]],
-    example_inputs: ExampleInputs,
-    skipped: list[str],
-) -> tuple[Plan, list[tuple[Group, np.ndarray]]]:
-    """Apply ``plan``; when a module's code cannot follow (it keeps a size we cannot update), leave
-    the groups that touch that module alone, note why, and apply the rest. Returns what was applied."""
-    while True:
-        try:
-            apply(model, plan, example_inputs, traced=graph)
-            return plan, [(g, u) for g, u in chosen if len(u)]
-        except ApplyError as error:
-            where = error.module
-            if where is None:
-                raise
-            hit = [g for g, u in chosen if len(u) and any(_inside(m.value.module, where) for m in g.members)]
-            if not hit or (len(hit) == sum(1 for _, u in chosen if len(u)) and where == ""):
-                raise
-            reason = str(error).splitlines()[0][:200]
-            skipped.append(f"{len(hit)} group(s) touching {where or '<root>'} left unpruned: {reason}")
-            chosen = [(g, u) for g, u in chosen if g not in hit]
-            plan = make_plan(graph, removal_of(graph, chosen))
 
 
 def prune(
@@ -247,7 +211,10 @@ def _prune_steps(
             pending, notes = ([], [])
             if opts.compensate:
                 pending, notes = plan_compensation(model, chosen, graph.cache["activation statistics"])
-            plan, applied = _apply_what_fits(model, graph, plan, chosen, example_inputs, skipped)
+            # groups the model's code cannot follow are found (bisection) and left alone, each noted with its cost
+            fit = apply_what_fits(model, graph, plan, chosen, example_inputs, traced=graph)
+            plan, applied = fit.plan, list(fit.applied)
+            skipped += list(fit.skipped)
             contracted = contracted_in_products(graph)
             for group, _units in applied:
                 # channels summed in a product of activations (q·k) have no weight to zero downstream:
