@@ -40,7 +40,10 @@ __all__ = [
 
 def normalise_indices(indices: Iterable[int], size: int, what: str = "index set") -> tuple[int, ...]:
     """Sorted, unique, in-range indices, or an ``IndexMapError`` naming the first bad one."""
-    out = sorted(set(_as_index(i, what) for i in indices))
+    items = indices if isinstance(indices, (tuple, list)) else list(indices)
+    # plain ints (what the maps pass each other) in one look at their types; anything else item by item
+    plain = set(map(type, items)) <= {int}
+    out = sorted(set(items) if plain else {_as_index(i, what) for i in items})
     if out and (out[0] < 0 or out[-1] >= size):
         bad = out[0] if out[0] < 0 else out[-1]
         raise IndexMapError(f"{what}: index {bad} out of range for size {size}")
