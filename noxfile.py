@@ -69,6 +69,9 @@ ZOO_DEPS = (
     "onnxscript>=0.5",
     "diffusers>=0.30",
     "segmentation-models-pytorch>=0.3.4",
+    # open_clip's CLIP ViT-B-32 (both towers, nn.MultiheadAttention in each); its tokenizer's vocabulary ships
+    # with the package, so the zoo row needs no download
+    "open-clip-torch>=2.24",
 )
 
 

@@ -282,6 +282,8 @@ ULTRALYTICS = {
     "YOLOv8 seg": "yolov8n-seg.yaml",
     "YOLOv8 pose": "yolov8n-pose.yaml",
     "YOLOv8 cls": "yolov8n-cls.yaml",
+    # C2PSA attention: qkv viewed and split by sizes kept on the module (num_heads, key_dim, head_dim)
+    "YOLO11 detect": "yolo11n.yaml",
 }
 # the R-CNN family first; every score kept and few detections, so there are boxes to compare
 RCNN = ("fasterrcnn_mobilenet_v3_large_320_fpn", "maskrcnn_resnet50_fpn", "keypointrcnn_resnet50_fpn")
@@ -422,8 +424,21 @@ def _smp(arch: str, encoder: str) -> Any:
     return build
 
 
+def _open_clip() -> torch.nn.Module:
+    import open_clip
+
+    return open_clip.create_model("ViT-B-32", pretrained=None)
+
+
+def _open_clip_inputs() -> tuple[torch.Tensor, torch.Tensor]:
+    import open_clip
+
+    # the tokenizer's vocabulary ships with the package: no download
+    return torch.randn(1, 3, 224, 224), open_clip.get_tokenizer("ViT-B-32")(["a photo of a cat"])
+
+
 def library_cases(subset: str) -> Iterator[tuple[str, str, Any, Any, dict[str, Any]]]:
-    """diffusers UNets and VAE from tiny configs; segmentation-models-pytorch decoders (64×64 inputs)."""
+    """diffusers UNets and VAE from tiny configs; segmentation-models-pytorch decoders (64×64 inputs); open_clip."""
     have_diffusers = importlib.util.find_spec("diffusers") is not None
     for name, (build, make_inputs) in DIFFUSERS.items():
         if subset == "ci" and name not in CI_DIFFUSERS:
@@ -441,3 +456,10 @@ def library_cases(subset: str) -> Iterator[tuple[str, str, Any, Any, dict[str, A
             yield ("segmentation-models-pytorch", name, _missing(f"{name} (not installed)"), lambda: None, {})
             continue
         yield ("segmentation-models-pytorch", name, _smp(arch, encoder), lambda: torch.randn(1, 3, 64, 64), {})
+    if subset == "ci":
+        return
+    # both towers of a CLIP: a ViT image encoder and a text transformer, nn.MultiheadAttention in each
+    if importlib.util.find_spec("open_clip") is None:
+        yield ("open_clip", "ViT-B-32", _missing("ViT-B-32 (open-clip-torch is not installed)"), lambda: None, {})
+    else:
+        yield ("open_clip", "ViT-B-32", _open_clip, _open_clip_inputs, {})

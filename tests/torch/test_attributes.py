@@ -201,3 +201,47 @@ def test_a_stage_whose_result_is_thrown_away_follows_the_channels_it_reads() -> 
     assert model.stage1[0].out_channels == model.stage2[0].in_channels == 6
     assert_layer_attributes(model)
     _equal_to_silenced(original, model, report, (x,))
+
+
+class Indexed(nn.Module):
+    """A layer that carries its position in the model (ultralytics' ``m.i``), read only by its parent."""
+
+    def __init__(self, index: int, channels: int) -> None:
+        super().__init__()
+        self.i = index
+        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.conv(x))
+
+
+class Routed(nn.Module):
+    """Keeps layer outputs by index, as ultralytics' ``DetectionModel`` does; an index equals a channel count."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 1)
+        self.layers = nn.ModuleList([Indexed(8, 8), Indexed(9, 8)])
+        self.head = nn.Conv2d(8, 2, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        saved = {}
+        x = self.stem(x)
+        for layer in self.layers:
+            x = layer(x)
+            saved[layer.i] = x
+        return self.head(saved[8] + saved[9])
+
+
+def test_an_attribute_only_the_parent_reads_is_not_a_size() -> None:
+    model = Routed().double().eval()
+    x = torch.randn(1, 3, 5, 5, dtype=torch.float64)  # 8 is a channel count only
+    with reading(model) as reads:
+        model(x)
+    assert "layers.0" not in reads
+    original = copy.deepcopy(model)
+    report = pt.prune(model, x, ratio=0.5, show_progress=False)
+    assert not report.skipped, report.skipped
+    assert model.layers[0].i == 8
+    assert model.layers[0].conv.in_channels == model.layers[0].conv.out_channels == 4
+    _equal_to_silenced(original, model, report, (x,))

@@ -6,11 +6,18 @@ module is watched by a data descriptor put on the module's class (a data descrip
 is found before the instance's ``__dict__``): a read notes the module and the name and returns
 the value unchanged. The classes are put back afterwards, also when the run fails. Only names no
 class in the MRO defines are watched, so properties, methods and class defaults are untouched.
+
+Only reads made while the module itself runs count (a method of that module is on the call stack:
+its forward, or a helper it calls, such as diffusers' attention processors reading ``attn.heads``).
+A parent reading a child's bookkeeping (ultralytics' ``DetectionModel`` reads each layer's index
+``m.i`` to route outputs) is not a size the child's tensors depend on: a layer index of 16 must not
+follow a channel count of 16.
 """
 
 from __future__ import annotations
 
 import contextlib
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -37,7 +44,8 @@ class _Watched:
         except KeyError:
             # no value of its own: nn.Module.__getattr__ looks further, as it did before
             raise AttributeError(self.name) from None
-        self.seen.setdefault(id(obj), set()).add(self.name)
+        if _running(obj):
+            self.seen.setdefault(id(obj), set()).add(self.name)
         return value
 
     def __set__(self, obj: Any, value: Any) -> None:
@@ -45,6 +53,16 @@ class _Watched:
 
     def __delete__(self, obj: Any) -> None:
         del obj.__dict__[self.name]
+
+
+def _running(module: Any) -> bool:
+    """Whether a method of ``module`` is on the call stack (outside this file)."""
+    frame = sys._getframe(2)
+    while frame is not None:
+        if frame.f_locals.get("self") is module:
+            return True
+        frame = frame.f_back
+    return False
 
 
 def _int_names(module: torch.nn.Module) -> set[str]:
