@@ -54,6 +54,11 @@ def check_indices(
     array = as_index_array(indices, where)
     if array.size == 0 and not allow_empty:
         raise InvalidIndicesError(f"{where}: no indices given (expected at least one channel to remove)")
+    if array.size and array[0] >= 0 and array[-1] < size and bool((array[1:] > array[:-1]).all()):
+        # already strictly increasing and in range (what plans hold): nothing to sort or count
+        if array.size == size and not allow_all:
+            raise InvalidIndicesError(f"{where}: removing all {size} channels would leave none (keep at least one)")
+        return array.copy() if array is indices else array
     negative = array[array < 0]
     if negative.size:
         raise InvalidIndicesError(f"{where}: index {int(negative[0])} is negative (size {size})")

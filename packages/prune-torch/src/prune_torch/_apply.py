@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import attrs
+import numpy as np
 import torch
 
 from prune_graph import Graph, ValueKind
@@ -17,6 +18,7 @@ from prune_ops import (
     PruningError,
     check_indices,
     check_plan_groups,
+    complement,
     find_groups,
 )
 from prune_torch._errors import ApplyError, TraceError
@@ -157,10 +159,15 @@ def _plain_attributes(module: torch.nn.Module) -> dict[str, Any]:
     }
 
 
+def _kept(entry: PlanEntry, device: torch.device) -> torch.Tensor:
+    """The indices an entry keeps, as a long tensor on ``device``."""
+    kept = torch.from_numpy(complement(np.asarray(entry.removed, dtype=np.int64), entry.size))
+    return kept.to(device) if device.type != "cpu" else kept
+
+
 def _slice(tensor: torch.Tensor, entries: list[PlanEntry]) -> torch.Tensor:
     for entry in entries:
-        keep = torch.as_tensor(entry.kept, dtype=torch.long, device=tensor.device)
-        tensor = tensor.index_select(entry.axis, keep)
+        tensor = tensor.index_select(entry.axis, _kept(entry, tensor.device))
     return tensor
 
 

@@ -83,8 +83,11 @@ def recorded_inputs(model: torch.nn.Module) -> str | None:
 
 
 def record(model: torch.nn.Module, plan: Plan, example_inputs: ExampleInputs | None = None) -> None:
-    """Remember that ``plan`` was applied to ``model`` (kept as JSON on the module), and the inputs' structure."""
-    model.__dict__.setdefault(_ATTRIBUTE, []).append(plan.to_json())
+    """Remember that ``plan`` was applied to ``model`` (kept on the module), and the inputs' structure.
+
+    The plan object itself is kept (plans are immutable); it becomes JSON only when the model is saved.
+    """
+    model.__dict__.setdefault(_ATTRIBUTE, []).append(plan)
     described = describe_inputs(example_inputs) if example_inputs is not None else None
     if described is not None:
         model.__dict__[_INPUTS] = described
@@ -92,7 +95,7 @@ def record(model: torch.nn.Module, plan: Plan, example_inputs: ExampleInputs | N
 
 def history(model: torch.nn.Module) -> list[Plan]:
     """The plans applied to ``model``, oldest first."""
-    return [Plan.from_json(text) for text in model.__dict__.get(_ATTRIBUTE, [])]
+    return [item if isinstance(item, Plan) else Plan.from_json(item) for item in model.__dict__.get(_ATTRIBUTE, [])]
 
 
 def save_pruned(model: torch.nn.Module, path: str | Path) -> Path:
@@ -100,7 +103,7 @@ def save_pruned(model: torch.nn.Module, path: str | Path) -> Path:
     path = Path(path)
     payload = {
         "format": FORMAT,
-        "plans": list(model.__dict__.get(_ATTRIBUTE, [])),
+        "plans": [item.to_json() if isinstance(item, Plan) else item for item in model.__dict__.get(_ATTRIBUTE, [])],
         "inputs": model.__dict__.get(_INPUTS, ""),
         "state_dict": model.state_dict(),
     }
