@@ -9,6 +9,7 @@ position (``arange`` in a sinusoidal embedding) are not pruned at all.
 from __future__ import annotations
 
 import copy
+import inspect
 import math
 
 import pytest
@@ -245,3 +246,31 @@ def test_an_attribute_only_the_parent_reads_is_not_a_size() -> None:
     assert model.layers[0].i == 8
     assert model.layers[0].conv.in_channels == model.layers[0].conv.out_channels == 4
     _equal_to_silenced(original, model, report, (x,))
+
+
+class WidthFromInput(nn.Module):
+    """Like the mit encoders' attention (Segformer): the head dim is the input's width over the head count."""
+
+    def __init__(self, dim: int, heads: int) -> None:
+        super().__init__()
+        self.num_heads = heads
+        self.q, self.k, self.v, self.proj = (nn.Linear(dim, dim) for _ in range(4))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, c = x.shape
+        q, k, v = (
+            t(x).reshape(b, n, self.num_heads, c // self.num_heads).transpose(1, 2) for t in (self.q, self.k, self.v)
+        )
+        return self.proj(nn.functional.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, n, c))
+
+
+def test_a_size_computed_from_an_input_shape_is_named_by_its_line() -> None:
+    model = nn.Sequential(WidthFromInput(32, 4), nn.Linear(32, 2)).double().eval()
+    x = torch.randn(2, 5, 32, dtype=torch.float64)
+    line = next(i for i, text in enumerate(inspect.getsourcelines(WidthFromInput.forward)[0]) if "c // self" in text)
+    where = f"test_attributes.py:{inspect.getsourcelines(WidthFromInput.forward)[1] + line}"
+    report = pt.prune(model, x, ratio=0.5, show_progress=False)
+    # the residual width c stays, so neither heads nor head dims can shrink: each is left whole, the line named
+    assert model[0].q.out_features == 32
+    assert report.skipped
+    assert all(f"in module 0 ({where})" in note for note in report.skipped), report.skipped

@@ -18,6 +18,8 @@ fallback) would update BatchNorm running statistics as a side effect of tracing.
 from __future__ import annotations
 
 import contextlib
+import os
+import sysconfig
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -344,7 +346,10 @@ def forward_under(
             return model(*args, **kwargs)
     except Exception as error:
         where = stack[-1] if stack else ""
-        raise TraceError(f"in module {where or '<root>'}: {type(error).__name__}: {error}", where) from error
+        line = _model_line(error)
+        raise TraceError(
+            f"in module {where or '<root>'}{f' ({line})' if line else ''}: {type(error).__name__}: {error}", where
+        ) from error
     finally:
         for module, attributes in saved:
             current = module.__dict__
@@ -499,6 +504,28 @@ def trace(model: torch.nn.Module, example_inputs: ExampleInputs, *, meta: bool |
     ['0.bias', '0.weight']
     """
     return trace_with_calls(model, example_inputs, meta=meta)[0]
+
+
+# frames of these files are the machinery a forward runs through, never the model's own code
+_MACHINERY = (os.path.dirname(str(torch.__file__)) + os.sep, os.path.dirname(__file__) + os.sep)
+
+
+def _model_line(error: BaseException) -> str | None:
+    """``file.py:line`` of the innermost frame of the model's own code in ``error``'s traceback.
+
+    A size the forward computes in Python (``C // self.num_heads`` with ``C`` from ``x.shape``) is
+    invisible to a trace; the line that used it is what a user can read and change.
+    """
+    stdlib = sysconfig.get_paths()["stdlib"] + os.sep
+    found = None
+    tb = error.__traceback__
+    while tb is not None:
+        name = tb.tb_frame.f_code.co_filename
+        library = name.startswith(stdlib) and "-packages" not in name
+        if not library and not name.startswith(_MACHINERY) and not name.startswith("<"):
+            found = f"{os.path.basename(name)}:{tb.tb_lineno}"
+        tb = tb.tb_next
+    return found
 
 
 def trace_with_calls(
