@@ -169,7 +169,9 @@ def check(
         else:
             row["result"] = "pass"
         if report.skipped and not row["blocker"]:
-            row["blocker"] = "; ".join(report.skipped)[:240]
+            # the count first: the notes are cut to fit the table
+            count = f"{len(report.skipped)} groups, the first: " if len(report.skipped) > 1 else ""
+            row["blocker"] = (count + "; ".join(report.skipped))[:300]
         if row.get("note") and not row["blocker"]:
             row["blocker"] = row["note"]
     except Exception as error:

@@ -284,6 +284,8 @@ ULTRALYTICS = {
     "YOLOv8 cls": "yolov8n-cls.yaml",
     # C2PSA attention: qkv viewed and split by sizes kept on the module (num_heads, key_dim, head_dim)
     "YOLO11 detect": "yolo11n.yaml",
+    # the same attention, an end-to-end head (one-to-one, top-k instead of NMS)
+    "YOLO26 detect": "yolo26n.yaml",
 }
 # the R-CNN family first; every score kept and few detections, so there are boxes to compare
 RCNN = ("fasterrcnn_mobilenet_v3_large_320_fpn", "maskrcnn_resnet50_fpn", "keypointrcnn_resnet50_fpn")
