@@ -33,6 +33,7 @@ PUBLIC = {
     "MemberData",
     "MixNote",
     "Normalisation",
+    "Outcome",
     "Plan",
     "PlanEntry",
     "PlanMismatchError",

@@ -5,7 +5,6 @@ from __future__ import annotations
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 
-import attrs
 import numpy as np
 import numpy.typing as npt
 import onnx
@@ -15,11 +14,11 @@ from prune_onnx._apply import apply
 from prune_onnx._read import ModelLike
 from prune_onnx._trace import OnnxGraph, trace
 from prune_ops import (
-    Costs,
     Group,
     GroupKind,
     Importance,
     MemberData,
+    Outcome,
     Plan,
     PruningError,
     Random,
@@ -40,39 +39,8 @@ from prune_ops._importance import resolve_importance
 __all__ = ["Report", "Target", "member_data", "plan", "prune"]
 
 
-@attrs.frozen
-class Report:
-    """What a prune did: the plan, costs before and after, and the groups left alone or only approximately equal.
-
-    ``approximate`` lists pruned groups whose channels an op mixes (a LayerNorm, a softmax, a
-    reduction over them): there the pruned model is not expected to equal the silenced original.
-    """
-
-    plan: Plan
-    before: Costs
-    after: Costs
-    skipped: tuple[str, ...] = ()
-    approximate: tuple[str, ...] = ()
-
-    @property
-    def params_ratio(self) -> float:
-        """Parameters after / before."""
-        return self.after.parameters / max(self.before.parameters, 1)
-
-    @property
-    def macs_ratio(self) -> float:
-        """MACs after / before."""
-        return self.after.macs / max(self.before.macs, 1)
-
-    def __str__(self) -> str:
-        lines = [
-            f"parameters {self.before.parameters:,} → {self.after.parameters:,} ({self.params_ratio:.1%})",
-            f"MACs       {self.before.macs:,} → {self.after.macs:,} ({self.macs_ratio:.1%})",
-            f"{len(self.plan.entries)} tensor axes changed",
-        ]
-        lines += [f"skipped: {s}" for s in self.skipped]
-        lines += [f"approximate: {s}" for s in self.approximate]
-        return "\n".join(lines)
+Report = Outcome
+"""What ``prune`` did: :class:`prune_ops.Outcome` (the plan, costs before and after, groups left alone or approximate)."""
 
 
 def _output_axis(graph: OnnxGraph, node: str) -> tuple[ValueId, int]:

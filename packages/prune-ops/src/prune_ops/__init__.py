@@ -50,6 +50,7 @@ from prune_ops._importance import (
 from prune_ops._indices import IntArray, as_index_array, check_indices, complement
 from prune_ops._kinds import contracted_in_products
 from prune_ops._mixing import MixNote, mixing_blocker, normalisation_modules
+from prune_ops._outcome import Outcome
 from prune_ops._plan import PLAN_SCHEMA, Plan, PlanEntry, make_plan
 from prune_ops._plan_check import check_plan_groups, removal_from_plan, units_removed
 from prune_ops._propagate import Removal, propagate, removal_of
@@ -84,6 +85,7 @@ __all__ = [
     "MemberData",
     "MixNote",
     "Normalisation",
+    "Outcome",
     "Plan",
     "PlanEntry",
     "PlanMismatchError",

@@ -25,7 +25,7 @@ import attrs
 import numpy as np
 import torch
 
-from prune_ops import Costs, Group, Member, Plan, PruningError, Random, Taylor, costs
+from prune_ops import Group, Member, Outcome, Plan, PruningError, Random, Taylor, costs
 from prune_torch._activations import ActivationStats, needs_activations
 from prune_torch._apply import apply
 from prune_torch._calibrate import progress
@@ -47,16 +47,13 @@ _NOT_UNIFORM = ("global_ranking", "isomorphic", "ratios", "head_dims")
 
 
 @attrs.frozen
-class CheckpointReport:
-    """What :func:`prune_checkpoint` wrote: the plan, costs before and after, bytes and time."""
+class CheckpointReport(Outcome):
+    """What :func:`prune_checkpoint` wrote: :class:`prune_ops.Outcome` (the plan, costs before and after), bytes and time."""
 
-    plan: Plan
-    before: Costs
-    after: Costs
-    bytes_before: int
-    bytes_after: int
-    shards: tuple[str, ...]
-    seconds: float
+    bytes_before: int = attrs.field(kw_only=True)
+    bytes_after: int = attrs.field(kw_only=True)
+    shards: tuple[str, ...] = attrs.field(kw_only=True)
+    seconds: float = attrs.field(kw_only=True)
 
     def __str__(self) -> str:
         return (
@@ -323,7 +320,15 @@ def prune_checkpoint(
     cuts, shapes = _slicer(checkpoint, plan, aliases)
     if distributed and _rank() != 0:  # every rank has the plan; one writes it
         written = sum(math.prod(shapes[k]) * checkpoint.dtypes[k].itemsize for k in shapes)
-        return CheckpointReport(plan, before, after, checkpoint.total_bytes, written, (), time.perf_counter() - started)
+        return CheckpointReport(
+            plan,
+            before,
+            after,
+            bytes_before=checkpoint.total_bytes,
+            bytes_after=written,
+            shards=(),
+            seconds=time.perf_counter() - started,
+        )
     dst.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{dst.name}-", dir=dst.parent))
     try:
@@ -340,8 +345,8 @@ def prune_checkpoint(
         plan,
         before,
         after,
-        checkpoint.total_bytes,
-        written,
-        tuple(s.name for s in checkpoint.shards),
-        time.perf_counter() - started,
+        bytes_before=checkpoint.total_bytes,
+        bytes_after=written,
+        shards=tuple(s.name for s in checkpoint.shards),
+        seconds=time.perf_counter() - started,
     )

@@ -86,7 +86,9 @@ class InteractivePruner:
         """Apply the accepted proposals and report."""
         plan = self.plan()
         apply(self.model, plan, self.example_inputs)
-        return Report(plan, costs(self.graph), costs(self.graph, plan), layer_widths(self.model, self.graph, plan), 1)
+        return Report(
+            plan, costs(self.graph), costs(self.graph, plan), layers=layer_widths(self.model, self.graph, plan)
+        )
 
 
 def interactive(

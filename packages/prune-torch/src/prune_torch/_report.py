@@ -7,7 +7,7 @@ from pathlib import Path
 import attrs
 import torch
 
-from prune_ops import Costs, Plan
+from prune_ops import Outcome, Plan
 from prune_torch._latency import Latency
 from prune_torch._layers import rule_for
 from prune_torch._traced import TracedGraph
@@ -26,10 +26,11 @@ class LayerWidth:
 
 
 @attrs.frozen
-class Report:
-    """What a prune did.
+class Report(Outcome):
+    """What a prune did: :class:`prune_ops.Outcome` (``plan``, ``before``, ``after``, ``skipped``, ``approximate``) and more.
 
     ``plan`` is the combined plan that was applied (save it, inspect it, verify with it);
+    ``layers`` the output widths of every layer before and after, over ``steps`` step(s);
     ``silence_outputs`` lists the modules whose pruned channels meet in a product of
     activations (head dims of q·k, a position-attention map), to pass to
     :func:`prune_torch.check_equivalence`; ``normalised`` says that
@@ -42,26 +43,11 @@ class Report:
     ``measure_latency``.
     """
 
-    plan: Plan
-    before: Costs
-    after: Costs
-    layers: tuple[LayerWidth, ...]
-    steps: int
-    silence_outputs: tuple[str, ...] = ()
-    normalised: bool = False
-    skipped: tuple[str, ...] = ()
-    approximate: tuple[str, ...] = ()
-    latency: tuple[Latency, Latency] | None = None
-
-    @property
-    def params_ratio(self) -> float:
-        """Parameters after / before."""
-        return self.after.parameters / max(self.before.parameters, 1)
-
-    @property
-    def macs_ratio(self) -> float:
-        """MACs after / before."""
-        return self.after.macs / max(self.before.macs, 1)
+    layers: tuple[LayerWidth, ...] = attrs.field(kw_only=True)
+    steps: int = attrs.field(kw_only=True, default=1)
+    silence_outputs: tuple[str, ...] = attrs.field(kw_only=True, default=())
+    normalised: bool = attrs.field(kw_only=True, default=False)
+    latency: tuple[Latency, Latency] | None = attrs.field(kw_only=True, default=None)
 
     @property
     def channels_ratio(self) -> float:
@@ -70,15 +56,13 @@ class Report:
 
     def __str__(self) -> str:
         lines = [
-            f"parameters {self.before.parameters:,} → {self.after.parameters:,} ({self.params_ratio:.1%})",
-            f"MACs       {self.before.macs:,} → {self.after.macs:,} ({self.macs_ratio:.1%})",
+            *self.cost_lines(),
             f"channels   {self.channels_ratio:.1%} kept over {len(self.layers)} layers, {self.steps} step(s)",
         ]
         if self.latency is not None:
             before, after = self.latency
             lines.append(f"latency    {before} → {after} ({before.median / max(after.median, 1e-12):.2f}× faster)")
-        lines += [f"skipped    {note}" for note in self.skipped]
-        lines += [f"approx.    {note}" for note in self.approximate]
+        lines += self.note_lines()
         lines.append("")
         width = max([len(layer.module) for layer in self.layers] + [6])
         lines.append(f"{'layer'.ljust(width)}  {'type':<16} channels")
