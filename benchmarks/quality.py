@@ -573,10 +573,26 @@ def write(results: list[dict[str, Any]], out: Path, seconds: float, quick: bool)
     ]
     for run in results:
         lines += table(run)
-    out.write_text("\n".join(lines))
+    out.write_text("\n".join(lines + carried_sections(out)))
     record = {"seconds": seconds, "quick": quick, "budgets": budgets(), "results": results}
     (out.parent / "quality.json").write_text(json.dumps(record, indent=1))
     print(f"wrote {out}")
+
+
+# sections other scripts write into the same page (benchmarks/quality_llm.py): kept when the page is rewritten
+CARRIED = ("## Tiny LLaMA on Python's own help texts",)
+
+
+def carried_sections(out: Path) -> list[str]:
+    """The CARRIED sections of the page already at ``out`` (each up to the next ``## `` heading), as lines."""
+    old = out.read_text().splitlines() if out.exists() else []
+    kept: list[str] = []
+    for heading in CARRIED:
+        if heading in old:
+            start = old.index(heading)
+            end = next((i for i in range(start + 1, len(old)) if old[i].startswith("## ")), len(old))
+            kept += [*old[start:end], ""]  # the page's own lines end with a blank one
+    return kept
 
 
 BATCH = 64
