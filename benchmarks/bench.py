@@ -367,6 +367,7 @@ def child_peak_rss(who: str, model_name: str) -> float | None:
     except subprocess.TimeoutExpired:
         return None
     if done.returncode != 0:
+        print(f"peak RSS of {who} on {model_name} failed: {done.stderr.strip().splitlines()[-1:]}", flush=True)
         return None
     return float(done.stdout.split()[-1])
 
