@@ -318,17 +318,20 @@ def prune_checkpoint(
     if not check.ok:
         raise PretrainedError(f"{check}\nNothing was written to {os.fspath(dst)!r}.", check.problems)
     cuts, shapes = _slicer(checkpoint, plan, aliases)
-    if distributed and _rank() != 0:  # every rank has the plan; one writes it
-        written = sum(math.prod(shapes[k]) * checkpoint.dtypes[k].itemsize for k in shapes)
+
+    def report(written: int, shards: tuple[str, ...]) -> CheckpointReport:
         return CheckpointReport(
             plan,
             before,
             after,
             bytes_before=checkpoint.total_bytes,
             bytes_after=written,
-            shards=(),
+            shards=shards,
             seconds=time.perf_counter() - started,
         )
+
+    if distributed and _rank() != 0:  # every rank has the plan; one writes it
+        return report(sum(math.prod(shapes[k]) * checkpoint.dtypes[k].itemsize for k in shapes), ())
     dst.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{dst.name}-", dir=dst.parent))
     try:
@@ -341,12 +344,4 @@ def prune_checkpoint(
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return CheckpointReport(
-        plan,
-        before,
-        after,
-        bytes_before=checkpoint.total_bytes,
-        bytes_after=written,
-        shards=tuple(s.name for s in checkpoint.shards),
-        seconds=time.perf_counter() - started,
-    )
+    return report(written, tuple(s.name for s in checkpoint.shards))
