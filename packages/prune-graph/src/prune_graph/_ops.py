@@ -51,8 +51,17 @@ class OpKind(enum.Enum):
     - ``ATTENTION``: (q, k, v[, mask]) → y, scaled dot-product attention; attr ``size_scaled``
       when the scale is the default 1/√(query-key dim), which changes when that dim is pruned.
     - ``PIXEL_SHUFFLE``: (x) → y, attrs ``factor`` and ``inverse`` (pixel_unshuffle).
+    - ``RECURRENT``: (x, w, r[, b][, initial states...]) → (y[, final states...]), a fused
+      recurrent layer (ONNX ``LSTM`` / ``GRU`` / ``RNN``). attrs ``gates`` (blocks of hidden
+      units in w's and r's rows: 4, 3 or 1) and ``batch_first`` (x is (batch, seq, in), y is
+      (batch, seq, directions, hidden), states (batch, directions, hidden); otherwise x is
+      (seq, batch, in), y (seq, directions, batch, hidden), states (directions, batch, hidden)).
+      w is (directions, gates·hidden, in), r (directions, gates·hidden, hidden), b (directions,
+      2·gates·hidden); the rank tells a bias (2) from a state (3) and y (4) from a final state (3).
+      Every direction shares the hidden units; the directions themselves are pinned.
     - ``CONSTANT``: () → y, a tensor made from nothing (arange, zeros, full).
-    - ``OPAQUE``: anything else; every dim it touches is unprunable.
+    - ``OPAQUE``: anything else; every dim it touches is unprunable. attr ``why`` (optional): why
+      an adapter left a known op opaque, shown with each pinned dim.
     """
 
     CONV = "conv"
@@ -75,6 +84,7 @@ class OpKind(enum.Enum):
     EMBEDDING = "embedding"
     ATTENTION = "attention"
     PIXEL_SHUFFLE = "pixel_shuffle"
+    RECURRENT = "recurrent"
     CONSTANT = "constant"
     OPAQUE = "opaque"
 

@@ -4,8 +4,9 @@ Initializers are sliced, ``group`` / ``num_groups`` attributes follow the virtua
 size that lives in the graph as a constant is rewritten from the new shapes: ``Reshape`` and
 ``Expand`` targets (piece by piece when a ``Concat`` assembles them, so dynamic pieces keep
 following the tensors), ``Split`` sizes, ``Slice`` bounds, ``Resize`` sizes, ``ConstantOfShape``
-shapes. The result must pass ``onnx.checker`` and read back into exactly the shapes the plan
-predicts; otherwise nothing is returned and the error names the node.
+shapes, a recurrent layer's ``hidden_size``. The result must pass ``onnx.checker`` and read back
+into exactly the shapes the plan predicts; otherwise nothing is returned and the error names the
+node.
 """
 
 from __future__ import annotations
@@ -205,6 +206,11 @@ def _sizes(node: onnx.NodeProto, graph: OnnxGraph, removal: Removal, writer: _Wr
                 split[0].ints.extend(int(s) for s in sizes)
             elif len(set(sizes.tolist())) > 1:
                 raise OnnxApplyError(f"node {node.name} (Split): equal pieces would become unequal", node.name)
+        return
+    if kind in ("LSTM", "GRU", "RNN") and any(a.name == "hidden_size" for a in node.attribute):
+        units = _new_shape(graph, removal, node.input[2])
+        if units is not None:
+            next(a for a in node.attribute if a.name == "hidden_size").i = units[2]
         return
     if new_out is None or old_out is None or new_out == old_out:
         return

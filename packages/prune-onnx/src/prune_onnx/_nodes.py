@@ -344,6 +344,29 @@ def _tile(node: onnx.NodeProto, ctx: Context) -> list[Spec]:
     return [Spec(OpKind.REPEAT, (node.input[0],), _out(node), {"repeats": tuple(int(r) for r in repeats.reshape(-1))})]
 
 
+_GATES = types.MappingProxyType({"LSTM": 4, "GRU": 3, "RNN": 1})
+
+
+def _recurrent(node: onnx.NodeProto, ctx: Context) -> list[Spec]:
+    """``LSTM`` / ``GRU`` / ``RNN`` with weights from initializers; ``sequence_lens`` takes no part."""
+    inputs = list(node.input) + [""] * (8 - len(node.input))
+    x, w, r, b, _lens, h0, c0, peephole = inputs[:8]
+    layout = _int_attr(node, "layout", 0)
+    why = None
+    if peephole:
+        why = "peepholes (input P) are not read"
+    elif layout not in (0, 1):
+        why = f"layout {layout} is neither 0 nor 1"
+    elif any(t and t not in ctx.weights for t in (w, r, b)):
+        why = "its W, R and B must be initializers to be sliced"
+    if why is not None:
+        return [Spec(OpKind.OPAQUE, _data(node), _out(node), {"why": why})]
+    states = tuple(t for t in (h0, c0) if t)
+    specs_in = (x, w, r, *((b,) if b else ()), *states)
+    attrs_ = {"gates": _GATES[node.op_type], "batch_first": bool(layout)}
+    return [Spec(OpKind.RECURRENT, specs_in, _out(node), attrs_)]
+
+
 _ELEMENTWISE = [
     "Add",
     "Sub",
@@ -453,6 +476,7 @@ NODE_RULES: Mapping[str, NodeRule] = types.MappingProxyType(
         "Gather": _gather,
         "Expand": _expand,
         "Tile": _tile,
+        **dict.fromkeys(_GATES, _recurrent),
     }
 )
 """Node type (default ONNX domain) → rule. Extend by building a new mapping and passing it to ``trace``."""

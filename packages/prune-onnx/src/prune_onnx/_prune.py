@@ -57,6 +57,8 @@ def _output_axis(graph: OnnxGraph, node: str) -> tuple[ValueId, int]:
             return weight.id, 1 if op.attr("weight_in_out", False) else 0
         if op.kind is OpKind.MATMUL:
             return weight.id, weight.rank - 1
+        if op.kind is OpKind.RECURRENT:
+            return op.inputs[2], 2  # the hidden units: R's columns
     raise PruningError(f"node {node!r} has no weight whose output channels could be pruned (name an initializer)")
 
 

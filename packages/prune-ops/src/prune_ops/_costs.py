@@ -37,19 +37,26 @@ def _attention_macs(op: Op, shape: ShapeOf) -> int:
     return batch * length * k[-2] * (e + v[-1])
 
 
+def _recurrent_macs(op: Op, shape: ShapeOf) -> int:
+    # every step of every sequence multiplies the input by w and the last state by r
+    x, w, r = (shape(i) for i in op.inputs[:3])
+    return x[0] * x[1] * (math.prod(w) + math.prod(r))
+
+
 _MACS: Mapping[OpKind, Callable[[Op, ShapeOf], int]] = types.MappingProxyType(
     {
         OpKind.CONV: _conv_macs,
         OpKind.LINEAR: _linear_macs,
         OpKind.MATMUL: _matmul_macs,
         OpKind.ATTENTION: _attention_macs,
+        OpKind.RECURRENT: _recurrent_macs,
     }
 )
 
 
 @attrs.frozen
 class Costs:
-    """Totals and per-op multiply-accumulates (only ops that multiply: conv, linear, matmul, attention)."""
+    """Totals and per-op multiply-accumulates (only ops that multiply: conv, linear, matmul, attention, recurrent)."""
 
     parameters: int
     macs: int

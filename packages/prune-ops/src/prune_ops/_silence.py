@@ -26,6 +26,10 @@ def _read_axis(op: Op, graph: Graph) -> list[tuple[ValueId, int]]:
         return [(op.inputs[1], 0 if op.attr("transposed", False) else 1)]
     if op.kind is OpKind.LINEAR and len(op.inputs) >= 2:
         return [(op.inputs[1], 0 if op.attr("weight_in_out", False) else 1)]
+    if op.kind is OpKind.RECURRENT and len(op.inputs) >= 3:
+        # w's columns read the layer's input, r's columns the last state: zeroing a removed
+        # unit's columns of r keeps it out of every kept unit's gates
+        return [(op.inputs[1], 2), (op.inputs[2], 2)]
     if op.kind is OpKind.MATMUL and len(op.inputs) >= 2:
         a, b = op.inputs[:2]
         found = []
