@@ -165,6 +165,35 @@ def test_normalisation_layers_are_pruned_and_flagged() -> None:
     assert len(report.skipped) == 2
 
 
+class _StdConv(nn.Conv2d):
+    """Weight standardisation as timm's NFNets write it: batch norm with batch statistics over the weight."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = F.batch_norm(self.weight.reshape(1, self.out_channels, -1), None, None, training=True, eps=1e-5)
+        return F.conv2d(x, w.reshape_as(self.weight), self.bias, self.stride, self.padding)
+
+
+def _standardised() -> nn.Module:
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), _StdConv(8, 4, 3, padding=1))
+
+
+def test_weight_standardisation_mixes_the_input_channels_it_normalises() -> None:
+    # the statistics of each output filter run over its input channels: removing one changes the rest
+    x = torch.randn(2, 3, 8, 8)
+    model = _standardised().eval()
+    report = pt.prune(model, x, ratio=0.5, show_progress=False)
+    assert report.approximate and "2" in report.approximate[0]  # named, with the op's module
+    assert model[0].out_channels == 4
+    kept = _standardised().eval()
+    left = pt.prune(kept, x, ratio=0.5, approximate=False, show_progress=False)
+    assert kept[0].out_channels == 8 and any("normalisation" in note for note in left.skipped)
+    # and it was right to say so: pruned, the outputs move off the silenced original
+    forced = _standardised().eval()
+    original = copy.deepcopy(forced)
+    done = pt.prune(forced, x, ratio=0.5, show_progress=False)
+    assert not pt.check_equivalence(original, forced, done.plan, x).ok
+
+
 def test_approximate_must_be_a_bool_or_none_and_agree_with_hidden() -> None:
     model, x, _ = _case("conv", "softmax")
     before = snapshot(model)

@@ -29,7 +29,8 @@ class OpKind(enum.Enum):
     - ``NORM``: (x, *params) → y. attrs ``channel_dims`` (dims of x the params run along, in
       order), ``num_groups`` (group norm; one virtual axis pair when 1 < groups < channels),
       ``mixes`` (statistics are taken over the channel dims, as LayerNorm does; for a group norm,
-      over the positions within each group).
+      over the positions within each group), ``statistic_dims`` (other dims the statistics are
+      taken over, which they mix: a batch norm with batch statistics, as in weight standardisation).
     - ``ELEMENTWISE``: n-ary with broadcasting (activations, add, mul, dropout, casts, copies).
     - ``REDUCE``: (x) → y, attrs ``dims`` and ``keepdim``; attr ``normalises`` when the reduction
       computes the statistics of a recognised normalisation layer (an RMSNorm written with plain

@@ -152,6 +152,10 @@ def _norm(op: Op, shape: ShapeOf) -> list[Coupling]:
             result.append(Mix(DimRef(width_axis, 0), Mixing.NORMALISATION, op.id))
     elif mixes:
         result += [Mix(DimRef(x, d), Mixing.NORMALISATION, op.id) for d in channel_dims if shape(x)[d] > 1]
+    # statistics taken over other dims (batch norm with batch statistics): those dims are mixed
+    result += [
+        Mix(DimRef(x, d), Mixing.NORMALISATION, op.id) for d in op.ints_attr("statistic_dims") if shape(x)[d] > 1
+    ]
     return result
 
 

@@ -159,13 +159,23 @@ def _addmm(args: Sequence[Any], kwargs: Mapping[str, Any], out: Any) -> OpSpec:
 
 
 def _batch_norm(args: Sequence[Any], kwargs: Mapping[str, Any], out: Any) -> OpSpec:
+    """Batch norm; with batch statistics (its one bool argument, ``training``, true), every value of a
+    channel is normalised by the mean and spread over all the other dims. That is how weight
+    standardisation is written (timm's ``ScaledStdConv2d`` runs ``F.batch_norm(training=True)`` on
+    its reshaped weight): there those dims hold a conv's input channels, which the statistics mix."""
     x = args[0]
     params = tuple(p for p in args[1:5] if isinstance(p, torch.Tensor))
-    return OpSpec(OpKind.NORM, (x, *params), _outs(out)[:1], {"channel_dims": (1,), "mixes": False})
+    training = any(a is True for a in list(args[3:]) + list(kwargs.values()))
+    attrs: dict[str, Any] = {"channel_dims": (1,), "mixes": False}
+    if training:
+        attrs["statistic_dims"] = tuple(d for d in range(x.dim()) if d != 1)
+    return OpSpec(OpKind.NORM, (x, *params), _outs(out)[:1], attrs)
 
 
 def _batch_norm_no_training(args: Sequence[Any], kwargs: Mapping[str, Any], out: Any) -> OpSpec:
-    return _batch_norm(args, kwargs, out)
+    x = args[0]
+    params = tuple(p for p in args[1:5] if isinstance(p, torch.Tensor))
+    return OpSpec(OpKind.NORM, (x, *params), _outs(out)[:1], {"channel_dims": (1,), "mixes": False})
 
 
 def _layer_norm(args: Sequence[Any], kwargs: Mapping[str, Any], out: Any) -> OpSpec:
