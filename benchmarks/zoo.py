@@ -58,16 +58,24 @@ def _double(inputs: Any) -> Any:
 
 
 def _equivalence(original: torch.nn.Module, model: torch.nn.Module, report: Any, inputs: Any) -> Any:
-    result = pt.check_equivalence(
-        original.double(),
-        copy.deepcopy(model).double(),
-        report.plan,
-        _double(inputs),
-        rtol=1e-6,
-        atol=1e-7,
-        silence_outputs=report.silence_outputs,
+    try:
+        return pt.check_equivalence(
+            original.double(),
+            copy.deepcopy(model).double(),
+            report.plan,
+            _double(inputs),
+            rtol=1e-6,
+            atol=1e-7,
+            silence_outputs=report.silence_outputs,
+        )
+    except RuntimeError as error:
+        if "scalar type" not in str(error):
+            raise
+    # a model that makes float32 tensors of its own (RAFT's coordinate grids) runs in float32 only:
+    # compared there, within what float32 rounding explains
+    return pt.check_equivalence(
+        original.float(), copy.deepcopy(model).float(), report.plan, inputs, silence_outputs=report.silence_outputs
     )
-    return result
 
 
 def _same(a: list[torch.Tensor], b: list[torch.Tensor]) -> bool:

@@ -230,3 +230,37 @@ def test_the_check_after_applying_names_the_module_that_cannot_follow() -> None:
         pt.apply(model, plan)
     assert error.value.module == "mix"
     assert_same_model(model, before)
+
+
+class _SharedHead(nn.Module):
+    """One head (conv, GroupNorm) run on two feature maps, as detectors share theirs across FPN levels."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 16, 3, padding=1)
+        self.head = nn.Sequential(nn.Conv2d(16, 16, 3, padding=1), nn.GroupNorm(4, 16), nn.ReLU())
+        self.out = nn.Conv2d(16, 2, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.stem(x)
+        small = nn.functional.avg_pool2d(y, 2)
+        return self.out(self.head(y)).mean((2, 3)) + self.out(self.head(small)).mean((2, 3))
+
+
+def test_a_module_run_twice_reloads_into_a_fresh_one(tmp_path: Path) -> None:
+    # each call of the GroupNorm has its own virtual axis of groups, under one path: a saved plan
+    # names it once per call, and reading it back must find every one
+    torch.manual_seed(0)
+    x = torch.randn(1, 3, 8, 8)
+    model = _SharedHead().eval()
+    randomize_norms(model)
+    report = pt.prune(model, x, ratio=0.5, show_progress=False)
+    assert model.head[1].num_groups < 4
+    assert [e.path for e in report.plan.entries].count("head.1.num_groups") == 2
+    pt.save_pruned(model, tmp_path / "m.pt")
+    fresh = _SharedHead().eval()
+    pt.load_pruned(fresh, tmp_path / "m.pt")
+    mine, theirs = model.state_dict(), fresh.state_dict()
+    assert mine.keys() == theirs.keys()
+    assert all(torch.equal(mine[k], theirs[k]) for k in mine)
+    assert torch.equal(fresh(x), model(x))

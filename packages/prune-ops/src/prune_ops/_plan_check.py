@@ -11,7 +11,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from prune_graph import DimRef, Graph
+from prune_graph import DimRef, Graph, Value
 from prune_ops._errors import InvalidIndicesError, PlanMismatchError, UnprunableError
 from prune_ops._groups import Group, GroupSet
 from prune_ops._indices import IntArray
@@ -68,15 +68,15 @@ def check_plan_groups(graph: Graph, groups: GroupSet, plan: Plan) -> None:
     and 1, its BatchNorm 2 and 3) or missing a coupled tensor does not, and the error names the
     entry and the tensor that disagrees. Raises ``PlanMismatchError`` before anything changes.
     """
-    by_path = {v.path: v for v in graph.values if v.is_state}
+    by_path = _state_by_path(graph)
     entries: dict[DimRef, PlanEntry] = {}
     removed: dict[DimRef, IntArray] = {}
     for entry in plan.entries:
-        value = by_path.get(entry.path)
-        if value is not None and entry.axis < value.rank:
-            dim = DimRef(value.id, entry.axis)
-            entries[dim] = entry
-            removed[dim] = np.asarray(entry.removed, dtype=np.int64)
+        for value in by_path.get(entry.path, ()):
+            if entry.axis < value.rank:
+                dim = DimRef(value.id, entry.axis)
+                entries[dim] = entry
+                removed[dim] = np.asarray(entry.removed, dtype=np.int64)
     # what each group's removed units take from every member, worked out once per group
     taken: dict[int, dict[DimRef, IntArray]] = {}
     for dim, entry in entries.items():
@@ -102,22 +102,33 @@ def check_plan_groups(graph: Graph, groups: GroupSet, plan: Plan) -> None:
                 )
 
 
+def _state_by_path(graph: Graph) -> dict[str, list[Value]]:
+    """State values by path; a module run several times (a detection head shared by every FPN level)
+    has one virtual axis per call under the same path."""
+    found: dict[str, list[Value]] = {}
+    for value in graph.values:
+        if value.is_state:
+            found.setdefault(value.path, []).append(value)
+    return found
+
+
 def _removed_indices(graph: Graph, plan: Plan) -> dict[DimRef, IntArray]:
-    by_path = {v.path: v for v in graph.values if v.is_state}
+    by_path = _state_by_path(graph)
     removed: dict[DimRef, IntArray] = {}
     for entry in plan.entries:
-        value = by_path.get(entry.path)
-        if value is None:
+        values = by_path.get(entry.path)
+        if not values:
             raise PlanMismatchError(
                 f"the plan's entry {entry.path}[{entry.axis}] names a tensor this model does not use on these "
                 "inputs (no traced op reads it): was the plan made for another model or other inputs?"
             )
-        if entry.axis >= value.rank or value.shape[entry.axis] != entry.size:
-            raise PlanMismatchError(
-                f"the plan's entry {entry.path}[{entry.axis}] expects size {entry.size}; this model has "
-                f"{entry.path} with shape {value.shape}"
-            )
-        removed[DimRef(value.id, entry.axis)] = np.asarray(entry.removed, dtype=np.int64)
+        for value in values:
+            if entry.axis >= value.rank or value.shape[entry.axis] != entry.size:
+                raise PlanMismatchError(
+                    f"the plan's entry {entry.path}[{entry.axis}] expects size {entry.size}; this model has "
+                    f"{entry.path} with shape {value.shape}"
+                )
+            removed[DimRef(value.id, entry.axis)] = np.asarray(entry.removed, dtype=np.int64)
     return removed
 
 
