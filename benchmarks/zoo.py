@@ -14,6 +14,7 @@ import copy
 import gc
 import hashlib
 import json
+import math
 import signal
 import sys
 import tempfile
@@ -182,6 +183,8 @@ def check(
             row["blocker"] = (count + "; ".join(report.skipped))[:300]
         if row.get("note") and not row["blocker"]:
             row["blocker"] = row["note"]
+        if after.parameters > KEPT_LIMIT * before.parameters:
+            row["blocker"] = "; ".join(filter(None, [_why_kept(graph, before.parameters), row["blocker"]]))[:300]
     except Exception as error:
         # a trace error lists the meta run, then the real run: the last attempt is the blocker
         message = str(error).splitlines()[0].split(" | ")[-1]
@@ -197,6 +200,20 @@ def check(
 
 
 TIME_LIMIT = 420
+KEPT_LIMIT = 0.8
+"""A row that keeps more of its parameters at ratio 0.5 says why."""
+
+
+def _why_kept(graph: Any, total: int) -> str:
+    """How much of the model the traced forward never reads (an encoder stage a decoder does not run)."""
+    read = {i for op in graph.ops for i in op.inputs}
+    unread = [v for v in graph.values if v.kind.value == "parameter" and v.id not in read]
+    size = sum(math.prod(v.shape) for v in unread)
+    modules = sorted({v.module.rsplit(".", 1)[0] if "." in v.module else v.module for v in unread})
+    where = f" ({', '.join(modules[:3])}{' ...' if len(modules) > 3 else ''})" if modules else ""
+    return (
+        f"keeps over {KEPT_LIMIT:.0%} of its parameters: {size / max(total, 1):.0%} are never run by the forward{where}"
+    )
 
 
 def plan_digest(plan: pt.Plan) -> str:
