@@ -1,0 +1,161 @@
+"""Shape rules of the fast meta path for batch, layer and group norm, their statistics outputs included."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from prune_torch._meta_shapes import _HALVES, _empty, _float_tensor, _number, _plain
+
+
+def _stat_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Batch and layer norm keep their statistics in float32 for half-precision inputs."""
+    return torch.float32 if dtype in _HALVES else dtype
+
+
+def _params_fit(input: torch.Tensor, shape: tuple[int, ...], *params: torch.Tensor | None) -> bool:
+    """Each parameter absent, or of ``shape`` and of the input's dtype (or float32 beside a half input)."""
+    for p in params:
+        if p is None:
+            continue
+        if tuple(p.shape) != shape:
+            return False
+        if p.dtype is not input.dtype and not (input.dtype in _HALVES and p.dtype is torch.float32):
+            return False
+    return True
+
+
+def _batch_norm_input(input: Any, *params: torch.Tensor | None) -> int | None:
+    """The channel count, when the input and parameters are ones the rules answer for."""
+    if (
+        not _float_tensor(input)
+        or input.dim() < 2
+        or input.numel() == 0
+        or not _plain(input)
+        or not _params_fit(input, (input.shape[1],), *params)
+    ):
+        return None
+    return int(input.shape[1])
+
+
+def _batch_norm_outputs(input: torch.Tensor, channels: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    stat = _stat_dtype(input.dtype)
+    return _empty(input.shape, input.dtype), _empty((channels,), stat), _empty((channels,), stat)
+
+
+def _native_batch_norm(
+    input: torch.Tensor,
+    weight: torch.Tensor | None,
+    bias: torch.Tensor | None,
+    running_mean: torch.Tensor | None,
+    running_var: torch.Tensor | None,
+    training: Any,
+    momentum: Any,
+    eps: Any,
+) -> tuple[torch.Tensor, ...] | None:
+    channels = _batch_norm_input(input, weight, bias, running_mean, running_var)
+    if channels is None or type(training) is not bool or not (_number(momentum) and _number(eps)):
+        return None
+    if not training and (running_mean is None or running_var is None):
+        return None
+    if training and input.numel() == channels:  # one value per channel: torch's variance divides by zero
+        return None
+    return _batch_norm_outputs(input, channels)
+
+
+def _batch_norm_no_training(
+    input: torch.Tensor,
+    weight: torch.Tensor | None,
+    bias: torch.Tensor | None,
+    running_mean: torch.Tensor,
+    running_var: torch.Tensor,
+    momentum: Any,
+    eps: Any,
+) -> tuple[torch.Tensor, ...] | None:
+    return _native_batch_norm(input, weight, bias, running_mean, running_var, False, momentum, eps)
+
+
+def _batch_norm_no_stats(
+    input: torch.Tensor,
+    weight: torch.Tensor | None,
+    bias: torch.Tensor | None,
+    training: Any,
+    momentum: Any,
+    eps: Any,
+) -> tuple[torch.Tensor, ...] | None:
+    if training is not True:
+        return None
+    return _native_batch_norm(input, weight, bias, None, None, True, momentum, eps)
+
+
+def _batch_norm_functional(
+    input: torch.Tensor,
+    weight: torch.Tensor | None,
+    bias: torch.Tensor | None,
+    running_mean: torch.Tensor,
+    running_var: torch.Tensor,
+    training: Any,
+    momentum: Any,
+    eps: Any,
+) -> tuple[torch.Tensor, ...] | None:
+    found = _native_batch_norm(input, weight, bias, running_mean, running_var, training, momentum, eps)
+    if found is None or running_mean.dtype is not found[1].dtype or running_var.dtype is not found[1].dtype:
+        return None
+    channels = (int(input.shape[1]),)
+    return (*found, _empty(channels, running_mean.dtype), _empty(channels, running_var.dtype))
+
+
+def _native_layer_norm(
+    input: torch.Tensor,
+    normalized_shape: Any,
+    weight: torch.Tensor | None,
+    bias: torch.Tensor | None,
+    eps: Any,
+) -> tuple[torch.Tensor, ...] | None:
+    if not isinstance(normalized_shape, (list, tuple)) or not all(type(s) is int for s in normalized_shape):
+        return None
+    k = len(normalized_shape)
+    if (
+        not _float_tensor(input)
+        or k == 0
+        or input.dim() < k
+        or input.numel() == 0
+        or tuple(input.shape[input.dim() - k :]) != tuple(normalized_shape)
+        or not _number(eps)
+        # torch's kernel copies a non-contiguous input to a contiguous one first, but keeps a
+        # contiguous one as it is, with whatever strides its size-1 dims have
+        or not (_plain(input) or not input.is_contiguous())
+        or not _params_fit(input, tuple(normalized_shape), weight, bias)
+    ):
+        return None
+    stats = (*input.shape[: input.dim() - k], *([1] * k))
+    stat = _stat_dtype(input.dtype)
+    return _empty(input.shape, input.dtype), _empty(stats, stat), _empty(stats, stat)
+
+
+def _native_group_norm(
+    input: torch.Tensor,
+    weight: torch.Tensor | None,
+    bias: torch.Tensor | None,
+    N: Any,
+    C: Any,
+    HxW: Any,
+    group: Any,
+    eps: Any,
+) -> tuple[torch.Tensor, ...] | None:
+    if (
+        not _float_tensor(input)
+        or input.dim() < 2
+        or input.numel() == 0
+        or not all(type(x) is int for x in (N, C, HxW, group))
+        or not _number(eps)
+        or group < 1
+        or (input.shape[0], input.shape[1], math.prod(input.shape[2:])) != (N, C, HxW)
+        or C % group
+        or not _plain(input)
+        or not _params_fit(input, (C,), weight, bias)
+    ):
+        return None
+    return _empty(input.shape, input.dtype), _empty((N, group), input.dtype), _empty((N, group), input.dtype)
