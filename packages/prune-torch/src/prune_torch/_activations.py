@@ -24,7 +24,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from prune_ops import ChannelStats, PruningError
 from prune_torch._calibrate import progress
-from prune_torch._trace import ExampleInputs, eval_flags, split_inputs
+from prune_torch._restore import eval_flags
+from prune_torch._trace import ExampleInputs, split_inputs
 
 __all__ = [
     "ActivationStats",

@@ -9,7 +9,8 @@ import attrs
 import torch
 
 from prune_ops import PruningError
-from prune_torch._trace import ExampleInputs, eval_flags, split_inputs
+from prune_torch._restore import eval_flags
+from prune_torch._trace import ExampleInputs, split_inputs
 
 __all__ = ["Latency", "measure_latency"]
 

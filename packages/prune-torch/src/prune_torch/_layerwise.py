@@ -34,8 +34,9 @@ from torch.utils import swap_tensors
 from prune_ops import PruningError
 from prune_torch._activations import ActivationStats, Collector, collected, parameter_paths
 from prune_torch._calibrate import progress
+from prune_torch._restore import eval_flags
 from prune_torch._shards import SourceCheckpoint
-from prune_torch._trace import ExampleInputs, eval_flags, split_inputs
+from prune_torch._trace import ExampleInputs, split_inputs
 
 __all__ = ["decoder_stack", "stream_statistics"]
 

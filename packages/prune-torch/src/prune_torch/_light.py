@@ -23,10 +23,10 @@ from prune_ops import Plan
 from prune_torch._aten import tensors_in
 from prune_torch._meta import MetaKernels
 from prune_torch._rebase import data_sized
+from prune_torch._restore import eval_flags
 from prune_torch._trace import (
     Calls,
     ExampleInputs,
-    eval_flags,
     forward_under,
     inputs_on,
     result_tensors,

@@ -34,12 +34,12 @@ from prune_torch._aten_table import READERS
 from prune_torch._errors import TraceError
 from prune_torch._meta import MetaKernels
 from prune_torch._mha import PrunedMultiheadAttention, runs_stock_forward
+from prune_torch._restore import eval_flags, restoring
 
 __all__ = [
     "Calls",
     "ExampleInputs",
     "check_traceable",
-    "eval_flags",
     "forward_under",
     "inputs_on",
     "on_meta",
@@ -257,23 +257,6 @@ def _module_stack(model: torch.nn.Module, stack: list[str], recorder: _Recorder 
         post.remove()
 
 
-@contextlib.contextmanager
-def eval_flags(model: torch.nn.Module) -> Iterator[None]:
-    """Every module in eval mode inside the block; each module's own ``training`` flag put back after.
-
-    The flags are set directly rather than through ``model.eval()``, so an overridden ``train()``
-    (one that freezes some layers, or moves things) is not run, and a mix of modes comes back exactly.
-    """
-    flags = [(module, module.training) for module in model.modules()]
-    try:
-        for module, _ in flags:
-            module.training = False
-        yield
-    finally:
-        for module, training in flags:
-            module.training = training
-
-
 def _state(model: torch.nn.Module) -> list[tuple[str, str, str, torch.Tensor, ValueKind]]:
     """(path, module, name, tensor, kind) for each unique parameter and buffer."""
     seen: set[int] = set()
@@ -333,14 +316,9 @@ def forward_under(
     ``_record``, ``seal``). ``stack`` follows the modules being run (no module hooks when
     ``None``). Raises :class:`TraceError` naming the module that failed.
     """
-    # a forward may cache tensors on its modules (anchor grids, masks); on meta those caches would
-    # poison the real model, so every module's attributes are put back afterwards
-    saved = [(module, dict(module.__dict__)) for module in model.modules()]
-    # caches filled in place (timm's attention-bias dict keyed by device) are put back too
-    contents = [_Contents(container) for module in model.modules() for container in _containers(module)]
     try:
         hooks = _module_stack(model, stack, mode) if stack is not None else contextlib.nullcontext()
-        with _own_attention(model), hooks, mode, _WholeOps(mode):
+        with restoring(model), _own_attention(model), hooks, mode, _WholeOps(mode):
             if stand_ins is not None:
                 return torch.func.functional_call(model, stand_ins, args, kwargs, tie_weights=True, strict=False)
             return model(*args, **kwargs)
@@ -350,14 +328,6 @@ def forward_under(
         raise TraceError(
             f"in module {where or '<root>'}{f' ({line})' if line else ''}: {type(error).__name__}: {error}", where
         ) from error
-    finally:
-        for module, attributes in saved:
-            current = module.__dict__
-            if len(current) != len(attributes) or any(attributes.get(k, current) is not v for k, v in current.items()):
-                current.clear()
-                current.update(attributes)
-        for held in contents:
-            held.restore()
 
 
 Call = tuple[Any, tuple[tuple[ValueId | None, tuple[int, ...]], ...]]
@@ -411,47 +381,6 @@ def _run(model: torch.nn.Module, example_inputs: ExampleInputs, meta: bool) -> t
 
     calls = Calls(meta, tuple((func, ids(out)) for func, out in recorder.stream))
     return graph, calls
-
-
-# nn.Module's own bookkeeping (parameters, buffers, submodules, hooks): functional_call and the
-# hooks manage those; only containers a model's code added are the model's state
-_TORCH_CONTAINERS = frozenset(torch.nn.Module().__dict__)
-
-
-def _containers(module: torch.nn.Module) -> list[dict[Any, Any] | list[Any] | set[Any]]:
-    return [
-        value
-        for key, value in module.__dict__.items()
-        if key not in _TORCH_CONTAINERS and isinstance(value, (dict, list, set))
-    ]
-
-
-class _Contents:
-    """A container attribute's items, to put back in place if a forward changed them."""
-
-    def __init__(self, container: dict[Any, Any] | list[Any] | set[Any]) -> None:
-        self.container = container
-        self.items = list(container.items()) if isinstance(container, dict) else list(container)
-
-    def restore(self) -> None:
-        container = self.container
-        now = list(container.items()) if isinstance(container, dict) else list(container)
-        if len(now) == len(self.items) and all(_same(a, b) for a, b in zip(now, self.items)):
-            return
-        if isinstance(container, dict):
-            container.clear()
-            container.update(self.items)
-        elif isinstance(container, list):
-            container[:] = self.items
-        else:
-            container.clear()
-            container.update(self.items)
-
-
-def _same(a: Any, b: Any) -> bool:
-    if isinstance(a, tuple) and isinstance(b, tuple):
-        return len(a) == len(b) and all(x is y for x, y in zip(a, b))
-    return a is b
 
 
 def _plain(result: Any) -> Any:

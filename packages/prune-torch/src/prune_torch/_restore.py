@@ -1,0 +1,91 @@
+"""A forward that leaves the model's modules as it found them: attributes, containers filled in place, modes.
+
+A forward may cache tensors on its modules (anchor grids, masks); on meta those caches would
+poison the real model, so a trace puts every module's attributes back afterwards, and the items
+of containers a model's code filled in place (timm's attention-bias dict keyed by device).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+
+__all__ = ["eval_flags", "restoring"]
+
+
+@contextlib.contextmanager
+def restoring(model: torch.nn.Module) -> Iterator[None]:
+    """Every module's attributes and its own containers' items as they were before the block, also on failure."""
+    saved = [(module, dict(module.__dict__)) for module in model.modules()]
+    contents = [_Contents(container) for module in model.modules() for container in _containers(module)]
+    try:
+        yield
+    finally:
+        for module, attributes in saved:
+            current = module.__dict__
+            if len(current) != len(attributes) or any(attributes.get(k, current) is not v for k, v in current.items()):
+                current.clear()
+                current.update(attributes)
+        for held in contents:
+            held.restore()
+
+
+# nn.Module's own bookkeeping (parameters, buffers, submodules, hooks): functional_call and the
+# hooks manage those; only containers a model's code added are the model's state
+_TORCH_CONTAINERS = frozenset(torch.nn.Module().__dict__)
+
+
+def _containers(module: torch.nn.Module) -> list[dict[Any, Any] | list[Any] | set[Any]]:
+    return [
+        value
+        for key, value in module.__dict__.items()
+        if key not in _TORCH_CONTAINERS and isinstance(value, (dict, list, set))
+    ]
+
+
+class _Contents:
+    """A container attribute's items, to put back in place if a forward changed them."""
+
+    def __init__(self, container: dict[Any, Any] | list[Any] | set[Any]) -> None:
+        self.container = container
+        self.items = list(container.items()) if isinstance(container, dict) else list(container)
+
+    def restore(self) -> None:
+        container = self.container
+        now = list(container.items()) if isinstance(container, dict) else list(container)
+        if len(now) == len(self.items) and all(_same(a, b) for a, b in zip(now, self.items)):
+            return
+        if isinstance(container, dict):
+            container.clear()
+            container.update(self.items)
+        elif isinstance(container, list):
+            container[:] = self.items
+        else:
+            container.clear()
+            container.update(self.items)
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, tuple) and isinstance(b, tuple):
+        return len(a) == len(b) and all(x is y for x, y in zip(a, b))
+    return a is b
+
+
+@contextlib.contextmanager
+def eval_flags(model: torch.nn.Module) -> Iterator[None]:
+    """Every module in eval mode inside the block; each module's own ``training`` flag put back after.
+
+    The flags are set directly rather than through ``model.eval()``, so an overridden ``train()``
+    (one that freezes some layers, or moves things) is not run, and a mix of modes comes back exactly.
+    """
+    flags = [(module, module.training) for module in model.modules()]
+    try:
+        for module, _ in flags:
+            module.training = False
+        yield
+    finally:
+        for module, training in flags:
+            module.training = training
