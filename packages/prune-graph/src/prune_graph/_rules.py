@@ -12,49 +12,16 @@ from collections.abc import Callable, Mapping, Sequence
 
 from prune_graph._couplings import Broadcast, Coupling, FactorLink, Link, Mix, Mixing, Pin
 from prune_graph._errors import GraphError
-from prune_graph._index_maps import Identity, Offset, Window
+from prune_graph._index_maps import Offset, Window
 from prune_graph._ops import Op, OpKind
 from prune_graph._reshape import reshape_groups
-from prune_graph._values import DimRef, ValueId
+from prune_graph._rule_parts import ShapeOf, _broadcast, _factor, _link, _link_same
+from prune_graph._rules_recurrent import _recurrent
+from prune_graph._values import DimRef
 
 __all__ = ["RULES", "Rule", "ShapeOf", "couplings_of"]
 
-ShapeOf = Callable[[ValueId], tuple[int, ...]]
 Rule = Callable[[Op, ShapeOf], list[Coupling]]
-
-
-def _link(op: Op, a: ValueId, da: int, b: ValueId, db: int, size: int) -> Link:
-    return Link(DimRef(a, da), DimRef(b, db), Identity(size), op.id)
-
-
-def _link_same(op: Op, shape: ShapeOf, a: ValueId, da: int, b: ValueId, db: int) -> list[Coupling]:
-    """Identity link when both dims have the same size > 1 (broadcast dims stay apart)."""
-    sa, sb = shape(a)[da], shape(b)[db]
-    if sa == sb and sa > 1:
-        return [_link(op, a, da, b, db, sa)]
-    return []
-
-
-def _broadcast(op: Op, shape: ShapeOf, values: Sequence[ValueId], out: ValueId) -> list[Coupling]:
-    """Couple every value's dims, aligned from the right, to the output's."""
-    result: list[Coupling] = []
-    rank = len(shape(out))
-    for value in values:
-        vrank = len(shape(value))
-        for k in range(1, min(vrank, rank) + 1):
-            result += _link_same(op, shape, value, vrank - k, out, rank - k)
-    return result
-
-
-def _factor(op: Op, fine: DimRef, parts: Sequence[DimRef | None], sizes: Sequence[int]) -> list[Coupling]:
-    """A factor link with size-1 parts dropped; one part left is an identity link."""
-    kept = [(p, s) for p, s in zip(parts, sizes) if s != 1]
-    if not kept:
-        return []
-    if len(kept) == 1:
-        part, size = kept[0]
-        return [] if part is None else [Link(part, fine, Identity(size), op.id)]
-    return [FactorLink(fine, tuple(p for p, _ in kept), tuple(s for _, s in kept), op.id)]
 
 
 def _conv(op: Op, shape: ShapeOf) -> list[Coupling]:
@@ -404,52 +371,6 @@ def _pixel_shuffle(op: Op, shape: ShapeOf) -> list[Coupling]:
     wide, narrow = (y, x) if inverse else (x, y)
     c = rank - 3
     result += _factor(op, DimRef(wide, c), (DimRef(narrow, c), None, None), (shape(narrow)[c], r, r))
-    return result
-
-
-def _recurrent(op: Op, shape: ShapeOf) -> list[Coupling]:
-    """A fused recurrent layer: every gate block of w's, r's and b's rows carries the hidden units.
-
-    The hidden units are r's columns (what each step reads of the last state); unit j is row j of
-    every gate block, so a removal takes the same rows from each block (a factor with an
-    unprunable block count). The layer's input width is w's columns. Directions share the units.
-    """
-    x, w, r, *rest = op.inputs
-    gates = op.int_attr("gates")
-    batch_first = bool(op.attr("batch_first", False))
-    directions, hidden = shape(r)[0], shape(r)[2]
-    if shape(r)[1] != gates * hidden or shape(w)[1] != gates * hidden or shape(w)[0] != directions:
-        raise GraphError(
-            f"op {op.where}: w {shape(w)} and r {shape(r)} do not hold {gates} gate blocks of {hidden} hidden units"
-        )
-    units = DimRef(r, 2)
-    seq_x, batch_x = (1, 0) if batch_first else (0, 1)
-    # (seq, directions, batch, hidden) of y and (directions, batch, hidden) of a state
-    y_dims = (1, 2, 0, 3) if batch_first else (0, 1, 2, 3)
-    state_dims = (1, 0, 2) if batch_first else (0, 1, 2)
-    result: list[Coupling] = [*_link_same(op, shape, x, 2, w, 2)]
-    result += _factor(op, DimRef(w, 1), (None, units), (gates, hidden))
-    result += _factor(op, DimRef(r, 1), (None, units), (gates, hidden))
-    pinned = [DimRef(w, 0), DimRef(r, 0)]
-    for value in (*rest, *op.outputs):
-        rank = len(shape(value))
-        if value in rest and rank == 2:  # the bias: input and recurrent bias, gate blocks each
-            result += _factor(op, DimRef(value, 1), (None, units), (2 * gates, hidden))
-            pinned.append(DimRef(value, 0))
-            continue
-        if rank == 4:
-            seq, direction, batch, unit = y_dims
-            result += _link_same(op, shape, x, seq_x, value, seq)
-        elif rank == 3:
-            direction, batch, unit = state_dims
-        else:
-            raise GraphError(f"op {op.where}: {value!r} of shape {shape(value)} is no bias, state or output")
-        result += _link_same(op, shape, x, batch_x, value, batch)
-        result += _link_same(op, shape, r, 2, value, unit)
-        pinned.append(DimRef(value, direction))
-    if directions > 1:
-        reason = f"{op.location} runs one set of weights per direction"
-        result += [Pin(d, reason, op.id) for d in pinned]
     return result
 
 

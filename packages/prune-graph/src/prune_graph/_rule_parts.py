@@ -1,0 +1,48 @@
+"""The couplings rules build from: a plain link between two dims, broadcasting, a factored dim."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from prune_graph._couplings import Coupling, FactorLink, Link
+from prune_graph._index_maps import Identity
+from prune_graph._ops import Op
+from prune_graph._values import DimRef, ValueId
+
+__all__ = ["ShapeOf"]
+
+ShapeOf = Callable[[ValueId], tuple[int, ...]]
+
+
+def _link(op: Op, a: ValueId, da: int, b: ValueId, db: int, size: int) -> Link:
+    return Link(DimRef(a, da), DimRef(b, db), Identity(size), op.id)
+
+
+def _link_same(op: Op, shape: ShapeOf, a: ValueId, da: int, b: ValueId, db: int) -> list[Coupling]:
+    """Identity link when both dims have the same size > 1 (broadcast dims stay apart)."""
+    sa, sb = shape(a)[da], shape(b)[db]
+    if sa == sb and sa > 1:
+        return [_link(op, a, da, b, db, sa)]
+    return []
+
+
+def _broadcast(op: Op, shape: ShapeOf, values: Sequence[ValueId], out: ValueId) -> list[Coupling]:
+    """Couple every value's dims, aligned from the right, to the output's."""
+    result: list[Coupling] = []
+    rank = len(shape(out))
+    for value in values:
+        vrank = len(shape(value))
+        for k in range(1, min(vrank, rank) + 1):
+            result += _link_same(op, shape, value, vrank - k, out, rank - k)
+    return result
+
+
+def _factor(op: Op, fine: DimRef, parts: Sequence[DimRef | None], sizes: Sequence[int]) -> list[Coupling]:
+    """A factor link with size-1 parts dropped; one part left is an identity link."""
+    kept = [(p, s) for p, s in zip(parts, sizes) if s != 1]
+    if not kept:
+        return []
+    if len(kept) == 1:
+        part, size = kept[0]
+        return [] if part is None else [Link(part, fine, Identity(size), op.id)]
+    return [FactorLink(fine, tuple(p for p, _ in kept), tuple(s for _, s in kept), op.id)]
