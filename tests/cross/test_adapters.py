@@ -9,16 +9,14 @@ must have the same parameter shapes: the same groups, the same scores, the same 
 from __future__ import annotations
 
 import copy
-import io
-import warnings
 
 import numpy as np
-import onnx
 import torch
 import torch.nn.functional as F
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 from onnx import numpy_helper
+from tests.cross.support import export
 from torch import nn
 
 import prune_onnx as po
@@ -114,14 +112,6 @@ def nets(draw: st.DrawFn) -> Net:
     return Net(stem, blocks, draw(st.sampled_from(["gap", "flatten"])), size).eval()
 
 
-def _export(model: nn.Module, x: torch.Tensor) -> onnx.ModelProto:
-    buffer = io.BytesIO()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(model, (x,), buffer, dynamo=False, input_names=["x"], output_names=["y"])
-    return onnx.load_from_string(buffer.getvalue())
-
-
 def _shapes(arrays: list[np.ndarray]) -> list[tuple[int, ...]]:
     return sorted(tuple(a.shape) for a in arrays)
 
@@ -130,7 +120,7 @@ def _shapes(arrays: list[np.ndarray]) -> list[tuple[int, ...]]:
 @given(model=nets(), ratio=st.sampled_from([0.4, 0.7]), importance=st.sampled_from(["l1", "l2", "fpgm"]))
 def test_both_adapters_keep_the_same_channels(model: Net, ratio: float, importance: str) -> None:
     x = torch.randn(1, 3, 8, 8)
-    exported = _export(model, x)
+    exported = export(model, x)
     pruned_graph, onnx_report = po.prune(exported, ratio=ratio, importance=importance)
     torch_model = copy.deepcopy(model)
     torch_report = pt.prune(torch_model, x, ratio=ratio, importance=importance, show_progress=False)
@@ -143,7 +133,7 @@ def test_both_adapters_keep_the_same_channels(model: Net, ratio: float, importan
     assert _shapes(weights) == _shapes(params)
     feeds = {"x": x.numpy()}
     (from_onnx,) = po.run(pruned_graph, feeds)
-    (from_torch,) = po.run(_export(torch_model, x), feeds)
+    (from_torch,) = po.run(export(torch_model, x), feeds)
     # the same kept units give the same function; others would differ far beyond float32 rounding
     scale = float(np.abs(from_torch).max()) or 1.0
     assert float(np.abs(from_onnx - from_torch).max()) / scale < 1e-4

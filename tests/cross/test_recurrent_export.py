@@ -8,13 +8,11 @@ give the same function.
 from __future__ import annotations
 
 import copy
-import io
-import warnings
 
 import numpy as np
-import onnx
 import pytest
 import torch
+from tests.cross.support import export
 from torch import nn
 
 import prune_onnx as po
@@ -36,21 +34,13 @@ class Recurrent(nn.Module):
         return self.head(y)
 
 
-def _export(model: nn.Module, x: torch.Tensor) -> onnx.ModelProto:
-    buffer = io.BytesIO()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(model, (x,), buffer, dynamo=False, input_names=["x"], output_names=["y"])
-    return onnx.load_from_string(buffer.getvalue())
-
-
 @pytest.mark.parametrize("kind", [nn.LSTM, nn.GRU], ids=["lstm", "gru"])
 @pytest.mark.parametrize("bidirectional", [False, True], ids=["forward", "bidirectional"])
 def test_both_adapters_remove_the_same_hidden_units(kind: type[nn.RNNBase], bidirectional: bool) -> None:
     torch.manual_seed(0)
     model = Recurrent(kind, bidirectional).eval()
     x = torch.randn(2, 5, IN)
-    exported = _export(model, x)
+    exported = export(model, x)
     graph = po.trace(exported)
     (rnn,) = [op for op in graph.ops if op.kind is OpKind.RECURRENT]
     onnx_plan = po.plan(graph, rnn.module, REMOVED)
