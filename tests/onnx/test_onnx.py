@@ -234,3 +234,28 @@ def test_prune_onnx_never_imports_torch() -> None:
 
 def test_blocks_cover_the_op_families() -> None:
     assert len(BLOCKS) >= 10
+
+
+def test_bn_scale_importance_finds_the_scale_by_op_and_slot_not_by_name() -> None:
+    net = Net(seed=5)
+    net.conv(6)
+    net.bn()
+    gamma = np.array([0.9, -0.1, 2.0, 0.05, -1.5, 0.3], dtype=np.float32)
+    bn = net.nodes[-1]
+    scale = next(t for t in net.inits if t.name == bn.input[1])
+    # a name that says nothing (an exporter's "onnx::BatchNormalization_12"), and a shift of large values
+    scale.CopyFrom(numpy_helper.from_array(gamma, "onnx::BatchNormalization_12"))
+    bn.input[1] = scale.name
+    shift = next(t for t in net.inits if t.name == bn.input[2])
+    shift.CopyFrom(numpy_helper.from_array(np.full(6, 100.0, dtype=np.float32), shift.name))
+    net.act("Relu")
+    model = net.build("gemm")
+    graph = po.trace(model)
+    (group,) = graph.groups().prunable
+    data = {d.member.value.name: d for d in po.member_data(graph, group)}
+    assert data["onnx::BatchNormalization_12"].is_norm_scale
+    assert not data[shift.name].is_norm_scale
+    pruned, report = po.prune(model, ratio=0.5, importance="bn_scale")
+    kept = numpy_helper.to_array(next(t for t in pruned.graph.initializer if t.name == "onnx::BatchNormalization_12"))
+    np.testing.assert_array_equal(kept, gamma[[0, 2, 4]])  # the three largest |γ|
+    assert po.check_equivalence(model, pruned, report.plan).ok

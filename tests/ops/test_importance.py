@@ -126,8 +126,8 @@ def test_bn_scale_uses_the_norm_weight_only(group: Group) -> None:
     beta = np.array([[9.0], [9.0], [9.0]])
     items = [
         *data(group),
-        MemberData(member(group, "bn.weight", 0), gamma, role=OpKind.NORM),
-        MemberData(member(group, "bn.bias", 0), beta, role=OpKind.NORM),
+        MemberData(member(group, "bn.weight", 0), gamma, role=OpKind.NORM, slot=1),
+        MemberData(member(group, "bn.bias", 0), beta, role=OpKind.NORM, slot=2),
     ]
     assert BNScale()(group, items).tolist() == [0.5, 2.0, 1.0]
     with pytest.raises(PruningError, match=r"group \d+ \(conv1\.weight\[0\]\) has no norm scale"):
@@ -135,6 +135,12 @@ def test_bn_scale_uses_the_norm_weight_only(group: Group) -> None:
     # a norm weight whose reader is not known to be a norm is not a BN scale
     with pytest.raises(PruningError, match="no norm scale"):
         BNScale()(group, [MemberData(member(group, "bn.weight", 0), gamma)])
+    # the op and the slot decide, never the name: a tensor called "weight" without a slot is not
+    # a scale, the shift (slot 2) is not either, whatever it is called
+    with pytest.raises(PruningError, match="no norm scale"):
+        BNScale()(group, [MemberData(member(group, "bn.weight", 0), gamma, role=OpKind.NORM)])
+    with pytest.raises(PruningError, match="no norm scale"):
+        BNScale()(group, [MemberData(member(group, "bn.weight", 0), gamma, role=OpKind.NORM, slot=2)])
 
 
 def test_taylor_is_weight_times_grad_summed_per_unit(group: Group) -> None:

@@ -91,7 +91,8 @@ class MemberData:
     """A parameter member's values: ``weight`` and ``grad`` have the member's axis first, flattened to 2-D.
 
     ``role`` is the kind of the op that reads the parameter (``OpKind.NORM`` for a BatchNorm
-    scale) and ``slot`` its position among that op's inputs (1 for a norm's scale), when known.
+    scale) and ``slot`` its position among that op's inputs (1 for a norm's scale, 2 for its
+    shift), when known; :attr:`is_norm_scale` goes by these two alone.
     ``activations`` are the calibration statistics of the channels this member's axis reads
     (the input side of a linear or conv: one entry per index of the axis), when gathered.
     ``summaries`` are reductions of the weight an adapter computed for an importance that asked
@@ -110,11 +111,11 @@ class MemberData:
     def is_norm_scale(self) -> bool:
         """Whether this is the scale of a normalisation op: the op's first parameter (slot 1).
 
-        Adapters that do not report the slot fall back on the tensor name ``weight``.
+        Decided by the reading op's kind and the input slot alone, never by the tensor's name (an
+        ONNX initializer is called anything): a member whose adapter does not report both is not
+        a scale.
         """
-        if self.role is not OpKind.NORM:
-            return False
-        return self.slot == 1 if self.slot is not None else self.member.value.name == "weight"
+        return self.role is OpKind.NORM and self.slot == 1
 
     @property
     def rows(self) -> int:
