@@ -4,7 +4,8 @@ Initializers are sliced, ``group`` / ``num_groups`` attributes follow the virtua
 size that lives in the graph as a constant is rewritten from the new shapes: ``Reshape`` and
 ``Expand`` targets (piece by piece when a ``Concat`` assembles them, so dynamic pieces keep
 following the tensors), ``Split`` sizes, ``Slice`` bounds, ``Resize`` sizes, ``ConstantOfShape``
-shapes, a recurrent layer's ``hidden_size``. The result must pass ``onnx.checker`` and read back
+shapes, a recurrent layer's ``hidden_size``, an attention node's head counts and
+``qkv_hidden_sizes``. The result must pass ``onnx.checker`` and read back
 into exactly the shapes the plan predicts; otherwise nothing is returned and the error names the
 node.
 """
@@ -15,9 +16,10 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 import onnx
-from onnx import numpy_helper
+from onnx import helper, numpy_helper
 
 from prune_graph import DimRef, OpKind, ValueKind
+from prune_onnx._attention import heads_after
 from prune_onnx._errors import OnnxApplyError
 from prune_onnx._nodes import Context, slice_ranges
 from prune_onnx._read import ModelLike
@@ -207,6 +209,9 @@ def _sizes(node: onnx.NodeProto, graph: OnnxGraph, removal: Removal, writer: _Wr
             elif len(set(sizes.tolist())) > 1:
                 raise OnnxApplyError(f"node {node.name} (Split): equal pieces would become unequal", node.name)
         return
+    if kind == "Attention":
+        _attention_heads(node, graph, removal)
+        return
     if kind in ("LSTM", "GRU", "RNN") and any(a.name == "hidden_size" for a in node.attribute):
         units = _new_shape(graph, removal, node.input[2])
         if units is not None:
@@ -234,6 +239,22 @@ def _sizes(node: onnx.NodeProto, graph: OnnxGraph, removal: Removal, writer: _Wr
         axes = next((list(a.ints) for a in node.attribute if a.name == "axes"), None)
         dims = axes if axes else list(range(len(new_out)))
         writer.vector(node, 3, [new_out[d] for d in dims], "sizes")
+
+
+def _attention_heads(node: onnx.NodeProto, graph: OnnxGraph, removal: Removal) -> None:
+    """``q_num_heads`` / ``kv_num_heads`` / ``num_heads`` / ``qkv_hidden_sizes`` from the per-head values' new shapes."""
+
+    def old_shape(name: str) -> tuple[int, ...] | None:
+        return graph.shape(graph.value(name).id) if graph.has_value(name) else None
+
+    before = heads_after(node, old_shape)
+    after = heads_after(node, lambda name: _new_shape(graph, removal, name))
+    for name, value in after.items():
+        if value == before.get(name):
+            continue
+        kept = [a for a in node.attribute if a.name != name]
+        del node.attribute[:]
+        node.attribute.extend([*kept, helper.make_attribute(name, value)])
 
 
 def _set_dims(value: onnx.ValueInfoProto, old: tuple[int, ...], new: tuple[int, ...]) -> None:

@@ -12,71 +12,21 @@ constants.
 from __future__ import annotations
 
 import types
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
-import attrs
 import numpy as np
 import onnx
-from onnx import helper
 
 from prune_graph import AttrValue, Mixing, OpKind
+from prune_onnx._attention import contrib_attention, onnx_attention
+from prune_onnx._einsum import einsum
+from prune_onnx._spec import Context, NodeRule, Spec, opaque
+from prune_onnx._spec import attr as _attr
+from prune_onnx._spec import data as _data
+from prune_onnx._spec import int_attr as _int_attr
+from prune_onnx._spec import outs as _out
 
-__all__ = ["NODE_RULES", "Context", "Spec", "specs_of"]
-
-
-@attrs.frozen
-class Spec:
-    """One op of the graph: kind, value ids in and out, attributes, and intermediate values it makes."""
-
-    kind: OpKind
-    inputs: tuple[str, ...]
-    outputs: tuple[str, ...]
-    attrs: Mapping[str, AttrValue] = attrs.field(factory=dict)
-    made: tuple[tuple[str, tuple[int, ...]], ...] = ()
-
-
-@attrs.frozen(eq=False)
-class Context:
-    """What a node rule may ask: shapes of values, the values of constants, the opset, which values are weights."""
-
-    shapes: Mapping[str, tuple[int, ...]]
-    constants: Mapping[str, np.ndarray]
-    weights: frozenset[str]
-    opset: int
-
-    def shape(self, name: str) -> tuple[int, ...]:
-        return self.shapes[name]
-
-    def const(self, name: str) -> np.ndarray | None:
-        return self.constants.get(name) if name else None
-
-
-NodeRule = Callable[[onnx.NodeProto, Context], list[Spec]]
-
-
-def _attr(node: onnx.NodeProto, name: str, default: object = None) -> object:
-    for a in node.attribute:
-        if a.name == name:
-            return helper.get_attribute_value(a)
-    return default
-
-
-def _int_attr(node: onnx.NodeProto, name: str, default: int) -> int:
-    value = _attr(node, name, default)
-    return int(value) if isinstance(value, (int, np.integer)) else default
-
-
-def _data(node: onnx.NodeProto) -> tuple[str, ...]:
-    return tuple(i for i in node.input if i)
-
-
-def _out(node: onnx.NodeProto) -> tuple[str, ...]:
-    return tuple(o for o in node.output if o)
-
-
-def opaque(node: onnx.NodeProto, ctx: Context) -> list[Spec]:
-    """Every dim of every input and output is pinned."""
-    return [Spec(OpKind.OPAQUE, _data(node), _out(node))]
+__all__ = ["NODE_RULES", "Context", "NodeRule", "Spec", "rule_key", "specs_of"]
 
 
 def _conv(node: onnx.NodeProto, ctx: Context, transposed: bool = False) -> list[Spec]:
@@ -477,14 +427,23 @@ NODE_RULES: Mapping[str, NodeRule] = types.MappingProxyType(
         "Expand": _expand,
         "Tile": _tile,
         **dict.fromkeys(_GATES, _recurrent),
+        "Attention": onnx_attention,
+        "Einsum": einsum,
+        "com.microsoft.Attention": contrib_attention,
     }
 )
-"""Node type (default ONNX domain) → rule. Extend by building a new mapping and passing it to ``trace``."""
+"""Node type → rule: the type for the default ONNX domain, ``domain.type`` for others
+(``com.microsoft.Attention``). Extend by building a new mapping and passing it to ``trace``."""
+
+
+def rule_key(node: onnx.NodeProto) -> str:
+    """A node's key in :data:`NODE_RULES`: its type, prefixed by its domain outside the default one."""
+    return node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}.{node.op_type}"
 
 
 def specs_of(node: onnx.NodeProto, ctx: Context, rules: Mapping[str, NodeRule] = NODE_RULES) -> list[Spec]:
-    """The ops ``node`` stands for (opaque for node types the table lacks and for other domains)."""
-    rule = rules.get(node.op_type) if node.domain in ("", "ai.onnx") else None
+    """The ops ``node`` stands for (opaque for node types the table lacks)."""
+    rule = rules.get(rule_key(node))
     if rule is None:
         return opaque(node, ctx)
     return rule(node, ctx)
