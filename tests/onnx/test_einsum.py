@@ -19,7 +19,11 @@ HIDDEN = 6
 
 
 def einsum_model(
-    equation: str, weight_shape: tuple[int, ...], x_shape: tuple[int, ...] = (2, 5, 8), weight_first: bool = False
+    equation: str,
+    weight_shape: tuple[int, ...],
+    x_shape: tuple[int, ...] = (2, 5, 8),
+    weight_first: bool = False,
+    y_shape: tuple[int, ...] = (2, 5, 3),
 ) -> onnx.ModelProto:
     """x → MatMul (8 → 6) → Relu → Einsum with a weight → MatMul (→ 3): the einsum between two prunable groups."""
     rng = np.random.default_rng(0)
@@ -39,7 +43,7 @@ def einsum_model(
         nodes,
         "einsum",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(x_shape))],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [*x_shape[:-1], 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, list(y_shape))],
         inits,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
@@ -49,25 +53,27 @@ def einsum_model(
 
 
 LINEAR = [
-    ("bsd,od->bso", (HIDDEN, HIDDEN), False),
-    ("bsd,do->bso", (HIDDEN, HIDDEN), False),
-    ("...d,do->...o", (HIDDEN, HIDDEN), False),
-    ("...i,ji", (HIDDEN, HIDDEN), False),  # implicit output
-    ("od,bsd->bso", (HIDDEN, HIDDEN), True),
-    ("bij,bjk->bik", (2, HIDDEN, HIDDEN), False),  # a batched weight: bmm
-    ("b s d , o d -> b s o", (HIDDEN, HIDDEN), False),
+    ("bsd,od->bso", (HIDDEN, HIDDEN), False, (2, 5, 3)),
+    ("bsd,do->bso", (HIDDEN, HIDDEN), False, (2, 5, 3)),
+    ("...d,do->...o", (HIDDEN, HIDDEN), False, (2, 5, 3)),
+    ("...i,ji", (HIDDEN, HIDDEN), False, (2, 5, 3)),  # implicit output
+    ("od,bsd->bso", (HIDDEN, HIDDEN), True, (2, 5, 3)),
+    ("bij,bjk->bik", (2, HIDDEN, HIDDEN), False, (2, 5, 3)),  # a batched weight: bmm
+    ("b s d , o d -> b s o", (HIDDEN, HIDDEN), False, (2, 5, 3)),
+    ("bsd,hed->bhse", (2, HIDDEN, HIDDEN), False, (2, 2, 5, 3)),  # a projection into heads
+    ("hed,bsd->bhse", (2, HIDDEN, HIDDEN), True, (2, 2, 5, 3)),
 ]
 
 
-@pytest.mark.parametrize(("equation", "weight_shape", "weight_first"), LINEAR)
+@pytest.mark.parametrize(("equation", "weight_shape", "weight_first", "y_shape"), LINEAR)
 def test_linear_like_equations_prune_on_both_sides(
-    equation: str, weight_shape: tuple[int, ...], weight_first: bool
+    equation: str, weight_shape: tuple[int, ...], weight_first: bool, y_shape: tuple[int, ...]
 ) -> None:
-    model = einsum_model(equation, weight_shape, weight_first=weight_first)
+    model = einsum_model(equation, weight_shape, weight_first=weight_first, y_shape=y_shape)
     graph = po.trace(model)
     kinds = [op.kind for op in graph.ops if op.module == "ein"]
     assert OpKind.MATMUL in kinds
-    assert set(kinds) <= {OpKind.MATMUL, OpKind.PERMUTE}
+    assert set(kinds) <= {OpKind.MATMUL, OpKind.PERMUTE, OpKind.RESHAPE}
     prunable = graph.groups().prunable
     assert sorted(g.size for g in prunable) == [HIDDEN, HIDDEN]  # the einsum's input and output channels
     assert all("ein.W1" in " ".join(m.label for m in g.parameters) for g in prunable)
@@ -198,7 +204,7 @@ OPAQUE = [
     ("bij,bjk->bik", [(2, 3, 4), (1, 4, 5)], "broadcast"),
     ("bij,bjk->bikq", [(2, 3, 4), (2, 4, 5)], "malformed"),
     ("ij...,jk->ik", [(2, 3), (3, 4, 5)], "does not fit"),
-    ("abi,icd->abcd", [(2, 3, 4), (4, 5, 6)], "both sides"),
+    ("bhse,ohe->bso", [(1, 2, 5, 3), (4, 2, 3)], "2 contracted"),
 ]
 
 

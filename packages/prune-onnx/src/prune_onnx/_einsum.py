@@ -5,13 +5,13 @@ letter (both operands, not the output), or a free letter of one operand (and the
 node becomes ``transpose(a) @ transpose(b)`` followed by a transpose to the output's order, ops
 of the core whose couplings say exactly how the channels travel: ``bhqd,bhkd->bhqk`` (attention
 scores), ``bhqk,bhkd->bhqd`` (attention values), ``bsd,od->bso`` and ``...i,ji->...j`` (a linear
-layer), ``bij,bjk->bik`` (bmm). One operand: a transpose (``ij->ji``), after a sum over the letters
+layer), ``bsd,hed->bhse`` (a projection into heads), ``bij,bjk->bik`` (bmm). One operand: a transpose (``ij->ji``), after a sum over the letters
 the output drops (a reduction, which mixes them).
 
 Opaque, because no chain of these ops computes them: more than two operands, a letter repeated
 in one operand (diagonals, traces), no contracted letter or more than one (outer products,
-double contractions), a letter summed in one operand only, free letters on both sides beyond
-one each, broadcast sizes.
+double contractions, which would need a weight reshaped before it is read), a letter summed in
+one operand only, broadcast sizes.
 """
 
 from __future__ import annotations
@@ -128,6 +128,10 @@ def einsum(node: onnx.NodeProto, ctx: Context) -> list[Spec]:
     chain = _Chain(node)
     if len(inputs) == 1:
         return _transpose(chain, inputs[0], operands[0], out, sizes)
+    if inputs[0] in ctx.weights and inputs[1] not in ctx.weights:
+        # the weight second: only the activation may be reshaped (the silenced original finds a
+        # weight's input side through transposes, not through reshapes)
+        inputs, operands = inputs[::-1], operands[::-1]
     return _product(chain, inputs, operands, out, sizes, equation)
 
 
@@ -161,16 +165,17 @@ def _product(
     batch = [c for c in order if c in in_a and c in in_b]
     free_a = [c for c in order if c in in_a and c not in in_b]
     free_b = [c for c in order if c in in_b and c not in in_a]
-    if len(free_a) > 1 and len(free_b) > 1:
-        return _why(node, f"equation {equation!r}: free letters on both sides")
-    # a side with several free letters puts all but its last in front of the batch letters, where
-    # the product broadcasts them; a side with none gets a size-1 dim (a reshape)
+    # free letters beyond one per side go in front of the batch letters, where the product
+    # broadcasts them: a's own, then b's, against size-1 dims of a; a side without a free letter
+    # gets a size-1 one (reshapes, which only add size-1 dims)
     lead_a, lead_b = free_a[:-1], free_b[:-1]
     m, n = free_a[-1:], free_b[-1:]
     a = chain.permute(inputs[0], a_letters, [*lead_a, *batch, *m, k], sizes)
     b = chain.permute(inputs[1], b_letters, [*lead_b, *batch, k, *n], sizes)
-    if not m:
-        a = chain.step(OpKind.RESHAPE, (a,), (*(sizes[c] for c in batch), 1, sizes[k]))
+    pad = (1,) * len(lead_b) if lead_a else ()
+    if not m or pad:
+        a_shape = (*(sizes[c] for c in lead_a), *pad, *(sizes[c] for c in batch), sizes[m[0]] if m else 1, sizes[k])
+        a = chain.step(OpKind.RESHAPE, (a,), a_shape)
     if not n:
         b = chain.step(OpKind.RESHAPE, (b,), (*(sizes[c] for c in batch), sizes[k], 1))
     product = [*lead_a, *lead_b, *batch, *m, *n]
