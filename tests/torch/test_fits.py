@@ -71,13 +71,13 @@ def _setup(model: nn.Module) -> tuple[Any, Any, list[tuple[Any, np.ndarray]], to
 def counted(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Every call of apply made by apply_what_fits, counted independently of its own count."""
     calls: list[int] = []
-    real = fits.apply
+    real = fits.apply_accepting
 
     def counting(*args: Any, **kwargs: Any) -> None:
         calls.append(1)
         real(*args, **kwargs)
 
-    monkeypatch.setattr(fits, "apply", counting)
+    monkeypatch.setattr(fits, "apply_accepting", counting)
     return calls
 
 

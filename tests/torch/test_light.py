@@ -20,9 +20,9 @@ def _count_traces(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
     runs: list[bool] = []
     real = _trace._run
 
-    def counted(model: nn.Module, inputs: object, meta: bool) -> object:
+    def counted(model: nn.Module, inputs: object, meta: bool, lines: bool = False) -> object:
         runs.append(meta)
-        return real(model, inputs, meta)
+        return real(model, inputs, meta, lines)
 
     monkeypatch.setattr(_trace, "_run", counted)
     return runs

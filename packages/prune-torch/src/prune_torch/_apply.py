@@ -21,17 +21,18 @@ from prune_ops import (
     complement,
     find_groups,
 )
-from prune_torch._errors import ApplyError, TraceError
+from prune_torch._constants import changed_constant
+from prune_torch._errors import ApplyError, SizeConstantError, TraceError
 from prune_torch._history import build_inputs, record, recorded_inputs
 from prune_torch._layers import LAYER_RULES, sync_attributes
 from prune_torch._light import light_check
 from prune_torch._reads import Reads, reading
 from prune_torch._rebase import compare, rebase
 from prune_torch._sizes import size_updates, update_sizes
-from prune_torch._trace import Calls, ExampleInputs, refuse_script_modules, trace, trace_with_calls
+from prune_torch._trace import Calls, ExampleInputs, refuse_script_modules, trace_with_calls
 from prune_torch._traced import TracedGraph
 
-__all__ = ["apply", "inputs_from_plan"]
+__all__ = ["apply", "apply_accepting", "inputs_from_plan"]
 
 _INT_DTYPES = {"int64", "int32", "int16", "int8", "uint8", "bool"}
 
@@ -251,7 +252,26 @@ def apply(
     ``plan`` was made on with ``make_plan``: the model is then not traced again before applying
     and its groups are not searched again (``pt.prune`` passes it). Any other plan is checked on a
     fresh trace.
+
+    The verification also compares the plain numbers of both runs (:mod:`prune_torch._constants`):
+    a model that computes a number from a pruned size (``x.shape[1] ** 0.5``) runs, but no longer
+    computes what the silenced original computes; that raises :class:`SizeConstantError` naming
+    the module and line. ``pt.prune`` leaves such a group unpruned, or with ``approximate=True``
+    prunes it and lists it in ``report.approximate``.
     """
+    apply_accepting(model, plan, example_inputs, verify=verify, traced=traced)
+
+
+def apply_accepting(
+    model: torch.nn.Module,
+    plan: Plan,
+    example_inputs: ExampleInputs | None = None,
+    *,
+    verify: bool = True,
+    traced: TracedGraph | None = None,
+    accepted: frozenset[Any] = frozenset(),
+) -> None:
+    """:func:`apply`, accepting a change of the numbers at the calls whose keys are ``accepted`` (see ``ConstantChange.key``)."""
     refuse_script_modules(model)  # before anything, also when no trace is needed
     if plan.is_empty:
         return
@@ -278,7 +298,7 @@ def apply(
             _sync_stateless(model, before, local, snapshot)
             update_sizes(model, size_updates(before, local, groups), snapshot.remember, reads)
         if verify and before is not None and inputs is not None:
-            _verify(model, inputs, before, calls, local)
+            _verify(model, inputs, before, calls, local, accepted)
     except BaseException:
         snapshot.restore()
         raise
@@ -325,16 +345,28 @@ def _slice_all(model: torch.nn.Module, targets: list[_Target], snapshot: _Snapsh
         sync_attributes(module, LAYER_RULES)
 
 
-def _verify(model: torch.nn.Module, inputs: ExampleInputs, before: Graph, calls: Calls | None, local: Plan) -> None:
-    """The pruned model's shapes against the plan: the light re-run, and the full re-trace only on a difference."""
+def _verify(
+    model: torch.nn.Module,
+    inputs: ExampleInputs,
+    before: Graph,
+    calls: Calls | None,
+    local: Plan,
+    accepted: frozenset[Any] = frozenset(),
+) -> None:
+    """The pruned model's shapes and numbers against the plan: the light re-run, the full re-trace only on a difference."""
     if calls is not None and light_check(model, inputs, before, calls, local) is None:
         return
     try:
         # the planning trace ran on meta: a meta failure now is conclusive (no fallback to a real forward)
-        after = trace(model, inputs, meta=True if calls is not None and calls.meta else None)
+        after, after_calls = trace_with_calls(
+            model, inputs, meta=True if calls is not None and calls.meta else None, lines=True
+        )
     except TraceError as error:
         raise ApplyError(f"the pruned model no longer runs: {error}", error.module) from error
     compare(before, after, local)
+    change = changed_constant(calls.constants, after_calls.constants, accepted) if calls is not None else None
+    if change is not None:
+        raise SizeConstantError(f"after pruning, {change.describe()}. The model was restored.", change)
 
 
 def _device_of(model: torch.nn.Module) -> str:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prune_ops import PlanMismatchError, PruningError
 
-__all__ = ["ApplyError", "TraceError"]
+__all__ = ["ApplyError", "SizeConstantError", "TraceError"]
 
 
 class TraceError(PruningError):
@@ -28,3 +30,15 @@ class ApplyError(PlanMismatchError):
     def __init__(self, message: str, module: str | None = None) -> None:
         super().__init__(message)
         self.module = module
+
+
+class SizeConstantError(ApplyError):
+    """The pruned model computes a plain number from a pruned size (``x.shape[1] ** 0.5``).
+
+    It runs, but no longer computes what the silenced original computes. ``change`` holds the
+    call before and after (a :class:`prune_torch._constants.ConstantChange`).
+    """
+
+    def __init__(self, message: str, change: Any) -> None:
+        super().__init__(message, change.module)
+        self.change = change

@@ -23,8 +23,8 @@ import numpy as np
 
 from prune_graph import Graph
 from prune_ops import Group, Plan, make_plan, removal_of
-from prune_torch._apply import apply
-from prune_torch._errors import ApplyError
+from prune_torch._apply import apply_accepting
+from prune_torch._errors import ApplyError, SizeConstantError
 from prune_torch._rollback import ModelState
 from prune_torch._trace import ExampleInputs
 
@@ -48,6 +48,8 @@ class Fit:
     skipped: tuple[str, ...]
     applies: int
     seconds: float
+    # groups pruned although the model computes a number from their size (``accept_constants``), with why
+    approximate: tuple[tuple[Group, str], ...] = ()
 
     @property
     def tries(self) -> int:
@@ -83,13 +85,15 @@ def apply_what_fits(
     plan: Plan,
     chosen: Chosen,
     example_inputs: ExampleInputs,
+    accept_constants: bool = False,
     **apply_options: Any,
 ) -> Fit:
     """Apply ``plan`` (made on ``graph`` from ``chosen``); leave alone the groups the model's code cannot follow.
 
     ``apply_options`` go to every ``apply`` call (``traced=graph`` spares each its own trace and
     group search). Returns the plan that was applied, the groups it pruned and a note per group
-    left alone. Raises the first ``ApplyError`` when no group can be blamed (the failure does not
+    left alone. A group whose size the model turns into a number (:class:`SizeConstantError`) is
+    left alone too, unless ``accept_constants``: then it is pruned and listed in ``approximate``. Raises the first ``ApplyError`` when no group can be blamed (the failure does not
     depend on the chosen groups).
 
     Example::
@@ -99,13 +103,16 @@ def apply_what_fits(
     """
     active = [(g, u) for g, u in chosen if len(u)]
     notes: list[str] = []
+    approximate: list[tuple[Group, str]] = []
     counter = _Counter(model, graph, example_inputs, apply_options)
     start = time.perf_counter()
     found, since = 0, start  # applies and time when the last culprit was found
     while True:
         error = counter.attempt(plan)
         if error is None:
-            return Fit(plan, tuple(active), tuple(notes), counter.applies, time.perf_counter() - start)
+            seconds = time.perf_counter() - start
+            kept = [(g, why) for g, why in approximate if any(g is a for a, _ in active)]
+            return Fit(plan, tuple(active), tuple(notes), counter.applies, seconds, tuple(kept))
         where = error.module
         if where is None:
             suspects = list(active)
@@ -118,6 +125,11 @@ def apply_what_fits(
         if culprit is None:
             raise error
         group = culprit[0]
+        if accept_constants and isinstance(error, SizeConstantError):
+            counter.accepted |= {error.change.key}
+            approximate.append((group, error.change.describe()))
+            found, since = counter.applies, time.perf_counter()
+            continue
         active = [(g, u) for g, u in active if g is not group]
         cost = f"found in module {where or '<root>'} with {counter.applies - found} apply(s), {time.perf_counter() - since:.1f} s"
         notes.append(f"{group.name} left unpruned: {_reason(error)} [{cost}]")
@@ -134,6 +146,7 @@ class _Counter:
     example_inputs: ExampleInputs
     options: dict[str, Any]
     applies: int = 0
+    accepted: frozenset[Any] = frozenset()  # calls whose numbers may change (see ConstantChange.key)
 
     def plan_of(self, chosen: Chosen) -> Plan:
         return make_plan(self.graph, removal_of(self.graph, chosen))
@@ -141,7 +154,7 @@ class _Counter:
     def attempt(self, plan: Plan) -> ApplyError | None:
         self.applies += 1
         try:
-            apply(self.model, plan, self.example_inputs, **self.options)
+            apply_accepting(self.model, plan, self.example_inputs, accepted=self.accepted, **self.options)
         except ApplyError as error:
             return error
         return None

@@ -3,12 +3,13 @@
 The trace a plan was made on keeps every aten call in order with the shapes it returned
 (:class:`prune_torch._trace.Calls`). After applying, the pruned model runs once more the same
 way (meta stand-ins, or real tensors if the trace needed them) under a dispatch mode that only
-compares: the same op at each position, and each result the plan knows the shape of equal to the
-plan's prediction. Parameters and buffers are checked by name, and the model's outputs by
-position. Any difference, or an error, and the caller falls back to the full re-trace and
-comparison (:func:`prune_torch._rebase.compare`), which finds the module to name; so this is a
-fast path to the same verdict, never a weaker check: a run that matches call by call has every
-shape the full comparison would look at.
+compares: the same op at each position, each result the plan knows the shape of equal to the
+plan's prediction, and the same plain numbers at each call (:mod:`prune_torch._constants`).
+Parameters and buffers are checked by name, and the model's outputs by position. Any
+difference, or an error, and the caller falls back to the full re-trace and comparison
+(:func:`prune_torch._rebase.compare`), which finds the module to name; so this is a fast path to
+the same verdict, never a weaker check: a run that matches call by call has every shape and
+number the full comparison would look at.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from prune_graph import Graph, ValueId, ValueKind
 from prune_ops import Plan
 from prune_torch._aten import tensors_in
+from prune_torch._constants import constants_of, same_numbers
 from prune_torch._meta import MetaKernels
 from prune_torch._rebase import data_sized
 from prune_torch._restore import eval_flags
@@ -47,9 +49,10 @@ class _Checker(TorchDispatchMode):
 
     paused = False  # the attributes a trace's helpers look for (see prune_torch._trace)
 
-    def __init__(self, expected: Expected) -> None:
+    def __init__(self, expected: Expected, numbers: dict[int, tuple[Any, ...]]) -> None:
         super().__init__()
         self.expected = expected
+        self.numbers = numbers  # position → the plain numbers the trace's call used there (no data read before)
         self.position = 0
         self.kernels = MetaKernels()  # the trace's fast meta kernels: the same results, sooner
 
@@ -66,6 +69,9 @@ class _Checker(TorchDispatchMode):
         for tensor, want in zip(tensors, want_shapes):
             if want is not None and tuple(tensor.shape) != want:
                 raise _Difference(f"call {self.position} ({func}): shape {tuple(tensor.shape)}, predicted {want}")
+        numbers = self.numbers.get(self.position)
+        if numbers is not None and not same_numbers(constants_of(func, args, kwargs or {}), numbers):
+            raise _Difference(f"call {self.position} ({func}) computes with other numbers than the trace")
         self.position += 1
         return out
 
@@ -110,7 +116,7 @@ def light_check(
     if not _state_matches(model, before, plan):
         return "a parameter or buffer does not have its predicted shape"
     expected, outputs = _expected(before, calls, plan)
-    checker = _Checker(expected)
+    checker = _Checker(expected, {c.position: c.values for c in calls.constants if not c.after_data})
     args, kwargs = inputs_on(example_inputs, calls.meta)
     stand_ins = state_stand_ins(model) if calls.meta else None
     try:

@@ -212,9 +212,13 @@ def _prune_steps(
             if opts.compensate:
                 pending, notes = plan_compensation(model, chosen, graph.cache["activation statistics"])
             # groups the model's code cannot follow are found (bisection) and left alone, each noted with its cost
-            fit = apply_what_fits(model, graph, plan, chosen, example_inputs, traced=graph)
+            fit = apply_what_fits(
+                model, graph, plan, chosen, example_inputs, accept_constants=opts.approximate is True, traced=graph
+            )
             plan, applied = fit.plan, list(fit.applied)
             skipped += list(fit.skipped)
+            for group, why in fit.approximate:  # the model derives a number from the group's size
+                approximate[f"{group.name}: {why}"] = None
             contracted = contracted_in_products(graph)
             for group, _units in applied:
                 # channels summed in a product of activations (q·k) have no weight to zero downstream:
@@ -226,7 +230,8 @@ def _prune_steps(
                     mixed = "; ".join(str(n) for n in group.mixing)
                     approximate[f"{group.name}: mixed by {mixed}"] = None
             if before is not None:
-                verify_step(before, model, graph, applied, example_inputs, tuple(head_dim_modules))
+                sized = [group for group, _why in fit.approximate]
+                verify_step(before, model, graph, applied, example_inputs, tuple(head_dim_modules), sized)
             if opts.compensate:  # after verifying: compensation moves the outputs off the silenced original
                 add_compensation(model, pending, applied, plan)
                 skipped += [n for n in notes if n not in skipped]

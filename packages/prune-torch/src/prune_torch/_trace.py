@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import sysconfig
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -31,6 +32,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from prune_graph import Graph, GraphBuilder, OpKind, ValueId, ValueKind
 from prune_torch._aten import OpSpec, tensors_in
 from prune_torch._aten_table import READERS
+from prune_torch._constants import Constant, constants_of, reads_data
 from prune_torch._errors import TraceError
 from prune_torch._meta import MetaKernels
 from prune_torch._mha import PrunedMultiheadAttention, runs_stock_forward
@@ -83,6 +85,10 @@ class _Recorder(TorchDispatchMode):
         self.kernels = MetaKernels()
         # every aten call in order with its result, recorded or not: what a light re-run is checked against
         self.stream: list[tuple[Any, Any]] = []
+        # the plain numbers of those calls (see prune_torch._constants), and whether data reached Python yet
+        self.constants: list[Constant] = []
+        self.data_read = False
+        self.lines = False  # name the model's line for each number (a re-trace that looks for a change)
 
     def _id_of(self, t: torch.Tensor) -> ValueId:
         name = self.names.get(id(t))
@@ -107,6 +113,12 @@ class _Recorder(TorchDispatchMode):
         kwargs = kwargs or {}
         out = self.kernels.run(func, args, kwargs)
         self.stream.append((func, out))
+        values = constants_of(func, args, kwargs)
+        if values:
+            line = model_frame_line() if self.lines else None
+            self.constants.append(Constant(len(self.stream) - 1, self.modules[-1], func, values, self.data_read, line))
+        elif not self.data_read and reads_data(func):
+            self.data_read = True
         if not self.paused:
             self._record(func, args, kwargs, out)
         return out
@@ -341,9 +353,12 @@ class Calls:
 
     meta: bool
     items: tuple[Call, ...]
+    constants: tuple[Constant, ...] = ()
 
 
-def _run(model: torch.nn.Module, example_inputs: ExampleInputs, meta: bool) -> tuple[Graph, Calls]:
+def _run(
+    model: torch.nn.Module, example_inputs: ExampleInputs, meta: bool, lines: bool = False
+) -> tuple[Graph, Calls]:
     builder = GraphBuilder()
     names: dict[int, ValueId] = {}
     state = _state(model)
@@ -367,6 +382,7 @@ def _run(model: torch.nn.Module, example_inputs: ExampleInputs, meta: bool) -> t
             names[id(t)] = input_ids[-1]
     stack = [""]
     recorder = _Recorder(builder, names, stack)
+    recorder.lines = lines
     result = forward_under(model, args, kwargs, stand_ins, recorder, stack)
     outputs = [recorder._id_of(t) for t in result_tensors(result)]
     graph = builder.build(input_ids, list(dict.fromkeys(outputs)), drop_unused=True)
@@ -379,7 +395,7 @@ def _run(model: torch.nn.Module, example_inputs: ExampleInputs, meta: bool) -> t
             found.append((name if name in known else None, tuple(t.shape)))
         return tuple(found)
 
-    calls = Calls(meta, tuple((func, ids(out)) for func, out in recorder.stream))
+    calls = Calls(meta, tuple((func, ids(out)) for func, out in recorder.stream), tuple(recorder.constants))
     return graph, calls
 
 
@@ -457,10 +473,26 @@ def _model_line(error: BaseException) -> str | None:
     return found
 
 
+def model_frame_line() -> str | None:
+    """``file.py:line`` of the innermost frame of the model's own code on the current stack."""
+    stdlib = sysconfig.get_paths()["stdlib"] + os.sep
+    frame = sys._getframe(1)
+    while frame is not None:
+        name = frame.f_code.co_filename
+        library = name.startswith(stdlib) and "-packages" not in name
+        if not library and not name.startswith(_MACHINERY) and not name.startswith("<"):
+            return f"{os.path.basename(name)}:{frame.f_lineno}"
+        frame = frame.f_back
+    return None
+
+
 def trace_with_calls(
-    model: torch.nn.Module, example_inputs: ExampleInputs, *, meta: bool | None = None
+    model: torch.nn.Module, example_inputs: ExampleInputs, *, meta: bool | None = None, lines: bool = False
 ) -> tuple[Graph, Calls]:
-    """:func:`trace`, and the record of every aten call the run made (see :class:`Calls`)."""
+    """:func:`trace`, and the record of every aten call the run made (see :class:`Calls`).
+
+    ``lines`` also names the model's source line of every call that uses a plain number (slower).
+    """
     check_traceable(model)
     attempts = [True] if (meta is True or on_meta(model)) else ([False] if meta is False else [True, False])
     errors: list[str] = []
@@ -468,7 +500,7 @@ def trace_with_calls(
     for use_meta in attempts:
         try:
             with torch.enable_grad(), eval_flags(model):
-                return _run(model, example_inputs, use_meta)
+                return _run(model, example_inputs, use_meta, lines)
         except TraceError as error:
             errors.append(f"{'meta' if use_meta else 'real'} run {error}")
             # the last attempt names the module: a meta run can stop early where a model reads values

@@ -108,14 +108,16 @@ def verify_step(
     applied: Sequence[tuple[Group, np.ndarray]],
     inputs: ExampleInputs,
     silence_outputs: Iterable[str] = (),
+    approximate: Sequence[Group] = (),
 ) -> None:
     """Check that the exact groups of one prune step keep the outputs of the silenced ``before``.
 
-    Approximate groups cannot be checked this way; when some were pruned, the exact ones are
-    applied alone to a copy of ``before`` and that copy is checked. On a difference, each exact
-    group is tried alone to name the one that breaks equality.
+    Approximate groups (mixed by an op, or ``approximate``: the model derives a number from their
+    size) cannot be checked this way; when some were pruned, the exact ones are applied alone to a
+    copy of ``before`` and that copy is checked. On a difference, each exact group is tried alone
+    to name the one that breaks equality.
     """
-    exact = [(g, u) for g, u in applied if not g.approximate]
+    exact = [(g, u) for g, u in applied if not g.approximate and not any(g is a for a in approximate)]
     if not exact:
         return
     silence = tuple(silence_outputs)
