@@ -207,3 +207,23 @@ def test_past_states_pin_the_heads_they_meet() -> None:
 def test_contrib_attention_is_keyed_by_its_domain() -> None:
     assert "com.microsoft.Attention" in po.NODE_RULES
     assert "Attention" in po.NODE_RULES
+
+
+@pytest.mark.parametrize("layout", ["packed", "contrib"])
+def test_query_key_head_dims_are_exact_with_a_scale_and_silenced_where_made(layout: str) -> None:
+    """q·k has no weight to zero: the silenced original zeroes the pruned dims in the projections."""
+    label = "att.qkv_weight[1]" if layout == "contrib" else "proj_q.Wq[1]"
+    for scale, exact in ((0.3, True), (None, False)):
+        model = attention_model(layout, scale=scale)
+        graph = po.trace(model)
+        (qk,) = [
+            g
+            for g in graph.groups().groups
+            if g.kind is GroupKind.HEAD_DIMS and label in {m.label for m in g.parameters} and g.size == HEAD_DIM
+            if not any(m.label == "out.Wo[0]" for m in g.parameters)
+        ]
+        plan = plan_of(graph, qk, [1])
+        pruned = po.apply(graph, plan)
+        onnx.checker.check_model(pruned, full_check=True)
+        # without a scale attribute the node divides by √(new head dim): declared approximate, and it is
+        assert po.check_equivalence(graph, pruned, plan).ok is exact

@@ -12,23 +12,51 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from prune_graph import ValueId
+from prune_onnx._apply import removal_from_plan
 from prune_onnx._read import ModelLike
 from prune_onnx._trace import OnnxGraph, trace
-from prune_ops import Equivalence, Plan, PruningError, compare_outputs
+from prune_ops import Equivalence, Plan, PruningError, compare_outputs, contracted_in_products
 from prune_ops._silence import silence
 
 __all__ = ["Equivalence", "check_equivalence", "random_inputs", "run", "silenced_copy"]
 
 
+def _made_sides(graph: OnnxGraph, plan: Plan) -> dict[ValueId, frozenset[int]]:
+    """Parameter axes that make channels a product of activations sums over (``q·k`` over pruned query-key dims).
+
+    Such a product has no weight to zero downstream: the silenced original zeroes those channels
+    where they are made (the projections' output rows and biases), as prune-torch does. Sound
+    where zero stays zero from there to the product (a projection, a reshape, a transpose).
+    """
+    contracted = contracted_in_products(graph)
+    if not contracted or plan.is_empty:
+        return {}
+    removal = removal_from_plan(graph, plan)
+    found: dict[ValueId, set[int]] = {}
+    for group in graph.groups(prune_outputs=True).groups:
+        if not any(m.dim in contracted for m in group.members):
+            continue
+        if not any(len(removal.of(m.dim)) for m in group.members):
+            continue
+        for member in group.parameters:
+            found.setdefault(member.value.id, set()).add(member.dim.dim)
+    return {value: frozenset(axes) for value, axes in found.items()}
+
+
 def silenced_copy(original: ModelLike | OnnxGraph, plan: Plan) -> onnx.ModelProto:
-    """A copy of ``original`` in which every op that reads a removed channel reads zero there."""
+    """A copy of ``original`` in which every op that reads a removed channel reads zero there.
+
+    Channels summed in a product of two activations (attention's query-key dims) are zeroed
+    where they are made instead: that product has no weight to zero.
+    """
     graph = original if isinstance(original, OnnxGraph) else trace(original)
     if graph.model is None:
         raise PruningError("the graph does not carry its model (use prune_onnx.trace)")
     out = onnx.ModelProto()
     out.CopyFrom(graph.model)
     inits = {t.name: t for t in out.graph.initializer}
-    for item in silence(graph, plan):
+    for item in silence(graph, plan, _made_sides(graph, plan)):
         tensor = inits[item.name]
         array = numpy_helper.to_array(tensor).copy()
         index = [slice(None)] * array.ndim
