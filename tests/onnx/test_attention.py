@@ -63,6 +63,8 @@ def attention_model(
                 nodes.append(helper.make_node("Reshape", [f"{t}p", f"{t}_shape"], [f"{t}r"], f"split_{t}"))
                 nodes.append(helper.make_node("Transpose", [f"{t}r"], [f"{t}4"], f"heads_{t}", perm=[0, 2, 1, 3]))
             names = ["q4", "k4", "v4"]
+            # what torch.onnx.export(dynamo=True, opset_version=23) writes for scaled_dot_product_attention
+            extra.update(is_causal=0, softcap=0.0, qk_matmul_output_mode=0)
         else:
             extra.update(q_num_heads=HEADS, kv_num_heads=kv_heads)
         att_inputs = list(names)

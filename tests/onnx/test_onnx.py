@@ -259,3 +259,35 @@ def test_bn_scale_importance_finds_the_scale_by_op_and_slot_not_by_name() -> Non
     kept = numpy_helper.to_array(next(t for t in pruned.graph.initializer if t.name == "onnx::BatchNormalization_12"))
     np.testing.assert_array_equal(kept, gamma[[0, 2, 4]])  # the three largest |γ|
     assert po.check_equivalence(model, pruned, report.plan).ok
+
+
+def test_rms_normalization_mixes_the_channels_it_normalises() -> None:
+    rng = np.random.default_rng(6)
+    inits = [
+        numpy_helper.from_array(rng.standard_normal((8, 6)).astype(np.float32), "W0"),
+        numpy_helper.from_array(np.abs(rng.standard_normal(6)).astype(np.float32) + 0.5, "rms_scale"),
+        numpy_helper.from_array(rng.standard_normal((6, 3)).astype(np.float32), "W1"),
+    ]
+    nodes = [
+        helper.make_node("MatMul", ["x", "W0"], ["h"], "fc0"),
+        helper.make_node("RMSNormalization", ["h", "rms_scale"], ["n"], "rms", axis=-1),
+        helper.make_node("MatMul", ["n", "W1"], ["y"], "fc1"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "rms",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 23)])
+    model.ir_version = 10
+    traced = po.trace(model)
+    assert [op.kind for op in traced.ops if op.module == "rms"] == [OpKind.NORM]
+    (group,) = traced.groups().prunable
+    assert group.normalised  # approximate, crossed only because a recognised normalisation mixes it
+    pruned, report = po.prune(model, ratio=0.5, importance="bn_scale")
+    onnx.checker.check_model(pruned, full_check=True)
+    assert report.approximate
+    assert [t.dims for t in pruned.graph.initializer if t.name == "rms_scale"] == [[3]]
+    assert po.run(pruned, {"x": np.ones((2, 8), dtype=np.float32)})[0].shape == (2, 3)

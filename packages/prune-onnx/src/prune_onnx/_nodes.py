@@ -399,6 +399,7 @@ NODE_RULES: Mapping[str, NodeRule] = types.MappingProxyType(
         "BatchNormalization": _batch_norm,
         "InstanceNormalization": _instance_norm,
         "LayerNormalization": _layer_norm,
+        "RMSNormalization": _layer_norm,  # opset 23: a layer norm without a mean or a bias
         "GroupNormalization": _group_norm,
         **dict.fromkeys(_ELEMENTWISE, _elementwise),
         "Dropout": _first_output,
