@@ -264,3 +264,34 @@ def test_a_module_run_twice_reloads_into_a_fresh_one(tmp_path: Path) -> None:
     assert mine.keys() == theirs.keys()
     assert all(torch.equal(mine[k], theirs[k]) for k in mine)
     assert torch.equal(fresh(x), model(x))
+
+
+class CountedByPython(nn.Module):
+    """A count leaves the data through Python: ``torch.zeros(len(rows), ...)`` (torchvision's RoI pooling)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 16, 3, padding=1)
+        self.score = nn.Conv2d(16, 1, 1)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        scores = self.score(torch.relu(self.stem(x))).flatten()
+        rows = torch.nonzero(scores > 0)
+        pooled = torch.zeros(rows.shape[0], 4, dtype=x.dtype)  # sized by a Python int read from the data
+        return scores, rows, pooled + 1
+
+
+def test_a_tensor_made_from_a_count_of_the_data_is_data_sized(tmp_path: Path) -> None:
+    model = build(CountedByPython)
+    graph = pt.trace(model, X)
+    scores, rows, pooled = graph.outputs
+    assert scores not in data_sized(graph)
+    assert rows in data_sized(graph)
+    assert pooled in data_sized(graph)
+    before = outputs(model, X)[2].shape[0]
+    pt.prune(model, X, ratio=0.5, show_progress=False)  # the count changes with the weights: not a failed prune
+    assert model.stem.out_channels == 8
+    assert outputs(model, X)[2].shape[0] != before
+    fresh = build(CountedByPython, seed=3)
+    pt.load_pruned(fresh, pt.save_pruned(model, tmp_path / "model.pt"))
+    assert_equal_outputs(outputs(fresh, X), outputs(model, X))

@@ -57,12 +57,50 @@ def _reads_data_for_size(graph: Graph, op: Op) -> bool:
     return False
 
 
+# ops that take their sizes as plain ints: a count read from data (``len(boxes)``) reaches them that way
+_SIZED_BY_ARGUMENTS = frozenset(
+    f"aten.{name}"
+    for name in (
+        "zeros",
+        "ones",
+        "empty",
+        "full",
+        "arange",
+        "rand",
+        "randn",
+        "randint",
+        "empty_strided",
+        "new_zeros",
+        "new_ones",
+        "new_empty",
+        "new_full",
+        "new_empty_strided",
+    )
+)
+
+
 def data_sized(graph: Graph) -> set[ValueId]:
-    """Values whose sizes may depend on the data: outputs of data-dependent ops and everything computed from them."""
+    """Values whose sizes may depend on the data: outputs of data-dependent ops and everything computed from them.
+
+    A count can also leave the data through Python (``torch.zeros(len(boxes), 256, 7, 7)`` in
+    torchvision's RoI pooling): once a data-sized value exists, a tensor made from plain sizes
+    whose first dim equals the first dim of a data-sized value (above 1) counts as data-sized too.
+    """
     tainted: set[ValueId] = set()
+    counts: set[int] = set()  # first dims of data-sized values
+
+    def taint(op: Op) -> None:
+        tainted.update(op.outputs)
+        counts.update(s[0] for s in (graph.shape(o) for o in op.outputs) if s and s[0] > 1)
+
+    def from_count(op: Op) -> bool:
+        return op.target in _SIZED_BY_ARGUMENTS and any(
+            graph.shape(o)[:1] and graph.shape(o)[0] in counts for o in op.outputs
+        )
+
     for op in graph.ops:
-        if _reads_data_for_size(graph, op) or any(i in tainted for i in op.inputs):
-            tainted.update(op.outputs)
+        if _reads_data_for_size(graph, op) or any(i in tainted for i in op.inputs) or (counts and from_count(op)):
+            taint(op)
     return tainted
 
 
