@@ -197,12 +197,24 @@ def test_qk_matmul_output_stays_opaque() -> None:
     assert "qk_matmul_output" in str(att.attr("why"))
 
 
-def test_past_states_pin_the_heads_they_meet() -> None:
-    model = attention_model("heads", past=True)
+@pytest.mark.parametrize("layout", ["heads", "packed"])
+def test_past_states_pin_the_heads_they_meet(layout: str) -> None:
+    model = attention_model(layout, past=True)
     graph = po.trace(model)
-    assert [op.kind for op in graph.ops if op.module == "att"] == [OpKind.CONCAT, OpKind.CONCAT, OpKind.ATTENTION]
+    kinds = [op.kind for op in graph.ops if op.module == "att"]
+    assert kinds.count(OpKind.CONCAT) == 2
+    assert OpKind.ATTENTION in kinds
     assert not any(g.prunable for g in graph.groups().groups if g.kind is GroupKind.HEADS)
     pruned, report = po.prune(model, ratio=0.5)
+    assert po.check_equivalence(model, pruned, report.plan).ok
+
+
+def test_head_counts_given_with_per_head_inputs_follow_them() -> None:
+    model = attention_model("heads")
+    (att,) = [n for n in model.graph.node if n.name == "att"]
+    att.attribute.extend([helper.make_attribute("q_num_heads", HEADS), helper.make_attribute("kv_num_heads", HEADS)])
+    pruned, report = po.prune(model, ratio=0.5)
+    assert (attribute(pruned, "q_num_heads"), attribute(pruned, "kv_num_heads")) == (HEADS // 2, HEADS // 2)
     assert po.check_equivalence(model, pruned, report.plan).ok
 
 

@@ -198,8 +198,8 @@ def heads_after(node: onnx.NodeProto, new_shape: Callable[[str], tuple[int, ...]
     """The attributes an attention node needs after pruning, from the new shapes of its per-head values.
 
     ``new_shape`` maps a graph value's name to its shape after the plan (``None`` when the graph
-    has no such value: the node was opaque or took (B, H, L, E) inputs, whose sizes follow by
-    themselves).
+    has no such value: the node was opaque). Per-head (B, H, L, E) inputs carry their sizes
+    themselves; head counts given with them anyway are rewritten to match.
     """
     found: dict[str, int | list[int]] = {}
     q4, k4 = new_shape(_name(node, f"q{HEADS}")), new_shape(_name(node, f"k{HEADS}"))
@@ -209,6 +209,11 @@ def heads_after(node: onnx.NodeProto, new_shape: Callable[[str], tuple[int, ...]
             found["num_heads"] = q4[1]
             found["qkv_hidden_sizes"] = [p[2] for p in pieces if p is not None]
         return found
+    if q4 is None and any(a.name in ("q_num_heads", "kv_num_heads") for a in node.attribute):
+        # per-head inputs with the (optional) head counts given anyway: they follow the inputs
+        q4, k4 = new_shape(node.input[0]), new_shape(node.input[1])
+        if q4 is None or k4 is None or len(q4) != 4:
+            return found
     if q4 is not None and k4 is not None:
         found["q_num_heads"], found["kv_num_heads"] = q4[1], k4[1]
     return found
