@@ -7,12 +7,14 @@ import doctest
 import numpy as np
 import onnx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
 import prune_onnx as po
 from prune_graph import OpKind
 from prune_onnx import _einsum
-from prune_onnx._spec import Context
+from prune_onnx._spec import Context, Spec
 from prune_ops import GroupKind
 
 HIDDEN = 6
@@ -220,3 +222,70 @@ def test_other_equations_stay_opaque_and_say_why(equation: str, shapes: list[tup
 
 def test_parse_doctests() -> None:
     assert doctest.testmod(_einsum).failed == 0
+
+
+def _run_chain(specs: list[Spec], arrays: dict[str, np.ndarray], out: str, shape: tuple[int, ...]) -> np.ndarray:
+    """The op chain an Einsum maps onto, evaluated with numpy: what the couplings describe."""
+    values = dict(arrays)
+    for spec in specs:
+        made = dict(spec.made)
+        x = [values[i] for i in spec.inputs]
+        if spec.kind is OpKind.PERMUTE:
+            y = np.transpose(x[0], spec.attrs["perm"])  # type: ignore[arg-type]
+        elif spec.kind is OpKind.MATMUL:
+            y = np.matmul(x[0], x[1])
+        elif spec.kind is OpKind.RESHAPE:
+            y = x[0].reshape(made.get(spec.outputs[0], shape))
+        elif spec.kind is OpKind.REDUCE:
+            y = x[0].sum(axis=tuple(spec.attrs["dims"]))  # type: ignore[arg-type]
+        else:
+            assert spec.kind is OpKind.ELEMENTWISE
+            y = x[0]
+        if spec.outputs[0] in made:
+            assert y.shape == made[spec.outputs[0]]
+        values[spec.outputs[0]] = y
+    return values[out]
+
+
+@st.composite
+def equations(draw: st.DrawFn) -> tuple[str, list[tuple[int, ...]]]:
+    letters = iter(draw(st.permutations("abcdefghij")))
+    batch = [next(letters) for _ in range(draw(st.integers(0, 2)))]
+    free_a = [next(letters) for _ in range(draw(st.integers(0, 2)))]
+    free_b = [next(letters) for _ in range(draw(st.integers(0, 2)))]
+    k = next(letters)
+    a = draw(st.permutations([*batch, *free_a, k]))
+    b = draw(st.permutations([*batch, *free_b, k]))
+    out = draw(st.permutations([*batch, *free_a, *free_b]))
+    sizes = {c: draw(st.integers(2, 4)) for c in [*batch, *free_a, *free_b, k]}
+    return f"{''.join(a)},{''.join(b)}->{''.join(out)}", [tuple(sizes[c] for c in a), tuple(sizes[c] for c in b)]
+
+
+@settings(deadline=None, max_examples=60)
+@given(case=equations(), weight_first=st.booleans(), seed=st.integers(0, 2**16))
+def test_every_two_operand_product_maps_onto_ops_that_compute_it(
+    case: tuple[str, list[tuple[int, ...]]], weight_first: bool, seed: int
+) -> None:
+    equation, shapes = case
+    rng = np.random.default_rng(seed)
+    arrays = {f"in{i}": rng.standard_normal(s) for i, s in enumerate(shapes)}
+    expected = np.einsum(equation, *arrays.values())
+    node = helper.make_node("Einsum", list(arrays), ["out"], "ein", equation=equation)
+    weights = frozenset({"in0"} if weight_first else set())
+    ctx = Context({**{n: a.shape for n, a in arrays.items()}, "out": expected.shape}, {}, weights, 17)
+    specs = _einsum.einsum(node, ctx)
+    assert all(s.kind is not OpKind.OPAQUE for s in specs)
+    assert sum(s.kind is OpKind.MATMUL for s in specs) == 1
+    np.testing.assert_allclose(_run_chain(specs, arrays, "out", expected.shape), expected, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize(
+    ("equation", "shape"),
+    [("bij->bji", (2, 3, 4)), ("bij->jb", (2, 3, 4)), ("ij->ij", (2, 3)), ("i...j->j...", (2, 3, 4))],
+)
+def test_one_operand_equations_map_onto_ops_that_compute_them(equation: str, shape: tuple[int, ...]) -> None:
+    x = np.random.default_rng(0).standard_normal(shape)
+    expected = np.einsum(equation, x)
+    node = helper.make_node("Einsum", ["in0"], ["out"], "ein", equation=equation)
+    specs = _einsum.einsum(node, Context({"in0": shape, "out": expected.shape}, {}, frozenset(), 17))
+    np.testing.assert_allclose(_run_chain(specs, {"in0": x}, "out", expected.shape), expected)
