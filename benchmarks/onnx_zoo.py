@@ -35,6 +35,44 @@ CASES = (
 )
 
 
+CONDITIONS = (
+    "Within these, a node is read as opaque, with its reason in the report, where its mapping would have to guess:",
+    "",
+    "- `Attention` (opset 23+, Q/K/V packed as (B, L, H·E) or per head as (B, H, L, E)): grouped-query attention",
+    "  (fewer key/value heads than query heads) and a requested `qk_matmul_output`; past key/value states pin the",
+    "  heads they meet. Heads prune, and `q_num_heads` / `kv_num_heads` follow. The query-key head dims are",
+    "  approximate (the default scale 1/√(head dim) changes with them) unless a `scale` attribute is given; the",
+    "  default prune leaves head dims alone, as for attention written with MatMul.",
+    "- `com.microsoft.Attention`: past / present states, `do_rotary`, `past_present_share_buffer`, weights that are",
+    "  not initializers. Heads prune through the packed QKV weight and bias; `num_heads` and `qkv_hidden_sizes`",
+    "  follow. Masks and attention biases pin what they touch.",
+    "- `Einsum`: one or two operands. Two: one contracted letter, every other letter a batch letter or a free letter",
+    "  of one operand (`bsd,od->bso`, `...d,do->...o`, `bsd,hed->bhse`, `bij,bjk->bik`, `bhqd,bhkd->bhqk`,",
+    "  `bhqk,bhkd->bqhd`), read as transposes around a (batched) MatMul. One: a transpose, after a sum over the",
+    "  letters the output drops (a reduction, which mixes them). Opaque: three or more operands, a letter repeated",
+    "  in one operand (diagonals), outer products, two or more contracted letters, a letter summed in one operand",
+    "  only, broadcast sizes.",
+    "- `Gemm` with `transA`, `Slice` with a negative step, `Pad` with `axes`, `LayerNormalization` with broadcast",
+    "  scales, `GroupNormalization` with one scale per group (opset 18), `LSTM` / `GRU` / `RNN` with peepholes or",
+    "  weights that are not initializers, `Gather` of an activation by a non-scalar index, and any node whose sizes",
+    "  (axes, repeats, bounds) are not constants.",
+)
+
+
+def coverage() -> list[str]:
+    """The coverage statement: the node types prune-onnx reads, from its rule table, and where each stays opaque."""
+    types = sorted(po.NODE_RULES, key=str.lower)
+    return [
+        "## Coverage",
+        "",
+        f"Node types prune-onnx reads (`prune_onnx.NODE_RULES`, {len(types)}): "
+        + ", ".join(f"`{t}`" for t in types)
+        + ". Every other node type is opaque: no dim it touches is pruned, and the report names it.",
+        "",
+        *CONDITIONS,
+    ]
+
+
 def _locate(package: str, relative: str) -> Path | None:
     spec = importlib.util.find_spec(package)
     if spec is None or spec.origin is None:
@@ -109,11 +147,14 @@ def main() -> int:
             "models with random weights exported by `torch.onnx.export` in the session; onnxruntime "
             f"{ort.__version__} on one CPU thread ({platform.machine()}), median of 20 runs. `onnx.checker` passes for",
             "every pruned model (apply checks it and reads the model back). Outputs are compared with the silenced",
-            "original (the original with the input-side weights of every consumer of a removed channel zeroed).",
+            "original (the original with the input-side weights of every consumer of a removed channel zeroed; channels",
+            "summed in a product of two activations, such as attention's query-key dims, zeroed where they are made).",
             "",
             "| model | parameters | MACs | prunable groups | outputs vs silenced | ORT ms before → after | groups left whole |",
             "| --- | --- | --- | --- | --- | --- | --- |",
             *rows,
+            "",
+            *coverage(),
             "",
         ]
     )
