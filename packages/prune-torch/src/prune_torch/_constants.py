@@ -31,7 +31,10 @@ _FILLS = {"scalar_tensor": 0, "full": 1, "fill": 1, "fill_": 1, "new_full": 2, "
 _DATA_READS = frozenset({"_local_scalar_dense", "equal", "is_nonzero"})
 _SMALL = 64  # a tensor made from Python data is compared by value up to this many elements
 
-# per overload: 1 pointwise (every number), 2 any other op (floats only), 3 lift, 4 fill at an index, 5 data read
+_FLOATS = ("float", "number")  # schema types that take a float: float, Optional[float], Scalar ...
+_NO_SCHEMA = attrs.make_class("NoSchema", {"arguments": attrs.field(default=())})()
+
+# per overload: 0 nothing to keep, 1 pointwise (every number), 2 any other op (floats only), 3 lift, 4 fill at an index, 5 data read
 _KINDS: dict[Any, tuple[int, int]] = {}
 
 
@@ -46,9 +49,11 @@ def _kind(func: Any) -> tuple[int, int]:
         elif name in _FILLS:
             kind = (4, _FILLS[name])
         elif torch.Tag.pointwise in getattr(func, "tags", ()):
-            kind = (1, 0)
-        else:
+            kind = (1, 0)  # a Python number can arrive as any argument, a Tensor one included (x / 4.0)
+        elif any(t in str(a.type) for a in getattr(func, "_schema", _NO_SCHEMA).arguments for t in _FLOATS):
             kind = (2, 0)
+        else:
+            kind = (0, 0)  # no argument can be a float: nothing to keep
         _KINDS[func] = kind
     return kind
 
@@ -61,6 +66,8 @@ def _number(x: Any, ints: bool) -> bool:
 def constants_of(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, ...]:
     """The plain numbers of one aten call that a size could have become (empty for most calls)."""
     kind, at = _kind(func)
+    if kind == 0:
+        return ()
     if kind == 3:
         t = args[0] if args else None
         if isinstance(t, torch.Tensor) and t.device.type == "cpu" and t.numel() <= _SMALL:
