@@ -90,7 +90,16 @@ class OpKind(enum.Enum):
     OPAQUE = "opaque"
 
 
+_PLAIN = frozenset({type(None), bool, int, float, str})  # attribute values kept as they are
+
+
 def _freeze_attr(value: object) -> AttrValue:
+    # the common cases by exact type first (a trace makes thousands of ops); the rules below decide the rest
+    kind = type(value)
+    if kind in _PLAIN:
+        return value  # type: ignore[return-value]
+    if kind is tuple and all(type(v) in _PLAIN for v in value):  # type: ignore[attr-defined]
+        return value  # type: ignore[return-value]
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     if isinstance(value, (list, tuple)):
@@ -99,6 +108,9 @@ def _freeze_attr(value: object) -> AttrValue:
 
 
 def _to_attrs(value: object) -> tuple[tuple[str, AttrValue], ...]:
+    if type(value) is dict and all(type(key) is str for key in value):
+        # a dict's keys are unique: no pair-by-pair check, and sorting never compares two values
+        return tuple(sorted((key, _freeze_attr(val)) for key, val in value.items()))
     if isinstance(value, Mapping):
         items = list(value.items())
     elif isinstance(value, (list, tuple)) and all(isinstance(i, (list, tuple)) and len(i) == 2 for i in value):
@@ -116,6 +128,8 @@ def _to_attrs(value: object) -> tuple[tuple[str, AttrValue], ...]:
 
 
 def _to_ids(value: object) -> tuple[ValueId, ...]:
+    if type(value) is tuple and all(type(item) is str for item in value):
+        return value  # type: ignore[return-value]
     if isinstance(value, str) or not isinstance(value, (list, tuple)):
         raise GraphError(f"value id lists must be sequences of str (got {value!r})")
     for item in value:

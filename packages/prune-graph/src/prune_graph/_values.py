@@ -33,6 +33,8 @@ class ValueKind(enum.Enum):
 
 
 def _to_shape(shape: object) -> tuple[int, ...]:
+    if type(shape) is tuple and all(type(size) is int and size >= 0 for size in shape):
+        return shape  # type: ignore[return-value]
     if not isinstance(shape, (tuple, list)):
         raise GraphError(f"'shape' must be a sequence of sizes (got {shape!r})")
     out = tuple(shape)

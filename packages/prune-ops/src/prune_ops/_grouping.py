@@ -17,12 +17,26 @@ from collections.abc import Collection
 import attrs
 import numpy as np
 
-from prune_graph import Broadcast, Coupling, DimRef, FactorLink, Graph, Identity, Link, Mix, Pin, ValueKind
+from prune_graph import (
+    Broadcast,
+    Coupling,
+    DimRef,
+    FactorLink,
+    Graph,
+    Identity,
+    Link,
+    Mix,
+    Offset,
+    Pin,
+    Value,
+    ValueKind,
+    Window,
+)
 from prune_ops._classes import UnionFind, boundary_and_ignored, components, unify_factors
 from prune_ops._groups import Group, GroupKind, GroupSet, Member
 from prune_ops._indices import IntArray
 from prune_ops._kinds import group_kinds
-from prune_ops._mixing import mixing_of
+from prune_ops._mixing import MixNote, mixing_of
 
 __all__ = ["find_groups"]
 
@@ -78,9 +92,20 @@ def find_groups(graph: Graph, *, ignore: Collection[str] = (), prune_outputs: bo
     edges_b: list[IntArray] = []
     for link in windows:
         src, dst = base[classes.find(link.src)], base[classes.find(link.dst)]
-        domain = link.map.domain()
-        edges_a.append(src + np.asarray(domain, dtype=np.int64))
-        edges_b.append(dst + np.asarray(link.map.forward(domain), dtype=np.int64))
+        index_map = link.map
+        # the two common maps in arrays; any other map through its own domain and forward
+        if type(index_map) is Offset:
+            steps = np.arange(index_map.src_size, dtype=np.int64)
+            edges_a.append(src + steps)
+            edges_b.append(dst + index_map.offset + steps)
+        elif type(index_map) is Window:
+            steps = np.arange(index_map.length, dtype=np.int64)
+            edges_a.append(src + index_map.start + index_map.step * steps)
+            edges_b.append(dst + steps)
+        else:
+            domain = index_map.domain()
+            edges_a.append(src + np.asarray(domain, dtype=np.int64))
+            edges_b.append(dst + np.asarray(index_map.forward(domain), dtype=np.int64))
     atom = components(total, edges_a, edges_b)
     joined_classes = list(base)  # a joined class is known by its place here in the arrays below
     owner = np.repeat(np.arange(len(joined_classes), dtype=np.int64), [size_of[k] for k in joined_classes])
@@ -105,10 +130,11 @@ def find_groups(graph: Graph, *, ignore: Collection[str] = (), prune_outputs: bo
                 factors_by_part.setdefault(classes.find(part), []).append(f)
 
     # roots: plain classes that are not fine, and atoms of joined classes grouped by support
-    seeds: list[dict[DimRef, IntArray]] = []
+    # each seed with its count of units (the labels its arrays use)
+    seeds: list[tuple[dict[DimRef, IntArray], int]] = []
     for k in dims_of:
         if k not in base and k not in fine_classes and size_of[k] > 0:
-            seeds.append({k: np.arange(size_of[k], dtype=np.int64)})
+            seeds.append(({k: np.arange(size_of[k], dtype=np.int64)}, size_of[k]))
     by_support: dict[tuple[int, ...], list[int]] = {}
     for root, support in zip(roots.tolist(), supports):
         if not fine_atom[root]:
@@ -117,7 +143,8 @@ def find_groups(graph: Graph, *, ignore: Collection[str] = (), prune_outputs: bo
     unit_of_atom = np.full(total, -1, dtype=np.int64)
     for support, atom_roots in by_support.items():
         unit_of_atom[atom_roots] = np.arange(len(atom_roots), dtype=np.int64)
-        seeds.append({joined_classes[j]: unit_of_atom[context.atoms_of[joined_classes[j]]] for j in support})
+        seed = {joined_classes[j]: unit_of_atom[context.atoms_of[joined_classes[j]]] for j in support}
+        seeds.append((seed, len(atom_roots)))
         unit_of_atom[atom_roots] = -1
 
     joined = UnionFind()
@@ -126,27 +153,42 @@ def find_groups(graph: Graph, *, ignore: Collection[str] = (), prune_outputs: bo
     spaces: dict[DimRef, list[DimRef]] = {}
     for k in base:
         spaces.setdefault(joined.find(k), []).append(k)
-    order: dict[str, int] = {v.id: i for i, v in enumerate(graph.values)}
     context.meet(
         {k: members for members in spaces.values() for k in members},
         [[joined_classes[j] for j in support] for support in set(supports)],
     )
     kind_of = group_kinds(graph, classes, factors, windows)
     mixing = mixing_of(graph, couplings)
-    groups: list[Group] = []
-    for seed in seeds:
-        units = context.expand(seed)
-        group = _make_group(len(groups), graph, units, dims_of, pins, order)
+    members_of = _MemberOrder(graph, dims_of, pins, mixing, classes)
+    made: list[tuple[tuple[int, str], _Made]] = []
+    for seed, count in seeds:
+        units, size = context.expand(seed, count)
         kind = next((kind_of[k] for k in seed if k in kind_of), GroupKind.CHANNELS)
-        notes = tuple(dict.fromkeys(n for m in group.members for n in mixing.get(m.dim, ())))
-        groups.append(attrs.evolve(group, kind=kind, mixing=notes))
-    groups.sort(key=lambda g: _order_key(graph, g))
-    return GroupSet(graph, [attrs.evolve(g, id=i) for i, g in enumerate(groups)])
+        found = members_of.group(units, size, kind)
+        made.append((found.order_key, found))
+    # sorted by root (state first, then path); the search order breaks ties, as a stable sort would
+    made.sort(key=lambda item: item[0])
+    return GroupSet(graph, [found.group(i) for i, (_key, found) in enumerate(made)])
 
 
-def _order_key(graph: Graph, group: Group) -> tuple[int, str]:
-    value = group.root_member.value
-    return (0 if value.kind in _STATE else 1, value.path)
+@attrs.frozen
+class _Made:
+    """A group found, before its place (its id) among the sorted groups is known."""
+
+    root: Member
+    size: int
+    members: tuple[Member, ...]
+    blockers: tuple[str, ...]
+    kind: GroupKind
+    mixing: tuple[MixNote, ...]
+
+    @property
+    def order_key(self) -> tuple[int, str]:
+        value = self.root.value
+        return (0 if value.kind in _STATE else 1, value.path)
+
+    def group(self, index: int) -> Group:
+        return Group(index, self.root.dim, self.size, self.members, self.blockers, self.kind, self.mixing)
 
 
 @attrs.define
@@ -185,11 +227,14 @@ class _Context:
             for k in classes:
                 met[k].update(classes)
         for k in self.base:
-            self.neighbours[k] = [other for other in spaces[k] if other != k and other in met[k]]
+            # classes are known by their root objects: identity is equality here
+            self.neighbours[k] = [other for other in spaces[k] if other is not k and other in met[k]]
 
-    def expand(self, seed: dict[DimRef, IntArray]) -> dict[DimRef, IntArray]:
-        """Follow atoms and factors from the seed classes; merge units that meet.
+    def expand(self, seed: dict[DimRef, IntArray], count: int) -> tuple[dict[DimRef, IntArray], int]:
+        """Follow atoms and factors from the seed classes (``count`` units); merge units that meet.
 
+        Returns the classes that hold units, each with the unit of every index (``-1``: none), and
+        how many units there are after merging (numbered from 0 in the order of the seed's).
         A joined class holds no array of its own while the search runs: its units are those of
         its atoms (``scratch``), so writing one class reaches every class sharing those atoms at once.
         """
@@ -197,10 +242,13 @@ class _Context:
         at = self.scratch
         written: list[IntArray] = []  # atoms to clear afterwards
         reached: dict[DimRef, None] = {}  # joined classes that may hold units
-        labels = np.arange(max(int(a.max(initial=-1)) for a in seed.values()) + 1, dtype=np.int64)
+        labels = np.arange(count, dtype=np.int64)
+        merged = False  # whether any two units were merged (labels no longer the identity)
         queue: list[DimRef] = []  # classes whose units changed: their factors are followed
 
         def merge(a: IntArray, b: IntArray) -> None:
+            nonlocal merged
+            merged = True
             for x, y in set(zip(a.tolist(), b.tolist())):
                 rx, ry = _label_root(labels, x), _label_root(labels, y)
                 if rx != ry:
@@ -258,23 +306,34 @@ class _Context:
                         assign(fine, array[coords])
             for k in reached:
                 array = at[self.atoms_of[k]]
-                if (array >= 0).any():
+                if array.max(initial=-1) >= 0:
                     units[k] = array
         finally:
             for where in written:
                 at[where] = -1
-        final = np.array([_label_root(labels, i) for i in range(len(labels))], dtype=np.int64)
+        held = {k: array for k, array in units.items() if array.max(initial=-1) >= 0}
+        if merged:
+            # labels point to smaller labels: jumping along them reaches each label's root
+            final = labels
+            while True:
+                jumped = final[final]
+                if np.array_equal(jumped, final):
+                    break
+                final = jumped
+        else:
+            final = labels
         seen = np.zeros(len(labels), dtype=bool)
-        for array in units.values():
+        for array in held.values():
             seen[final[array[array >= 0]]] = True
         used = np.flatnonzero(seen)
+        if not merged and len(used) == len(labels):
+            return held, len(used)  # every unit kept its own label: the arrays stand as they are
         compact = np.full(len(labels), -1, dtype=np.int64)
         compact[used] = np.arange(len(used))
         out = {}
-        for k, array in units.items():
-            relabelled = np.where(array >= 0, compact[final[np.maximum(array, 0)]], -1)
-            out[k] = relabelled
-        return out
+        for k, array in held.items():
+            out[k] = np.where(array >= 0, compact[final[np.maximum(array, 0)]], -1)
+        return out, len(used)
 
 
 def _supports(atom: IntArray, owner: IntArray, count: int) -> tuple[IntArray, list[tuple[int, ...]]]:
@@ -306,30 +365,54 @@ def _label_root(labels: IntArray, i: int) -> int:
     return i
 
 
-def _make_group(
-    index: int,
-    graph: Graph,
-    units: dict[DimRef, IntArray],
-    dims_of: dict[DimRef, list[DimRef]],
-    pins: dict[DimRef, list[str]],
-    order: dict[str, int],
-) -> Group:
-    members: list[Member] = []
-    for k, array in units.items():
-        if not (array >= 0).any():
-            continue
-        for dim in dims_of[k]:
-            members.append(Member(dim, graph.value(dim.value), array))
-    members.sort(
-        key=lambda m: (
-            m.value.kind not in _STATE,
-            m.value.kind is ValueKind.VIRTUAL,
-            order.get(m.value.id, 0),
-            m.dim.dim,
-        )
-    )
-    # in member order, so that the order in which the search reached the dims does not show
-    blockers = tuple(dict.fromkeys(reason for m in members for reason in pins.get(m.dim, ())))
-    size = int(max(int(a.max()) for a in units.values()) + 1)
-    root = members[0].dim
-    return Group(index, root, size, tuple(members), blockers)
+class _MemberOrder:
+    """Makes a group's members from the classes its units reach, in member order.
+
+    Members are sorted by (not state, virtual, place of the value in the graph, dim), ties in
+    the order the search reached their classes; what decides a dim's place, blockers and mixing
+    notes is worked out once per class here, not once per group it belongs to.
+    """
+
+    def __init__(
+        self,
+        graph: Graph,
+        dims_of: dict[DimRef, list[DimRef]],
+        pins: dict[DimRef, list[str]],
+        mixing: dict[DimRef, tuple[MixNote, ...]],
+        classes: UnionFind,
+    ) -> None:
+        order: dict[str, int] = {v.id: i for i, v in enumerate(graph.values)}
+        self.entries: dict[DimRef, list[tuple[tuple[bool, bool, int, int], DimRef, Value]]] = {}
+        for k, dims in dims_of.items():
+            rows = []
+            for dim in dims:
+                value = graph.value(dim.value)
+                key = (value.kind not in _STATE, value.kind is ValueKind.VIRTUAL, order.get(value.id, 0), dim.dim)
+                rows.append((key, dim, value))
+            self.entries[k] = rows
+        self.pins = pins
+        self.mixing = mixing
+        # classes with a pinned or mixed dim: only groups that reach one need the per-member look-ups
+        self.pinned = {classes.find(d) for d in pins if d in classes.ids}
+        self.mixed = {classes.find(d) for d in mixing if d in classes.ids}
+
+    def group(self, units: dict[DimRef, IntArray], size: int, kind: GroupKind) -> _Made:
+        rows: list[tuple[tuple[bool, bool, int, int], Member]] = []
+        for k, array in units.items():
+            for key, dim, value in self.entries[k]:
+                rows.append((key, Member(dim, value, array)))
+        rows.sort(key=_first)
+        members = tuple(member for _key, member in rows)
+        blockers: tuple[str, ...] = ()
+        if not self.pinned.isdisjoint(units):
+            pins = self.pins
+            blockers = tuple(dict.fromkeys(reason for m in members for reason in pins.get(m.dim, ())))
+        notes: tuple[MixNote, ...] = ()
+        if not self.mixed.isdisjoint(units):
+            mixing = self.mixing
+            notes = tuple(dict.fromkeys(n for m in members for n in mixing.get(m.dim, ())))
+        return _Made(members[0], size, members, blockers, kind, notes)
+
+
+def _first(row: tuple[tuple[bool, bool, int, int], Member]) -> tuple[bool, bool, int, int]:
+    return row[0]

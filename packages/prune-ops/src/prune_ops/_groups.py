@@ -180,10 +180,7 @@ class GroupSet:
     def __init__(self, graph: Graph, groups: Sequence[Group]) -> None:
         self.graph = graph
         self.groups = tuple(groups)
-        self._by_dim: dict[DimRef, list[tuple[Group, Member]]] = {}
-        for group in self.groups:
-            for member in group.members:
-                self._by_dim.setdefault(member.dim, []).append((group, member))
+        self._by_dim: dict[DimRef, list[tuple[Group, Member]]] | None = None  # made on the first look-up
 
     def __iter__(self) -> Iterator[Group]:
         return iter(self.groups)
@@ -196,6 +193,12 @@ class GroupSet:
 
     def containing(self, dim: DimRef) -> tuple[tuple[Group, Member], ...]:
         """The groups that have ``dim`` as a member, with that member."""
+        if self._by_dim is None:
+            by_dim: dict[DimRef, list[tuple[Group, Member]]] = {}
+            for group in self.groups:
+                for member in group.members:
+                    by_dim.setdefault(member.dim, []).append((group, member))
+            self._by_dim = by_dim
         return tuple(self._by_dim.get(dim, ()))
 
     @property
