@@ -18,6 +18,7 @@ fallback) would update BatchNorm running statistics as a side effect of tracing.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import sys
 import sysconfig
@@ -67,6 +68,19 @@ def split_inputs(example_inputs: ExampleInputs) -> tuple[tuple[Any, ...], dict[s
 
 def _dtype(t: torch.Tensor) -> str:
     return str(t.dtype).removeprefix("torch.")
+
+
+@functools.cache
+def _op_info(func: Any) -> tuple[Any, str, bool]:
+    """An aten overload's reader, its name in the graph, and whether it writes its first argument.
+
+    Looked up once per overload: a schema's arguments are rebuilt on every access, and a trace
+    asks for each op's.
+    """
+    arguments = func._schema.arguments
+    alias = arguments[0].alias_info if arguments else None
+    packet = func.overloadpacket
+    return READERS.get(packet), str(packet).replace("aten::", "aten."), alias is not None and alias.is_write
 
 
 class _Recorder(TorchDispatchMode):
@@ -135,14 +149,14 @@ class _Recorder(TorchDispatchMode):
             # autograd's detach of saved statistics: recorded, it would fix their size (groups, heads)
             self._drop(out)
             return
-        reader = READERS.get(func.overloadpacket)
+        reader, target, writes_first = _op_info(func)
         spec: OpSpec | None = None
         if reader is not None:
             try:
                 spec = reader(args, kwargs, out)
             except (IndexError, TypeError, ValueError):
                 spec = None
-        if spec is not None and self._writes_into_view(func, args, spec):
+        if spec is not None and writes_first and self._writes_into_view(func, args, spec):
             spec = None
         if spec is None:
             spec = OpSpec(
@@ -160,9 +174,7 @@ class _Recorder(TorchDispatchMode):
         if not outputs:
             return
         attrs = dict(spec.attrs)
-        self.builder.op(
-            spec.kind, str(func.overloadpacket).replace("aten::", "aten."), inputs, outputs, self.modules[-1], attrs
-        )
+        self.builder.op(spec.kind, target, inputs, outputs, self.modules[-1], attrs)
 
     def seal(self, name: str, inputs: list[torch.Tensor]) -> None:
         """Record an opaque use of ``inputs`` by a module whose widths are fixed in its code."""
