@@ -8,8 +8,13 @@ a size to torch.
 
 from __future__ import annotations
 
+import copy
+import math
+
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 from torch import nn
 
 import prune_torch as pt
@@ -115,3 +120,59 @@ def test_numbers_read_from_the_data_are_not_taken_for_sizes() -> None:
     report = pt.prune(model, _x(), ratio=0.5, show_progress=False)
     assert model.a.out_channels == 8
     assert report.skipped == ()
+
+
+FORMULAS = {
+    "sqrt": lambda c: c**0.5,
+    "inverse sqrt": lambda c: c**-0.5,
+    "count": lambda c: c,
+    "log": lambda c: math.log(c),
+    "half": lambda c: c // 2,
+}
+USES = {
+    "div": lambda t, k: t / k,
+    "mul": lambda t, k: t * k,
+    "add": lambda t, k: t + k,
+    "sub": lambda t, k: k - t,
+    "clamp": lambda t, k: t.clamp(max=k),
+    "tensor": lambda t, k: t * torch.tensor(k, dtype=t.dtype),
+}
+
+
+class Scaled(nn.Module):
+    """``a`` then ``b``, joined by one use of a number computed from ``a``'s width."""
+
+    def __init__(self, width: int, formula: str, use: str) -> None:
+        super().__init__()
+        self.formula, self.use = formula, use
+        self.a = nn.Conv2d(3, width, 1)
+        self.b = nn.Conv2d(width, 4, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.a(x)
+        k = FORMULAS[self.formula](h.shape[1])
+        return self.b(USES[self.use](h, k))
+
+
+@given(
+    width=st.sampled_from([4, 6, 8, 12, 16]),
+    formula=st.sampled_from(sorted(FORMULAS)),
+    use=st.sampled_from(sorted(USES)),
+    ratio=st.sampled_from([0.25, 0.5, 0.75]),
+)
+def test_a_prune_never_silently_changes_what_a_number_from_a_width_computes(
+    width: int, formula: str, use: str, ratio: float
+) -> None:
+    """By default either the group stays whole and says why, or the pruned model equals the silenced original."""
+    torch.manual_seed(0)
+    model = Scaled(width, formula, use).eval()
+    original = copy.deepcopy(model)
+    x = _x()
+    report = pt.prune(model, x, ratio=ratio, show_progress=False)
+    result = pt.check_equivalence(original, model, report.plan, x)
+    if model.a.out_channels < width and FORMULAS[formula](width) != FORMULAS[formula](model.a.out_channels):
+        raise AssertionError(f"pruned although the number changed: {report.skipped}")
+    if model.a.out_channels == width:
+        assert any("derived from a pruned size" in note for note in report.skipped)
+    else:
+        assert result.ok
