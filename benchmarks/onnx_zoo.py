@@ -46,6 +46,8 @@ CONDITIONS = (
     "- `com.microsoft.Attention`: past / present states, `do_rotary`, `past_present_share_buffer`, weights that are",
     "  not initializers. Heads prune through the packed QKV weight and bias; `num_heads` and `qkv_hidden_sizes`",
     "  follow. Masks and attention biases pin what they touch.",
+    "- `com.microsoft.MultiHeadAttention`: read like the packed `Attention` when Q, K and V are (B, L, H·E) projections",
+    "  without its packed bias and without past / present states; `num_heads` follows. Other layouts stay opaque.",
     "- `Einsum`: one or two operands. Two: one contracted letter, every other letter a batch letter or a free letter",
     "  of one operand (`bsd,od->bso`, `...d,do->...o`, `bsd,hed->bhse`, `bij,bjk->bik`, `bhqd,bhkd->bhqk`,",
     "  `bhqk,bhkd->bqhd`), read as transposes around a (batched) MatMul. One: a transpose, after a sum over the",

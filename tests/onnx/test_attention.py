@@ -29,7 +29,8 @@ def attention_model(
 
     ``layout``: ``packed`` (opset-23 Attention on (B, L, H·E)), ``heads`` (opset-23 Attention on
     (B, H, L, E) after Reshape / Transpose nodes), ``contrib`` (com.microsoft.Attention with its
-    packed QKV weight; ``v_dim`` other than the head dim writes ``qkv_hidden_sizes``).
+    packed QKV weight; ``v_dim`` other than the head dim writes ``qkv_hidden_sizes``), ``mha``
+    (com.microsoft.MultiHeadAttention on the projections, the mask as its attention bias).
     """
     rng = np.random.default_rng(seed)
     inits: list[onnx.TensorProto] = []
@@ -65,13 +66,15 @@ def attention_model(
             names = ["q4", "k4", "v4"]
             # what torch.onnx.export(dynamo=True, opset_version=23) writes for scaled_dot_product_attention
             extra.update(is_causal=0, softcap=0.0, qk_matmul_output_mode=0)
+        elif layout == "mha":
+            extra.update(num_heads=HEADS, domain="com.microsoft")
         else:
             extra.update(q_num_heads=HEADS, kv_num_heads=kv_heads)
         att_inputs = list(names)
         att_outputs = ["a4" if layout == "heads" else "a"]
         if mask:
             inputs.append(helper.make_tensor_value_info("mask", TensorProto.FLOAT, [1, 1, LENGTH, LENGTH]))
-            att_inputs.append("mask")
+            att_inputs += ["", "", "mask"] if layout == "mha" else ["mask"]
         if past:
             att_inputs += [] if mask else [""]
             for t, dim in (("k", HEAD_DIM), ("v", v_dim)):
@@ -84,7 +87,8 @@ def attention_model(
         if qk_output:
             att_outputs += [""] * (3 - len(att_outputs)) + ["scores"]
             outputs.append(helper.make_tensor_value_info("scores", TensorProto.FLOAT, [1, HEADS, LENGTH, LENGTH]))
-        nodes.append(helper.make_node("Attention", att_inputs, att_outputs, "att", **extra))
+        op_type = "MultiHeadAttention" if layout == "mha" else "Attention"
+        nodes.append(helper.make_node(op_type, att_inputs, att_outputs, "att", **extra))
         if layout == "heads":
             inits.append(numpy_helper.from_array(np.array([1, LENGTH, HEADS * v_dim], dtype=np.int64), "y_shape"))
             nodes.append(helper.make_node("Transpose", ["a4"], ["a4t"], "unheads", perm=[0, 2, 1, 3]))
@@ -92,7 +96,7 @@ def attention_model(
     nodes.append(helper.make_node("MatMul", ["a", weight("Wo", HEADS * v_dim, WIDTH)], ["y"], "out"))
     graph = helper.make_graph(nodes, "attention", inputs, outputs, inits)
     opsets = [helper.make_opsetid("", 23)]
-    if layout == "contrib":
+    if layout in ("contrib", "mha"):
         opsets.append(helper.make_opsetid("com.microsoft", 1))
     model = helper.make_model(graph, opset_imports=opsets)
     model.ir_version = 10
@@ -124,6 +128,8 @@ VARIANTS = [
     pytest.param("contrib", {}, id="contrib"),
     pytest.param("contrib", {"scale": 0.3, "mask": True}, id="contrib-scale-mask"),
     pytest.param("contrib", {"v_dim": 3}, id="contrib-qkv-hidden-sizes"),
+    pytest.param("mha", {}, id="contrib-multi-head"),
+    pytest.param("mha", {"scale": 0.3, "mask": True, "v_dim": 3}, id="contrib-multi-head-scale-bias"),
 ]
 
 
@@ -142,6 +148,8 @@ def test_heads_are_pruned_and_the_node_follows(layout: str, options: dict[str, o
         assert attribute(pruned, "qkv_hidden_sizes") == [HEADS // 2 * HEAD_DIM] * 2 + [HEADS // 2 * v_dim]
     elif layout == "packed":
         assert (attribute(pruned, "q_num_heads"), attribute(pruned, "kv_num_heads")) == (HEADS // 2, HEADS // 2)
+    elif layout == "mha":
+        assert attribute(pruned, "num_heads") == HEADS // 2
     assert attribute(pruned, "scale") == pytest.approx(options.get("scale"))  # never rewritten
     assert report.after.parameters < report.before.parameters
     assert report.after.macs < report.before.macs
@@ -220,6 +228,7 @@ def test_head_counts_given_with_per_head_inputs_follow_them() -> None:
 
 def test_contrib_attention_is_keyed_by_its_domain() -> None:
     assert "com.microsoft.Attention" in po.NODE_RULES
+    assert "com.microsoft.MultiHeadAttention" in po.NODE_RULES
     assert "Attention" in po.NODE_RULES
 
 

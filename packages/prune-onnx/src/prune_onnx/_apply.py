@@ -209,7 +209,7 @@ def _sizes(node: onnx.NodeProto, graph: OnnxGraph, removal: Removal, writer: _Wr
             elif len(set(sizes.tolist())) > 1:
                 raise OnnxApplyError(f"node {node.name} (Split): equal pieces would become unequal", node.name)
         return
-    if kind == "Attention":
+    if kind in ("Attention", "MultiHeadAttention"):
         _attention_heads(node, graph, removal)
         return
     if kind in ("LSTM", "GRU", "RNN") and any(a.name == "hidden_size" for a in node.attribute):

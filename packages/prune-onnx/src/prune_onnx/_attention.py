@@ -1,6 +1,6 @@
-"""Attention nodes onto prune-graph ops: the ONNX ``Attention`` (opset 23+) and ``com.microsoft.Attention``.
+"""Attention nodes onto prune-graph ops: ONNX ``Attention`` (opset 23+), ``com.microsoft.Attention`` and ``MultiHeadAttention``.
 
-Both become the core's ``ATTENTION`` op on per-head tensors ``(batch, heads, length, head dim)``,
+All become the core's ``ATTENTION`` op on per-head tensors ``(batch, heads, length, head dim)``,
 reached through intermediate values that exist only in the graph: a packed ``(batch, length,
 heads·head dim)`` input is a reshape into heads and a transpose, the output the way back. The
 reshapes make the heads and the head dims factors of the packed channels, so the core prunes
@@ -12,9 +12,12 @@ attribute, divides by √(its size), a mixing the core declares (``Mixing.SIZE``
 one bias, read as a linear op and three slices of its output (``qkv_hidden_sizes`` is written
 when the sizes change).
 
+``com.microsoft.MultiHeadAttention`` takes projected Q, K, V: read as the packed ``Attention``.
+
 Left opaque, each with its reason: grouped-query attention (fewer key/value heads than query
-heads), the ``qk_matmul_output`` output, and for the contrib op ``past`` / ``present``,
-``do_rotary`` and a shared past-present buffer. Masks, lengths and biases over positions take
+heads), the ``qk_matmul_output`` output, and for the contrib ops ``past`` / ``present``,
+``do_rotary``, a shared past-present buffer, ``MultiHeadAttention``'s packed bias and its packed
+or per-head K/V layouts. Masks, lengths and biases over positions take
 part as they are: their dims are pinned, never guessed.
 """
 
@@ -27,7 +30,7 @@ import onnx
 from prune_graph import OpKind
 from prune_onnx._spec import Context, Spec, attr, data, int_attr, outs
 
-__all__ = ["HEADS", "contrib_attention", "heads_after", "onnx_attention"]
+__all__ = ["HEADS", "contrib_attention", "contrib_multi_head_attention", "heads_after", "onnx_attention"]
 
 HEADS = "::heads"
 """Suffix of the graph's per-head values: ``<output>::q_heads`` is the queries as (B, H, L, E)."""
@@ -194,6 +197,39 @@ def _scaled_contrib(node: onnx.NodeProto) -> dict[str, bool]:
     return {"size_scaled": scale is None or float(scale) == 0.0}  # type: ignore[arg-type]
 
 
+def contrib_multi_head_attention(node: onnx.NodeProto, ctx: Context) -> list[Spec]:
+    """``com.microsoft.MultiHeadAttention`` on projected Q, K, V, each (B, L, heads·head dim), no bias."""
+    inputs = list(node.input) + [""] * (10 - len(node.input))
+    q, k, v, bias, padding_mask, position_bias = inputs[:6]
+    heads = int_attr(node, "num_heads", 0)
+    why = None
+    if any(inputs[6:]) or len(outs(node)) > 1:
+        why = "past / present states are not read"
+    elif bias:
+        why = "its packed Q/K/V bias is not read"
+    elif not (k and v) or any(len(ctx.shape(t)) != 3 for t in (q, k, v)):
+        why = "packed or per-head K/V layouts are not read"
+    elif heads < 1 or any(ctx.shape(t)[2] % heads for t in (q, k, v)) or ctx.shape(q)[2] != ctx.shape(k)[2]:
+        why = f"num_heads {heads} does not divide Q, K, V of {[ctx.shape(t) for t in (q, k, v)]}"
+    if why is not None:
+        return _why(node, why)
+    specs: list[Spec] = []
+    per_head = []
+    for tag, t in (("q", q), ("k", k), ("v", v)):
+        steps, t = _into_heads(node, t, tag, ctx.shape(t), heads)
+        specs += steps
+        per_head.append(t)
+    qshape, vshape = _shape_of(specs, per_head[0], ctx), _shape_of(specs, per_head[2], ctx)
+    y4 = _name(node, f"y{HEADS}")
+    y4_shape = (*qshape[:3], vshape[3])
+    mask = (position_bias,) if position_bias else ()  # (B or 1, heads or 1, L, S): aligned as the core reads masks
+    specs.append(Spec(OpKind.ATTENTION, (*per_head, *mask), (y4,), _scaled_contrib(node), ((y4, y4_shape),)))
+    specs += _out_of_heads(node, y4, node.output[0], y4_shape)
+    if padding_mask:
+        specs.append(Spec(OpKind.OPAQUE, (padding_mask,), (), {"why": "key padding masks"}))
+    return specs
+
+
 def heads_after(node: onnx.NodeProto, new_shape: Callable[[str], tuple[int, ...] | None]) -> dict[str, int | list[int]]:
     """The attributes an attention node needs after pruning, from the new shapes of its per-head values.
 
@@ -203,6 +239,10 @@ def heads_after(node: onnx.NodeProto, new_shape: Callable[[str], tuple[int, ...]
     """
     found: dict[str, int | list[int]] = {}
     q4, k4 = new_shape(_name(node, f"q{HEADS}")), new_shape(_name(node, f"k{HEADS}"))
+    if node.domain == "com.microsoft" and node.op_type == "MultiHeadAttention":
+        if q4 is not None:
+            found["num_heads"] = q4[1]
+        return found
     if node.domain == "com.microsoft":
         pieces = [new_shape(_name(node, tag)) for tag in "qkv"]
         if q4 is not None and all(p is not None for p in pieces):

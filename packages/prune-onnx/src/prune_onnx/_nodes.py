@@ -18,7 +18,7 @@ import numpy as np
 import onnx
 
 from prune_graph import AttrValue, Mixing, OpKind
-from prune_onnx._attention import contrib_attention, onnx_attention
+from prune_onnx._attention import contrib_attention, contrib_multi_head_attention, onnx_attention
 from prune_onnx._einsum import einsum
 from prune_onnx._spec import Context, NodeRule, Spec, opaque
 from prune_onnx._spec import attr as _attr
@@ -431,6 +431,7 @@ NODE_RULES: Mapping[str, NodeRule] = types.MappingProxyType(
         "Attention": onnx_attention,
         "Einsum": einsum,
         "com.microsoft.Attention": contrib_attention,
+        "com.microsoft.MultiHeadAttention": contrib_multi_head_attention,
     }
 )
 """Node type → rule: the type for the default ONNX domain, ``domain.type`` for others
