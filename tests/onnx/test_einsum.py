@@ -206,6 +206,7 @@ OPAQUE = [
     ("bij,bjk->bik", [(2, 3, 4), (1, 4, 5)], "broadcast"),
     ("bij,bjk->bikq", [(2, 3, 4), (2, 4, 5)], "malformed"),
     ("ij...,jk->ik", [(2, 3), (3, 4, 5)], "does not fit"),
+    ("iJ,Jk", [(2, 3), (3, 4)], "does not fit"),  # implicit output of mixed case: the order is the runtime's
     ("bhse,ohe->bso", [(1, 2, 5, 3), (4, 2, 3)], "2 contracted"),
 ]
 
@@ -218,6 +219,14 @@ def test_other_equations_stay_opaque_and_say_why(equation: str, shapes: list[tup
     (spec,) = _einsum.einsum(node, Context(shape_of, {}, frozenset(), 17))
     assert spec.kind is OpKind.OPAQUE
     assert why in str(spec.attrs["why"])
+
+
+def test_an_output_shape_other_than_the_equation_says_is_opaque() -> None:
+    node = helper.make_node("Einsum", ["in0", "in1"], ["out"], "ein", equation="ij,jk->ki")
+    shapes = {"in0": (2, 3), "in1": (3, 4), "out": (2, 4)}
+    (spec,) = _einsum.einsum(node, Context(shapes, {}, frozenset(), 17))
+    assert spec.kind is OpKind.OPAQUE
+    assert "not the" in str(spec.attrs["why"])
 
 
 def test_parse_doctests() -> None:

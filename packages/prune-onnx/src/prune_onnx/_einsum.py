@@ -61,7 +61,10 @@ def parse(equation: str, ranks: list[int]) -> tuple[list[list[str]], list[str]] 
             return None
         out = [*head, *(str(widest - 1 - i) for i in range(widest if dots else 0)), *tail]
     else:
-        # implicit output: the ellipsis, then the letters seen once, in alphabetical order
+        # implicit output: the ellipsis, then the letters seen once, in alphabetical order (where
+        # capitals sort against small letters is left to runtimes: such an equation is not read)
+        if set(left) & set(string.ascii_lowercase) and set(left) & set(string.ascii_uppercase):
+            return None
         counts: dict[str, int] = {}
         for letters in operands:
             for letter in letters:
@@ -125,6 +128,11 @@ def einsum(node: onnx.NodeProto, ctx: Context) -> list[Spec]:
                 return _why(node, f"equation {equation!r}: {letter!r} of sizes {sizes[letter]} and {size} (broadcast)")
     if len(set(out)) != len(out) or not set(out) <= set(sizes):
         return _why(node, f"equation {equation!r}: malformed output")
+    declared = ctx.shapes.get(node.output[0])
+    if declared is not None and declared != tuple(sizes[c] for c in out):
+        return _why(
+            node, f"equation {equation!r}: output of shape {declared}, not the {tuple(sizes[c] for c in out)} read"
+        )
     chain = _Chain(node)
     if len(inputs) == 1:
         return _transpose(chain, inputs[0], operands[0], out, sizes)
