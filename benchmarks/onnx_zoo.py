@@ -53,7 +53,7 @@ CONDITIONS = (
     "  `bhqk,bhkd->bqhd`), read as transposes around a (batched) MatMul. One: a transpose, after a sum over the",
     "  letters the output drops (a reduction, which mixes them). Opaque: three or more operands, a letter repeated",
     "  in one operand (diagonals), outer products, two or more contracted letters, a letter summed in one operand",
-    "  only, broadcast sizes.",
+    "  only, broadcast sizes, an implicit output over capitals and small letters (their order is the runtime's).",
     "- `Gemm` with `transA`, `Slice` with a negative step, `Pad` with `axes`, `LayerNormalization` with broadcast",
     "  scales, `GroupNormalization` with one scale per group (opset 18), `LSTM` / `GRU` / `RNN` with peepholes or",
     "  weights that are not initializers, `Gather` of an activation by a non-scalar index, and any node whose sizes",
