@@ -37,6 +37,8 @@ SEED = 0
 TARGETS = (0.3, 0.5, 0.7)
 OURS = ("l1", "l2", "random", "bn_scale", "taylor", "fpgm", "group_l2")
 THEIRS = ("magnitude-l1", "magnitude-l2", "taylor", "bn_scale", "lamp", "random")
+# the ViT is also pruned the other way (VIT_HEADS: whole heads or head dims) with these, at 50% only
+OTHER_HEADS = (("ours", "l1"), ("ours", "taylor"), ("theirs", "magnitude-l2"), ("theirs", "taylor"))
 
 
 # -- data ------------------------------------------------------------------------------------------
@@ -96,13 +98,16 @@ class Attention(nn.Module):
     def __init__(self, dim: int, heads: int) -> None:
         super().__init__()
         self.num_heads = heads
+        # a constant, as in timm's Attention: a scale read from q's shape at run time would change
+        # when head dims are pruned (pt.prune leaves such q/k head dims whole unless approximate=True)
+        self.scale = (dim // heads) ** -0.5
         self.q, self.k, self.v = nn.Linear(dim, dim), nn.Linear(dim, dim), nn.Linear(dim, dim)
         self.proj = nn.Linear(dim, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, n, _ = x.shape
         q, k, v = (f(x).reshape(b, n, self.num_heads, -1).transpose(1, 2) for f in (self.q, self.k, self.v))
-        attn = (q @ k.transpose(-2, -1) * q.shape[-1] ** -0.5).softmax(dim=-1)
+        attn = (q @ k.transpose(-2, -1) * self.scale).softmax(dim=-1)
         return self.proj((attn @ v).transpose(1, 2).reshape(b, n, -1))
 
 
@@ -151,6 +156,17 @@ def accuracy(model: nn.Module, data: Data) -> float:
         return float((model(data.x_test).argmax(1) == data.y_test).float().mean()) * 100
 
 
+def shifted(x: torch.Tensor, most: int, generator: torch.Generator) -> torch.Tensor:
+    """Each image moved by its own random whole-pixel offset of up to ``most`` in each direction (edges repeated)."""
+    n, _, h, w = x.shape
+    padded = F.pad(x, (most, most, most, most), mode="replicate")
+    dy = torch.randint(0, 2 * most + 1, (n,), generator=generator)
+    dx = torch.randint(0, 2 * most + 1, (n,), generator=generator)
+    rows = (dy[:, None] + torch.arange(h))[:, :, None]
+    cols = (dx[:, None] + torch.arange(w))[:, None, :]
+    return padded[torch.arange(n)[:, None, None], :, rows, cols].permute(0, 3, 1, 2)
+
+
 def train(
     model: nn.Module,
     data: Data,
@@ -158,9 +174,12 @@ def train(
     lr: float,
     seed: int,
     penalty: Callable[[], torch.Tensor] | None = None,
+    shift: int = 0,
 ) -> None:
-    """AdamW with a cosine schedule over ``epochs`` (a fraction is a share of one epoch's batches)."""
+    """AdamW with a cosine schedule over ``epochs`` (a fraction is a share of one epoch's batches);
+    ``shift`` > 0 moves each training image by up to that many pixels (a fresh draw each batch)."""
     torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     per_epoch = math.ceil(len(data.x_train) / BATCH)
     total = max(1, round(epochs * per_epoch))
@@ -171,6 +190,8 @@ def train(
         for x, y in data.batches(BATCH, seed * 1000 + epoch):
             if done == total:
                 break
+            if shift:
+                x = shifted(x, shift, generator)
             loss = F.cross_entropy(model(x), y)
             if penalty is not None:
                 loss = loss + penalty()
@@ -190,13 +211,15 @@ def measured(model: nn.Module, data: Data) -> dict[str, float]:
 
 
 # -- pruning: ours and theirs ----------------------------------------------------------------------
-def prune_ours(model: nn.Module, data: Data, criterion: str, target: float) -> str:
+def prune_ours(model: nn.Module, data: Data, criterion: str, target: float, heads: str) -> str:
     """Prune in place to ``target`` of the MACs removed; returns a note ('' when nothing to say)."""
     options: dict[str, Any] = {}
     if criterion == "taylor":
         batches = list(data.batches(64, 7))[:4]
         labels = iter([y for _, y in batches])
         options = {"calibration": [x for x, _ in batches], "loss_fn": lambda out: F.cross_entropy(out, next(labels))}
+    if isinstance(model, SmallViT) and heads == "dims":
+        options["head_dims"], options["head_ratio"] = True, 0.0  # every head keeps going, narrower
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", pt.TargetMissedWarning)
         pt.prune(
@@ -226,7 +249,7 @@ def _tp_importance(tp: Any, criterion: str) -> Any:
     }[criterion]()
 
 
-def _tp_prune_copy(model: nn.Module, data: Data, criterion: str, ratio: float) -> nn.Module:
+def _tp_prune_copy(model: nn.Module, data: Data, criterion: str, ratio: float, heads: str) -> nn.Module:
     import torch_pruning as tp
 
     pruned = copy.deepcopy(model)
@@ -234,14 +257,15 @@ def _tp_prune_copy(model: nn.Module, data: Data, criterion: str, ratio: float) -
     kwargs: dict[str, Any] = {}
     if isinstance(pruned, SmallViT):
         # the residual stream stays whole (as in ours, which leaves LayerNorm'd channels alone in a
-        # model with heads): its group starts at the patch embedding. Heads go whole, and the MLPs.
+        # model with heads): its group starts at the patch embedding. Heads shrink as ``heads`` says
+        # (TP keeps the same dims in every head, as ours does), and the MLPs.
         attns = [b.attn for b in pruned.blocks]
         kwargs = {
             "ignored_layers": [pruned.head, pruned.patch_embed],
             "num_heads": {layer: a.num_heads for a in attns for layer in (a.q, a.k, a.v)},
-            "prune_num_heads": True,
-            "prune_head_dims": False,
-            "head_pruning_ratio": ratio,
+            "prune_num_heads": heads == "whole",
+            "prune_head_dims": heads == "dims",
+            "head_pruning_ratio": ratio if heads == "whole" else 0.0,
             # a list of (parameter, dim) pairs: TP 1.6 iterates pairs though its annotation says dict
             "unwrapped_parameters": [(pruned.cls_token, 2), (pruned.pos_embed, 2)],
         }
@@ -262,17 +286,17 @@ def _tp_prune_copy(model: nn.Module, data: Data, criterion: str, ratio: float) -
     return pruned
 
 
-def prune_theirs(model: nn.Module, data: Data, criterion: str, target: float, base_macs: int) -> nn.Module:
+def prune_theirs(model: nn.Module, data: Data, criterion: str, target: float, base_macs: int, heads: str) -> nn.Module:
     """Torch-Pruning prunes by a channel ratio: bisect the ratio until MACs (our counter) meet the target."""
     example = data.x_test[:1]
     low, high, best, best_removed = 0.0, 0.95, None, math.inf
     for _ in range(12):
         mid = (low + high) / 2
-        pruned = _tp_prune_copy(model, data, criterion, mid)
+        pruned = _tp_prune_copy(model, data, criterion, mid, heads)
         removed = 1 - pt.costs(pt.trace(pruned, example)).macs / base_macs
         if abs(removed - target) < abs(best_removed - target):
             best, best_removed = pruned, removed
-        if abs(best_removed - target) <= 0.01:
+        if abs(best_removed - target) <= 0.005:
             break
         low, high = (mid, high) if removed < target else (low, mid)
     assert best is not None
@@ -283,45 +307,62 @@ def prune_theirs(model: nn.Module, data: Data, criterion: str, target: float, ba
 def trained(model_name: str, data: Data, cache: Path, key: str) -> nn.Module:
     model = build(model_name, data)
     # the budget is part of the name: a changed budget trains again
-    path = cache / f"{key}-{model_name}-{EPOCHS[model_name][key]}ep-seed{SEED}.pt"
+    path = cache / f"{key}-{model_name}-{EPOCHS[model_name][key]}ep{_shift_tag(model_name, key)}-seed{SEED}.pt"
     if path.exists():
         model.load_state_dict(torch.load(path))
         return model.eval()
     started = time.perf_counter()
-    train(model, data, EPOCHS[model_name][key], LR[model_name], SEED)
+    train(model, data, EPOCHS[model_name][key], LR[model_name], SEED, shift=SHIFT[model_name][key])
     print(f"  trained {model_name} on {key} in {time.perf_counter() - started:.0f}s", flush=True)
     torch.save(model.state_dict(), path)
     return model.eval()
 
 
+def _shift_tag(model_name: str, key: str) -> str:
+    """The augmentation in a cache name (none: no tag, so weights trained before it stay valid)."""
+    return f"-shift{SHIFT[model_name][key]}" if SHIFT[model_name][key] else ""
+
+
 def sparse(model: nn.Module, data: Data, cache: Path, key: str, model_name: str) -> nn.Module:
     """The trained model, trained on with a group-lasso penalty (for importance='group_l2')."""
     sparse_model = copy.deepcopy(model)
-    path = cache / f"{key}-{model_name}-{EPOCHS[model_name][key]}ep-lasso{LASSO_EPOCHS[key]}ep-{LASSO_STRENGTH}.pt"
+    path = (
+        cache / f"{key}-{model_name}-{EPOCHS[model_name][key]}ep{_shift_tag(model_name, key)}-"
+        f"lasso{LASSO_EPOCHS[key]}ep-{LASSO_STRENGTH}.pt"
+    )
     if path.exists():
         sparse_model.load_state_dict(torch.load(path))
         return sparse_model.eval()
     ignore = ["fc" if isinstance(model, SmallResNet) else "head"]
     penalty = pt.GroupLasso(sparse_model, data.x_test[:1], strength=LASSO_STRENGTH, ignore=ignore)
-    train(sparse_model, data, LASSO_EPOCHS[key], LR[model_name] / 2, SEED + 1, penalty=penalty)
+    train(sparse_model, data, LASSO_EPOCHS[key], LR[model_name] / 2, SEED + 1, penalty, SHIFT[model_name][key])
     torch.save(sparse_model.state_dict(), path)
     return sparse_model.eval()
 
 
 def run_one(
-    library: str, criterion: str, target: float, model: nn.Module, data: Data, model_name: str, base_macs: int
+    library: str,
+    criterion: str,
+    target: float,
+    model: nn.Module,
+    data: Data,
+    model_name: str,
+    base_macs: int,
+    heads: str = "",
 ) -> dict[str, Any]:
     started = time.perf_counter()
+    heads = heads or VIT_HEADS
     if library == "ours":
         pruned = copy.deepcopy(model)
-        note = prune_ours(pruned, data, criterion, target)
+        note = prune_ours(pruned, data, criterion, target, heads)
     else:
-        pruned, note = prune_theirs(model, data, criterion, target, base_macs), ""
+        pruned, note = prune_theirs(model, data, criterion, target, base_macs, heads), ""
     prune_seconds = time.perf_counter() - started
     row: dict[str, Any] = {"library": library, "criterion": criterion, "target": target, "note": note}
     row["acc_pruned"] = accuracy(pruned, data)
     row["acc_recalibrated"] = recalibrated_accuracy(pruned, data)
-    train(pruned, data, FINETUNE[model_name][data_key(data)], LR[model_name] / 2, SEED + 2)
+    key = data_key(data)
+    train(pruned, data, FINETUNE[model_name][key], LR[model_name] / 2, SEED + 2, shift=SHIFT[model_name][key])
     row["acc_finetuned"] = accuracy(pruned, data)
     row.update(measured(pruned, data))
     row["macs_removed"] = 1 - row["macs"] / base_macs
@@ -365,7 +406,21 @@ def sweep(model_name: str, data: Data, cache: Path) -> dict[str, Any]:
                     or f"acc {row['acc_pruned']:.1f} → {row['acc_finetuned']:.1f}, MACs -{row['macs_removed']:.1%}"
                 )
                 print(f"  {library:6} {criterion:12} {target:.0%}: {shown}", flush=True)
-    return {"model": model_name, "data": key, "data_name": data.name, "base": base, "rows": rows}
+    other = []  # the ViT pruned the other way (whole heads / head dims), a few criteria at 50%
+    if model_name == "vit":
+        heads = "whole" if VIT_HEADS == "dims" else "dims"
+        for library, criterion in OTHER_HEADS:
+            row = run_one(library, criterion, 0.5, model, data, model_name, base["macs"], heads)
+            other.append(row)
+            print(f"  {heads} heads: {library:6} {criterion:12} 50%: acc {row['acc_finetuned']:.1f}", flush=True)
+    return {
+        "model": model_name,
+        "data": key,
+        "data_name": data.name,
+        "base": base,
+        "rows": rows,
+        "other_heads": other,
+    }
 
 
 # -- output ----------------------------------------------------------------------------------------
@@ -410,6 +465,10 @@ def plot(results: list[dict[str, Any]], model_name: str, path: Path) -> None:
     plt.close(fig)
 
 
+TEST_IMAGES = {"mnist": 1000, "digits": 360}
+NOISE_IMAGES = 2
+"""Differences of this many test images or fewer are within the noise of one seed (see the page)."""
+
 TOLERANCE = 0.02
 """A run counts as at its target when its MACs removed are within this of it (pt.prune's default)."""
 
@@ -443,7 +502,13 @@ def checks(results: list[dict[str, Any]]) -> list[str]:
             f"{run['base']['acc']:.2f}% ({gap:+.2f} points lost: {'within' if gap <= 1 else 'NOT within'} 1 point)"
         )
         if theirs is not None:
-            verdict = "at least as good" if ours["acc_finetuned"] >= theirs["acc_finetuned"] else "WORSE"
+            behind = round((theirs["acc_finetuned"] - ours["acc_finetuned"]) / 100 * TEST_IMAGES[run["data"]])
+            verdict = (
+                "at least as good"
+                if behind <= 0
+                else f"WORSE, by {behind} test image(s) of {TEST_IMAGES[run['data']]}"
+                + (" (within one seed's noise)" if behind <= NOISE_IMAGES else "")
+            )
             lines.append(
                 f"  - Torch-Pruning's best `{theirs['criterion']}` {theirs['acc_finetuned']:.2f}%: ours is {verdict}"
             )
@@ -494,6 +559,41 @@ def table(run: dict[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
+HEADS_WORDS = {"dims": "head dims (every head kept, narrower)", "whole": "whole heads"}
+
+
+def other_heads_table(run: dict[str, Any]) -> list[str]:
+    """The ViT pruned the other way at 50%, beside the same criteria in the main table."""
+    other = [r for r in run.get("other_heads", []) if "error" not in r]
+    if not other:
+        return []
+    used = VIT_HEADS
+    alt = "whole" if used == "dims" else "dims"
+    lines = [
+        f"The same model pruned by {HEADS_WORDS[alt]} instead of {HEADS_WORDS[used]}, 50% of the MACs, "
+        "fine-tuned the same way (a few criteria):",
+        "",
+        f"| library | criterion | MACs removed | acc. pruned | acc. fine-tuned | fine-tuned with {used} (table above) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in other:
+        main = next(
+            (
+                m
+                for m in run["rows"]
+                if m["library"] == r["library"] and m["criterion"] == r["criterion"] and m["target"] == 0.5
+            ),
+            None,
+        )
+        shown = f"{main['acc_finetuned']:.2f}" if main is not None and "error" not in main else "n/a"
+        lib = "ours" if r["library"] == "ours" else "Torch-Pruning"
+        lines.append(
+            f"| {lib} | {r['criterion']} | {r['macs_removed']:.1%} | {r['acc_pruned']:.2f} | "
+            f"{r['acc_finetuned']:.2f} | {shown} |"
+        )
+    return [*lines, ""]
+
+
 def versions() -> str:
     found = []
     for package in ("torch", "torch-pruning", "mlxtend", "scikit-learn", "numpy"):
@@ -528,22 +628,36 @@ def write(results: list[dict[str, Any]], out: Path, seconds: float, quick: bool)
         f"{BATCH}): a ResNet-style CNN (stem, three basic blocks of 16/32/64 channels, stem stride 2 on MNIST) "
         f"trained {EPOCHS['cnn']['mnist']} epochs on MNIST and {EPOCHS['cnn']['digits']} on digits; a ViT-style "
         "model (patch 7 on MNIST, 2 on digits: 16 tokens and a class token; 3 pre-norm blocks, width 64, "
-        f"4 heads, MLP 128) trained {EPOCHS['vit']['mnist']} / {EPOCHS['vit']['digits']} epochs. "
+        f"4 heads, MLP 128; the attention scale a constant, as in timm) trained {EPOCHS['vit']['mnist']} / "
+        f"{EPOCHS['vit']['digits']} epochs, on MNIST with every training image shifted by up to "
+        f"{SHIFT['vit']['mnist']} pixels (a fresh draw per batch; the same shifts in its fine-tuning). "
         "The budgets are small so the whole session fits a 2-core machine in tens of minutes; the models are "
         "small for the same reason (a few hundred thousand MACs to a few million).",
-        f"- **Pruning** to 30/50/70% of the MACs removed, the classifier head kept. Ours: `pt.prune(..., "
-        "target='macs')` (local ranking, default groups: in the ViT, whole heads and MLP channels; the residual "
+        "- **Pruning** to 30/50/70% of the MACs removed, the classifier head kept. Ours: `pt.prune(..., "
+        "target='macs')` (local ranking, default groups; in the ViT "
+        + (
+            "`head_dims=True, head_ratio=0`: every head keeps going with fewer dims, q/k and v/proj dims chosen apart"
+            if VIT_HEADS == "dims"
+            else "whole heads"
+        )
+        + ", and MLP channels; the residual "
         "stream under LayerNorm stays whole). `taylor` uses 4 training batches of 64 for gradients; "
         f"`group_l2` starts from the model trained on {LASSO_EPOCHS['mnist']} (MNIST) / "
         f"{LASSO_EPOCHS['digits']} (digits) more epochs with `pt.GroupLasso(strength={LASSO_STRENGTH})`. "
         "Torch-Pruning 1.6: `MetaPruner` with the corresponding importance, local ranking, the same layers "
-        "ignored (and in the ViT the patch embedding, so the residual stream stays whole too; heads pruned "
-        "whole); it prunes by a channel ratio, so the ratio is bisected until the MACs meet the target. Both "
+        "ignored (and in the ViT the patch embedding, so the residual stream stays whole too; "
+        + (
+            "`prune_head_dims=True, prune_num_heads=False`: the same dims removed from every head, q, k, v "
+            "and proj together"
+            if VIT_HEADS == "dims"
+            else "heads pruned whole"
+        )
+        + "); it prunes by a channel ratio, so the ratio is bisected until the MACs meet the target. Both "
         "libraries' MACs and parameters are counted by one counter (ours, from the traced graph).",
         f"- **Fine-tuning**: CNN {FINETUNE['cnn']['mnist']} epoch(s) on MNIST and {FINETUNE['cnn']['digits']} "
-        f"on digits, ViT {FINETUNE['vit']['mnist']} and {FINETUNE['vit']['digits']} (the ViT gets more: the same "
-        "4-head model as before, a longer budget rather than a wider model, since a wider one loses the same "
-        "share of its heads at 50%); AdamW at half the training rate, from the raw pruned model, the same seed "
+        f"on digits, ViT {FINETUNE['vit']['mnist']} and {FINETUNE['vit']['digits']} (a transformer trained from "
+        "scratch on a few thousand images recovers more slowly than the CNN); AdamW at half the training rate, "
+        "from the raw pruned model, the same seed "
         "for every run. **Recalibrated**: the accuracy right after pruning once the BatchNorm running "
         f"statistics are re-estimated by `pt.recalibrate_norms` over {RECALIBRATION_BATCHES} training batches "
         "(no gradients, no training); measured on a copy, so fine-tuning is unaffected. The ViT has no "
@@ -554,14 +668,11 @@ def write(results: list[dict[str, Any]], out: Path, seconds: float, quick: bool)
         "",
         "Only runs that met their MAC target within 2 points are compared. How fine the numbers are: one "
         "test image is 0.1 point on MNIST and 0.28 on digits, and every run is one seed, so differences of "
-        "one or two images are noise. Where the ViT-style model misses the 1-point target below, this is "
-        "why: trained from scratch on 4,000 or 1,437 images, it loses whole heads at 50% (2 of 4 per block, "
-        "with half its MLP channels), and relearning what they carried takes more epochs than this 2-core "
-        "budget affords for ~80 fine-tunes; in a probe, `taylor` at 50% on MNIST reached 85.3% after 2 "
-        "epochs and 87.5% after 6, on digits 94.7% after 5 and 95.6% after 20, still climbing. Read its rows "
-        "as a ranking of criteria, not as the accuracy a pruned ViT can reach with a real fine-tuning.",
+        "one or two images are noise.",
         "",
         *checks(results),
+        "",
+        *VIT_NOTES,
         "",
         "## Accuracy against MACs",
         "",
@@ -572,12 +683,34 @@ def write(results: list[dict[str, Any]], out: Path, seconds: float, quick: bool)
         "",
     ]
     for run in results:
-        lines += table(run)
+        lines += table(run) + other_heads_table(run)
     out.write_text("\n".join(lines + carried_sections(out)))
     record = {"seconds": seconds, "quick": quick, "budgets": budgets(), "results": results}
     (out.parent / "quality.json").write_text(json.dumps(record, indent=1))
     print(f"wrote {out}")
 
+
+# what was tried for the ViT-style model, and why it is set up as it is (measured in probes, not by this run)
+VIT_NOTES = (
+    "**The ViT-style model: what was tried.** An earlier run missed the 1-point target on both data sets "
+    "(best of ours 87.5% vs 91.1% unpruned on MNIST, 95.28% vs 96.39% on digits) with whole heads removed "
+    "(2 of 4 per block at 50%) and no augmentation. Probed one change at a time, with the same change for both "
+    "libraries: (1) *what is removed*: shrinking every head (fewer dims per head, all four heads kept) instead "
+    "of dropping whole heads recovers better after the same fine-tuning; the tables end with a few criteria "
+    "pruned the other way in this run. Global and isomorphic ranking chose the same split between heads and "
+    "MLP (2 of 4 heads, about half the MLP) and did not help. (2) *the scale*: the model used to compute its "
+    "attention scale from q's shape at run time; pruned q/k head dims change that number, which `pt.prune` "
+    "detects and so leaves q/k head dims whole (`report.skipped`; `approximate=True` prunes them). The scale "
+    "is now a constant fixed at construction, as in timm's Attention: same weights, same outputs, and q/k head "
+    "dims prune exactly. (3) *importance*: both libraries score the same members (q, k, v rows and proj "
+    "columns of a head or head dim; fc1 rows and fc2 columns of an MLP unit); ours also counts biases (TP's "
+    "default leaves them out), and our Taylor is |Σ w·∂L/∂w| per row where TP's default is Σ|w·∂L/∂w|; no "
+    "member was missing or wrongly scored. (4) *the baseline*: the unpruned ViT got every MNIST training "
+    "image right and 91.1% of the test images after 25 epochs, 91.6% after 50: it overfits 4,000 images. "
+    "With random shifts of up to 2 pixels it reached 92.7% after 25 epochs and 95.8% after 50, which this "
+    "run uses. On 8×8 digits a one-pixel shift cost accuracy (94.4% vs 96.4% after 80 epochs), so digits "
+    "trains without shifts.",
+)
 
 # sections other scripts write into the same page (benchmarks/quality_llm.py): kept when the page is rewritten
 CARRIED = ("## Tiny LLaMA on Python's own help texts",)
@@ -596,8 +729,15 @@ def carried_sections(out: Path) -> list[str]:
 
 
 BATCH = 64
-EPOCHS: dict[str, dict[str, float]] = {"cnn": {"mnist": 6, "digits": 30}, "vit": {"mnist": 25, "digits": 80}}
+EPOCHS: dict[str, dict[str, float]] = {"cnn": {"mnist": 6, "digits": 30}, "vit": {"mnist": 50, "digits": 80}}
 LR = {"cnn": 3e-3, "vit": 1e-3}
+# random shifts of up to this many pixels in training and fine-tuning (both libraries): the ViT-style
+# model, with no convolutions past its patch embedding, overfits 4,000 MNIST images without them
+# (100% train, 91% test); on 8×8 digits one pixel is an eighth of the image and cost accuracy in a probe
+SHIFT: dict[str, dict[str, int]] = {"cnn": {"mnist": 0, "digits": 0}, "vit": {"mnist": 2, "digits": 0}}
+# how the ViT's attention is pruned by both libraries: "dims" shrinks every head (q/k and v/proj head
+# dims), "whole" removes whole heads
+VIT_HEADS = "dims"
 LASSO_EPOCHS = {"mnist": 2, "digits": 10}
 LASSO_STRENGTH = 1e-3
 # the ViT gets three times the CNN's fine-tuning: it loses whole heads, and 2-5 epochs left it 2-6 points short
@@ -620,12 +760,14 @@ def budgets() -> dict[str, Any]:
         "LATENCY_REPEATS",
         "BATCH",
         "THREADS",
+        "SHIFT",
+        "VIT_HEADS",
     )
     return {name: globals()[name] for name in names}
 
 
 def main() -> None:
-    global EPOCHS, LASSO_EPOCHS, FINETUNE, LATENCY_REPEATS
+    global EPOCHS, LASSO_EPOCHS, FINETUNE, LATENCY_REPEATS, VIT_HEADS
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cache", type=Path, default=Path(".nox/quality/cache"), help="trained weights")
     parser.add_argument("--out", type=Path, default=Path("docs/quality.md"))
@@ -633,7 +775,9 @@ def main() -> None:
     parser.add_argument("--models", default="cnn,vit")
     parser.add_argument("--data", default="mnist,digits")
     parser.add_argument("--render", action="store_true", help="rewrite the page and plots from quality.json")
+    parser.add_argument("--vit-heads", choices=("dims", "whole"), default=VIT_HEADS, help="how the ViT's heads shrink")
     args = parser.parse_args()
+    VIT_HEADS = args.vit_heads
     if args.render:
         record = json.loads((args.out.parent / "quality.json").read_text())
         globals().update(record["budgets"])
