@@ -22,6 +22,12 @@ def _bert() -> tuple[torch.nn.Module, dict[str, torch.Tensor]]:
         vocab_size=512, hidden_size=128, num_hidden_layers=2, num_attention_heads=4, intermediate_size=256
     )
     bert = BertModel(config).eval()
+    with torch.no_grad():
+        # a fresh init's zero biases and unit LayerNorm scales are equal tensors, which the exporter
+        # stores once and shares between unrelated layers (coupling every head to the hidden size);
+        # trained weights are never equal, and a little noise makes these as distinct
+        for parameter in bert.parameters():
+            parameter.add_(torch.randn_like(parameter) * 0.02)
 
     class Hidden(torch.nn.Module):  # token ids in, last hidden state out: one tensor each way
         def __init__(self) -> None:
