@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 
 from prune_graph._couplings import Coupling, FactorLink, Link
@@ -14,8 +15,14 @@ __all__ = ["ShapeOf"]
 ShapeOf = Callable[[ValueId], tuple[int, ...]]
 
 
+@functools.lru_cache(maxsize=4096)
+def _identity(size: int) -> Identity:
+    """One shared map per size (frozen, compared by value): a graph links thousands of dims."""
+    return Identity(size)
+
+
 def _link(op: Op, a: ValueId, da: int, b: ValueId, db: int, size: int) -> Link:
-    return Link(DimRef(a, da), DimRef(b, db), Identity(size), op.id)
+    return Link(DimRef(a, da), DimRef(b, db), _identity(size), op.id)
 
 
 def _link_same(op: Op, shape: ShapeOf, a: ValueId, da: int, b: ValueId, db: int) -> list[Coupling]:
@@ -44,5 +51,5 @@ def _factor(op: Op, fine: DimRef, parts: Sequence[DimRef | None], sizes: Sequenc
         return []
     if len(kept) == 1:
         part, size = kept[0]
-        return [] if part is None else [Link(part, fine, Identity(size), op.id)]
+        return [] if part is None else [Link(part, fine, _identity(size), op.id)]
     return [FactorLink(fine, tuple(p for p, _ in kept), tuple(s for _, s in kept), op.id)]

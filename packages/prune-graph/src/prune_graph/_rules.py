@@ -419,17 +419,18 @@ RULES: Mapping[OpKind, Rule] = types.MappingProxyType(
 )
 
 
-def _mentioned(couplings: Sequence[Coupling]) -> set[DimRef]:
-    seen: set[DimRef] = set()
+def _mentioned(couplings: Sequence[Coupling]) -> set[tuple[str, int]]:
+    """The (value, dim) pairs the couplings name (plain tuples: they hash without a Python call)."""
+    dims: list[DimRef] = []
     for c in couplings:
         if isinstance(c, Link):
-            seen.update((c.src, c.dst))
+            dims += (c.src, c.dst)
         elif isinstance(c, FactorLink):
-            seen.add(c.fine)
-            seen.update(p for p in c.parts if p is not None)
+            dims.append(c.fine)
+            dims += (p for p in c.parts if p is not None)
         else:
-            seen.add(c.dim)
-    return seen
+            dims.append(c.dim)
+    return {(d.value, d.dim) for d in dims}
 
 
 def couplings_of(op: Op, shape: ShapeOf, rules: Mapping[OpKind, Rule] = RULES) -> tuple[Coupling, ...]:
@@ -463,7 +464,6 @@ def couplings_of(op: Op, shape: ShapeOf, rules: Mapping[OpKind, Rule] = RULES) -
         reason = f"{op.location} sets this dim's size itself"
     for value in (*op.inputs, *op.outputs, *op.axes):
         for d, size in enumerate(shape(value)):
-            ref = DimRef(value, d)
-            if size > 1 and ref not in seen:
-                found.append(Pin(ref, reason, op.id))
+            if size > 1 and (value, d) not in seen:
+                found.append(Pin(DimRef(value, d), reason, op.id))
     return tuple(found)

@@ -43,12 +43,23 @@ class UnionFind:
         return root
 
     def find(self, x: DimRef) -> DimRef:
-        return self.dims[self._root(self._id(x))]
+        i = self.ids.get(x)
+        if i is None:  # a new dim is its own class
+            self._id(x)
+            return x
+        if self.up[i] == i:
+            return self.dims[i]
+        return self.dims[self._root(i)]
 
     def union(self, a: DimRef, b: DimRef) -> None:
         ra, rb = self._root(self._id(a)), self._root(self._id(b))
         if ra != rb:
             self.up[rb] = ra
+
+    def roots(self) -> list[tuple[DimRef, DimRef]]:
+        """Every dim seen so far with the root of its class, in the order they were first seen."""
+        dims, root = self.dims, self._root
+        return [(dim, dims[root(i)]) for i, dim in enumerate(dims)]
 
 
 def components(total: int, edges_a: list[IntArray], edges_b: list[IntArray]) -> IntArray:

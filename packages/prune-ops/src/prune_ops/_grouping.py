@@ -77,21 +77,23 @@ def find_groups(graph: Graph, *, ignore: Collection[str] = (), prune_outputs: bo
     for pin in unify_factors(classes, factors):
         pins.setdefault(pin.dim, []).append(pin.reason)
     dims_of: dict[DimRef, list[DimRef]] = {}
-    for dim in list(classes.parent):
-        dims_of.setdefault(classes.find(dim), []).append(dim)
+    for dim, root in classes.roots():
+        dims_of.setdefault(root, []).append(dim)
     size_of = {k: graph.dim_size(dims[0]) for k, dims in dims_of.items()}
 
     # atoms: index-level union over the classes that offsets and windows join
+    ends = [(classes.find(link.src), classes.find(link.dst)) for link in windows]  # the classes each joins
     base: dict[DimRef, int] = {}
-    for link in windows:
-        for k in (classes.find(link.src), classes.find(link.dst)):
+    total = 0
+    for pair in ends:
+        for k in pair:
             if k not in base:
-                base[k] = sum(size_of[j] for j in base)
-    total = sum(size_of[k] for k in base)
+                base[k] = total
+                total += size_of[k]
     edges_a: list[IntArray] = []
     edges_b: list[IntArray] = []
-    for link in windows:
-        src, dst = base[classes.find(link.src)], base[classes.find(link.dst)]
+    for link, (src_class, dst_class) in zip(windows, ends):
+        src, dst = base[src_class], base[dst_class]
         index_map = link.map
         # the two common maps in arrays; any other map through its own domain and forward
         if type(index_map) is Offset:
@@ -148,8 +150,8 @@ def find_groups(graph: Graph, *, ignore: Collection[str] = (), prune_outputs: bo
         unit_of_atom[atom_roots] = -1
 
     joined = UnionFind()
-    for link in windows:
-        joined.union(classes.find(link.src), classes.find(link.dst))
+    for src_class, dst_class in ends:
+        joined.union(src_class, dst_class)
     spaces: dict[DimRef, list[DimRef]] = {}
     for k in base:
         spaces.setdefault(joined.find(k), []).append(k)

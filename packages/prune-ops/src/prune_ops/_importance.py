@@ -165,8 +165,10 @@ class Normalisation(enum.Enum):
 def _per_unit(member: Member, per_index: FloatArray, size: int) -> tuple[FloatArray, npt.NDArray[np.bool_]]:
     """Sum per-index scores into units; also which units this member covers."""
     valid = member.units >= 0
-    sums = np.bincount(member.units[valid], weights=per_index[valid], minlength=size)
-    covered = np.bincount(member.units[valid], minlength=size) > 0
+    units = member.units[valid]
+    sums = np.bincount(units, weights=per_index[valid], minlength=size)
+    covered = np.zeros(size, dtype=bool)
+    covered[units] = True
     return sums.astype(np.float64), covered
 
 

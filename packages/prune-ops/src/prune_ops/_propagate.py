@@ -47,8 +47,18 @@ def removal_of(graph: Graph, chosen: Iterable[tuple[Group, npt.ArrayLike]]) -> R
         units.append((group, picked))
         for dim, removed in group.removal(picked).items():
             parts.setdefault(dim, []).append(removed)
-    # a dim several groups reach (through a concat or a residual) is merged once, not once per group
-    merged = {dim: found[0] if len(found) == 1 else np.unique(np.concatenate(found)) for dim, found in parts.items()}
+    # a dim several groups reach (through a concat or a residual) is merged once, not once per group:
+    # marked in a mask of the dim's size, read back sorted and unique
+    merged: dict[DimRef, IntArray] = {}
+    for dim, found in parts.items():
+        size = graph.dim_size(dim)
+        if len(found) == 1:
+            merged[dim] = found[0]
+            continue
+        mask = np.zeros(size, dtype=bool)
+        for removed in found:
+            mask[removed] = True
+        merged[dim] = np.flatnonzero(mask).astype(np.int64, copy=False)
     for dim, removed in merged.items():
         size = graph.dim_size(dim)
         if removed.size >= size:

@@ -91,6 +91,8 @@ def _resolve(model: torch.nn.Module, plan: Plan) -> list[_Target]:
     """Find every tensor the plan names and check its shape and indices, before touching anything."""
     targets = []
     modules = dict(model.named_modules(remove_duplicate=False))
+    # (size, removed) pairs already found valid: a layer's weight, bias and statistics share them
+    checked: set[tuple[int, tuple[int, ...]]] = set()
     for entry in plan.entries:
         module = modules.get(entry.module)
         if module is None:
@@ -118,7 +120,9 @@ def _resolve(model: torch.nn.Module, plan: Plan) -> list[_Target]:
                 f"plan entry {entry.path}[{entry.axis}]: expected shape {tuple(entry.shape)}, the model has "
                 f"{tuple(tensor.shape)} (was the plan made for another model?)"
             )
-        check_indices(entry.removed, entry.size, f"plan entry {entry.path}[{entry.axis}]")
+        if (entry.size, entry.removed) not in checked:
+            check_indices(entry.removed, entry.size, f"plan entry {entry.path}[{entry.axis}]")
+            checked.add((entry.size, entry.removed))
         targets.append(_Target(entry, module, tensor))
     return targets
 
@@ -166,9 +170,19 @@ def _kept(entry: PlanEntry, device: torch.device) -> torch.Tensor:
     return kept.to(device) if device.type != "cpu" else kept
 
 
-def _slice(tensor: torch.Tensor, entries: list[PlanEntry]) -> torch.Tensor:
+_Kept = dict[tuple[int, tuple[int, ...], torch.device], torch.Tensor]
+
+
+def _slice(tensor: torch.Tensor, entries: list[PlanEntry], made: _Kept | None = None) -> torch.Tensor:
+    """``tensor`` with only the kept indices of each entry; ``made`` shares index tensors between calls."""
     for entry in entries:
-        tensor = tensor.index_select(entry.axis, _kept(entry, tensor.device))
+        key = (entry.size, entry.removed, tensor.device)
+        kept = made.get(key) if made is not None else None
+        if kept is None:
+            kept = _kept(entry, tensor.device)
+            if made is not None:
+                made[key] = kept
+        tensor = tensor.index_select(entry.axis, kept)
     return tensor
 
 
@@ -318,6 +332,7 @@ def _slice_all(model: torch.nn.Module, targets: list[_Target], snapshot: _Snapsh
             by_tensor.setdefault(id(t.tensor), []).append(t)
     for module in _modules_of(targets):
         snapshot.remember(module)
+    made: _Kept = {}  # a layer's weight, bias and statistics lose the same indices: one index tensor
     for group in by_tensor.values():
         first = group[0]
         entries = [t.entry for t in group]
@@ -325,8 +340,8 @@ def _slice_all(model: torch.nn.Module, targets: list[_Target], snapshot: _Snapsh
         param = first.module._parameters.get(name) if name in first.module._parameters else None
         if param is not None:
             snapshot.tensors.append((first.module, name, param.data, param.grad, True))
-            new_data = _slice(param.data, entries)
-            new_grad = _slice(param.grad, entries) if param.grad is not None else None
+            new_data = _slice(param.data, entries, made)
+            new_grad = _slice(param.grad, entries, made) if param.grad is not None else None
             set_data(param, new_data)
             param.grad = new_grad
         else:
@@ -334,7 +349,7 @@ def _slice_all(model: torch.nn.Module, targets: list[_Target], snapshot: _Snapsh
             if buffer is None:
                 raise ApplyError(f"buffer {first.entry.path} is None")
             snapshot.tensors.append((first.module, name, buffer, None, False))
-            first.module._buffers[name] = _slice(buffer, entries)
+            first.module._buffers[name] = _slice(buffer, entries, made)
     for t in targets:
         if t.tensor is None and t.entry.param in ("groups", "num_groups"):
             setattr(t.module, t.entry.param, t.entry.size_after)

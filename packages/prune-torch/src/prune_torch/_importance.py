@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Union
 import numpy as np
 import torch
 
-from prune_graph import Graph, OpKind
+from prune_graph import Graph, OpKind, ValueKind
 from prune_ops import (
     IMPORTANCES,
     Group,
@@ -131,6 +131,10 @@ class SummaryCache:
     def __init__(self, axes: Mapping[str, frozenset[int]] | None = None) -> None:
         self._axes = axes or {}
         self._found: dict[tuple[str, Summary], dict[int, np.ndarray]] = {}
+        # for one scoring pass: the model's modules by path, and what the importance reads by columns
+        self.modules: dict[str, torch.nn.Module] | None = None
+        self.wanted: dict[int, tuple[Summary, ...] | None] = {}
+        self.wanted_by: object = None  # the importance ``wanted`` is for
 
     @classmethod
     def of_groups(cls, groups: Iterable[Group]) -> SummaryCache:
@@ -172,15 +176,22 @@ def member_data(
     pass so each tensor is reduced once for all the groups it belongs to.
     """
     cache = cache if cache is not None else SummaryCache()
+    if tensors is None and cache.modules is None:
+        cache.modules = dict(model.named_modules(remove_duplicate=False))
     found = []
     for member in group.parameters:
-        if member.value.kind.value != "parameter":
+        if member.value.kind is not ValueKind.PARAMETER:
             continue
         dim = member.dim.dim
         shape = member.value.shape
-        wanted = (
-            summaries_wanted(importance, math.prod(shape) // max(shape[dim], 1)) if importance is not None else None
-        )
+        wanted = None
+        if importance is not None:
+            if cache.wanted_by is not importance:
+                cache.wanted, cache.wanted_by = {}, importance
+            columns = math.prod(shape) // max(shape[dim], 1)
+            if columns not in cache.wanted:
+                cache.wanted[columns] = summaries_wanted(importance, columns)
+            wanted = cache.wanted[columns]
         summaries = {}
         for summary in wanted or ():
             known = cache.get(member.value.id, dim, summary)
@@ -188,7 +199,7 @@ def member_data(
                 summaries[summary] = known
         tensor = None
         if wanted is None or len(summaries) < len(wanted):
-            tensor = _read(model, member, tensors)
+            tensor = _read(model, member, tensors, cache.modules)
         weight = grad = None
         for summary in wanted or ():
             if tensor is None or summary in summaries:
@@ -211,11 +222,19 @@ def member_data(
     return found
 
 
-def _read(model: torch.nn.Module, member: Member, tensors: Callable[[Member], torch.Tensor] | None) -> torch.Tensor:
+def _read(
+    model: torch.nn.Module,
+    member: Member,
+    tensors: Callable[[Member], torch.Tensor] | None,
+    modules: Mapping[str, torch.nn.Module] | None = None,
+) -> torch.Tensor:
     if tensors is not None:
         tensor = tensors(member)
     else:
-        module = model.get_submodule(member.value.module) if member.value.module else model
+        path = member.value.module
+        module = modules.get(path) if modules is not None else None
+        if module is None:
+            module = model.get_submodule(path) if path else model
         tensor = getattr(module, member.value.name)
     if tensor.is_meta:
         raise PruningError(f"{member.label} is on the meta device; only 'random' importance works without weights")
