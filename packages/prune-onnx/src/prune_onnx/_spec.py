@@ -45,6 +45,7 @@ NodeRule = Callable[[onnx.NodeProto, Context], list[Spec]]
 
 
 def attr(node: onnx.NodeProto, name: str, default: object = None) -> object:
+    """The value of attribute ``name`` of ``node``, or ``default``."""
     for a in node.attribute:
         if a.name == name:
             return helper.get_attribute_value(a)
@@ -52,15 +53,18 @@ def attr(node: onnx.NodeProto, name: str, default: object = None) -> object:
 
 
 def int_attr(node: onnx.NodeProto, name: str, default: int) -> int:
+    """An int attribute, or ``default`` when it is missing or not an int."""
     value = attr(node, name, default)
     return int(value) if isinstance(value, (int, np.integer)) else default
 
 
 def data(node: onnx.NodeProto) -> tuple[str, ...]:
+    """The inputs a node is given (optional inputs left empty are skipped)."""
     return tuple(i for i in node.input if i)
 
 
 def outs(node: onnx.NodeProto) -> tuple[str, ...]:
+    """The outputs a node is asked for."""
     return tuple(o for o in node.output if o)
 
 
