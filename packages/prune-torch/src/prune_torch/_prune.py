@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import gc
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
@@ -16,6 +17,7 @@ from prune_ops import (
     Plan,
     PruningError,
     Target,
+    TargetMissedWarning,
     contracted_in_products,
     costs,
 )
@@ -92,7 +94,9 @@ def prune(
     channels (local ranking), or of all channels with ``global_ranking`` (normalised scores
     compete across groups, no group loses more than ``max_ratio``) or ``isomorphic`` (only
     structurally identical groups compete); with ``target="params"`` or ``"macs"`` a fraction of
-    parameters or MACs, met within ``tolerance`` by searching the channel fraction.
+    parameters or MACs, met within ``tolerance`` by searching the channel fraction; a miss warns
+    (``TargetMissedWarning``), also one left by groups the model's code cannot follow, which are
+    found and left whole only after the search.
     ``ratios`` overrides the ratio for groups owned by given modules (objects or paths, a path
     covers its children; local ranking only, as is ``head_ratio``); ``ignore`` keeps the output
     channels of the given modules, whatever they feed. Channels factored two or three ways
@@ -181,6 +185,34 @@ def prune(
         raise
 
 
+def _warn_if_missed(
+    opts: Options, macs: int, macs_after: int, params: int, params_after: int, left_whole: list[str]
+) -> None:
+    """A cost target missed because groups the search counted on were left whole after it: say so, loudly.
+
+    The search (``plan_for_step``) meets the target with every selected group; groups the model's
+    code cannot follow are found only when the plan is applied, and leaving them whole removes less.
+    The model is pruned by then: the warning reports what was done (a search that cannot meet the
+    target warns before anything changes).
+    """
+    if opts.target is Target.CHANNELS:
+        return
+    before, after = (macs, macs_after) if opts.target is Target.MACS else (params, params_after)
+    got = 1 - after / max(before, 1)
+    if abs(got - opts.ratio) <= opts.tolerance:
+        return
+    warnings.warn(
+        TargetMissedWarning(
+            f"target={opts.target.value!r} ratio={opts.ratio}: the pruned model has {got:.1%} fewer "
+            f"{opts.target.value}, not {opts.ratio:.1%} within tolerance {opts.tolerance}, because "
+            f"{len(left_whole)} group(s) the search counted on were left whole when the plan was applied "
+            f"(first: {left_whole[0]}); see report.skipped (approximate=True prunes groups whose sizes the "
+            "model's code reads)"
+        ),
+        stacklevel=4,
+    )
+
+
 def _prune_steps(
     model: torch.nn.Module,
     example_inputs: ExampleInputs,
@@ -198,6 +230,7 @@ def _prune_steps(
     head_dim_modules: dict[str, None] = {}
     normalised = False
     skipped: list[str] = []
+    left_whole: list[str] = []  # groups the target search counted on but the model's code could not follow
     approximate: dict[str, None] = {}
     for step in range(opts.steps):
         with gc_paused():  # our work only: a fine-tune in between_steps runs with the collector on
@@ -217,6 +250,7 @@ def _prune_steps(
             )
             plan, applied = fit.plan, list(fit.applied)
             skipped += list(fit.skipped)
+            left_whole += list(fit.skipped)
             for group, why in fit.approximate:  # the model derives a number from the group's size
                 approximate[f"{group.name}: {why}"] = None
             contracted = contracted_in_products(graph)
@@ -243,10 +277,15 @@ def _prune_steps(
     if first_graph is None or combined is None:
         raise PruningError("nothing was traced")
     layers = layer_widths(model, first_graph, combined)
+    cost_before, cost_after = costs(first_graph), costs(first_graph, combined)
+    if left_whole:
+        _warn_if_missed(
+            opts, cost_before.macs, cost_after.macs, cost_before.parameters, cost_after.parameters, left_whole
+        )
     return Report(
         combined,
-        costs(first_graph),
-        costs(first_graph, combined),
+        cost_before,
+        cost_after,
         tuple(skipped),
         tuple(approximate),
         layers=layers,
