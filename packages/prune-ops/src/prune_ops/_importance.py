@@ -186,6 +186,10 @@ def reduce_members(rows: Sequence[tuple[FloatArray, npt.NDArray[np.bool_]]], siz
     """Combine per-member unit scores; units a member does not cover are left out of its row."""
     if not rows:
         raise PruningError("no parameter member to score (the group holds no parameters)")
+    if how is Reduction.MEAN:
+        mean = _mean_of_covered(rows, size)
+        if mean is not None:
+            return mean
     stacked = np.full((len(rows), size), np.nan)
     for i, (scores, covered) in enumerate(rows):
         stacked[i, covered] = scores[covered]
@@ -200,6 +204,24 @@ def reduce_members(rows: Sequence[tuple[FloatArray, npt.NDArray[np.bool_]]], siz
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             return np.asarray(np.nan_to_num(_REDUCERS[how](stacked)), dtype=np.float64)
+
+
+def _mean_of_covered(rows: Sequence[tuple[FloatArray, npt.NDArray[np.bool_]]], size: int) -> FloatArray | None:
+    """``nan_to_num(nanmean)`` of the rows over the units each covers, by the very sums ``np.nanmean`` takes.
+
+    Uncovered entries are zeros counted out, as ``nanmean`` makes them of NaNs, without its masks
+    and copies; ``None`` when a covered score is NaN itself (then ``nanmean`` decides).
+    """
+    stacked = np.zeros((len(rows), size))
+    count = np.zeros(size, dtype=np.intp)
+    for i, (scores, covered) in enumerate(rows):
+        stacked[i, covered] = scores[covered]
+        count += covered
+    if np.isnan(stacked).any():
+        return None
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.divide(np.sum(stacked, axis=0), count)
+    return np.asarray(np.nan_to_num(mean), dtype=np.float64)
 
 
 _POWER_SUMS: Mapping[int, Summary] = types.MappingProxyType({1: Summary.ABS_SUM, 2: Summary.SQUARE_SUM})

@@ -54,15 +54,26 @@ def _powered(tensor: torch.Tensor, summary: Summary) -> torch.Tensor:
     return part.abs_() if summary is Summary.ABS_SUM else part.square_()
 
 
-def _per_index(tensor: torch.Tensor, dims: tuple[int, ...], summary: Summary) -> dict[int, torch.Tensor]:
+_NUMPY_FLOATS = (torch.float32, torch.float64)
+
+
+def _numpy(values: torch.Tensor | np.ndarray) -> np.ndarray:
+    return values if isinstance(values, np.ndarray) else values.cpu().numpy()
+
+
+def _per_index(tensor: torch.Tensor, dims: tuple[int, ...], summary: Summary) -> dict[int, torch.Tensor | np.ndarray]:
     """Σ|w| or Σw² over every axis but one, for each axis in ``dims``, in one float64 pass over ``tensor``.
 
     Axes 0 and 1 (a layer's outputs and inputs) come from one matrix of sums over the other
     axes; any other axis is reduced on its own. Big tensors go a slice of axis 0 at a time.
     """
     if tensor.dim() <= 1:
+        if tensor.device.type == "cpu" and tensor.dtype in _NUMPY_FLOATS and not tensor.is_neg():
+            # no sum here, so numpy gives the very same float64 values without torch's cost per call
+            values = tensor.detach().reshape(-1).numpy().astype(np.float64)
+            return {0: np.abs(values, out=values) if summary is Summary.ABS_SUM else np.square(values, out=values)}
         return {0: _powered(tensor, summary).reshape(-1)}
-    out: dict[int, torch.Tensor] = {}
+    out: dict[int, torch.Tensor | np.ndarray] = {}
     for dim in dims:
         if dim >= 2:
             others = [d for d in range(tensor.dim()) if d != dim]
@@ -117,7 +128,7 @@ def summarise_tensor(tensor: torch.Tensor, member: Member, summary: Summary, siz
     tensor = tensor.detach()
     if summary is Summary.DISTANCE_SUM:
         return _distance_sums(tensor, member.dim.dim, member.units, size).cpu().numpy()
-    return _per_index(tensor, (member.dim.dim,), summary)[member.dim.dim].cpu().numpy()
+    return _numpy(_per_index(tensor, (member.dim.dim,), summary)[member.dim.dim])
 
 
 class SummaryCache:
@@ -152,7 +163,7 @@ class SummaryCache:
     def make(self, key: str, tensor: torch.Tensor, dim: int, summary: Summary) -> np.ndarray:
         """The summary along ``dim``, with those along the tensor's other axes the groups hold kept for later."""
         made = _per_index(tensor.detach(), tuple(sorted(self._axes.get(key, frozenset()) | {dim})), summary)
-        self._found.setdefault((key, summary), {}).update((d, v.cpu().numpy()) for d, v in made.items())
+        self._found.setdefault((key, summary), {}).update((d, _numpy(v)) for d, v in made.items())
         return self._found[(key, summary)][dim]
 
 

@@ -83,6 +83,21 @@ def _op_info(func: Any) -> tuple[Any, str, bool]:
     return READERS.get(packet), str(packet).replace("aten::", "aten."), alias is not None and alias.is_write
 
 
+def _all_in(ids: set[int], args: Any, kwargs: Any) -> bool:
+    """Whether the call reads at least one tensor and every tensor it reads is in ``ids``.
+
+    Stops at the first tensor that is not: most calls read a model value first.
+    """
+    found = False
+    for tree in (args, kwargs):
+        for item in tree.values() if isinstance(tree, Mapping) else tree:
+            for t in (item,) if isinstance(item, torch.Tensor) else tensors_in(item):
+                if id(t) not in ids:
+                    return False
+                found = True
+    return found
+
+
 class _Recorder(TorchDispatchMode):
     """Records aten calls into a GraphBuilder."""
 
@@ -144,8 +159,7 @@ class _Recorder(TorchDispatchMode):
                 self.keep.append(t)
 
     def _record(self, func: Any, args: Any, kwargs: Any, out: Any) -> None:
-        every_input = tensors_in(list(args)) + tensors_in(dict(kwargs))
-        if every_input and all(id(t) in self.dropped for t in every_input):
+        if self.dropped and _all_in(self.dropped, args, kwargs):
             # autograd's detach of saved statistics: recorded, it would fix their size (groups, heads)
             self._drop(out)
             return
@@ -368,9 +382,7 @@ class Calls:
     constants: tuple[Constant, ...] = ()
 
 
-def _run(
-    model: torch.nn.Module, example_inputs: ExampleInputs, meta: bool, lines: bool = False
-) -> tuple[Graph, Calls]:
+def _run(model: torch.nn.Module, example_inputs: ExampleInputs, meta: bool, lines: bool = False) -> tuple[Graph, Calls]:
     builder = GraphBuilder()
     names: dict[int, ValueId] = {}
     state = _state(model)
