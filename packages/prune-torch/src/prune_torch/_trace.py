@@ -199,12 +199,7 @@ class _Recorder(TorchDispatchMode):
     @staticmethod
     def _writes_into_view(func: Any, args: Any, spec: OpSpec) -> bool:
         """An in-place op that writes another tensor's channels into a view of a larger tensor."""
-        schema = func._schema
-        if (
-            not schema.arguments
-            or schema.arguments[0].alias_info is None
-            or not schema.arguments[0].alias_info.is_write
-        ):
+        if not _op_info(func)[2]:  # its first argument is not written
             return False
         target = args[0] if args else None
         others = [t for t in spec.inputs if t is not target]
