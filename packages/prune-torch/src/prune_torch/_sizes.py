@@ -94,11 +94,14 @@ class SizeUpdate:
 
 def _dim_kinds(groups: GroupSet) -> dict[DimRef, GroupKind]:
     """The kind of group each dim carries (a reshaped projection's fine dim belongs to several: left out)."""
-    kinds: dict[DimRef, set[GroupKind]] = {}
+    kinds: dict[DimRef, GroupKind] = {}
+    several: set[DimRef] = set()
     for group in groups:
+        kind = group.kind
         for member in group.members:
-            kinds.setdefault(member.dim, set()).add(group.kind)
-    return {dim: found.pop() for dim, found in kinds.items() if len(found) == 1}
+            if kinds.setdefault(member.dim, kind) is not kind:
+                several.add(member.dim)
+    return {dim: kind for dim, kind in kinds.items() if dim not in several}
 
 
 def _plain_channel_dims(groups: GroupSet) -> set[DimRef]:
@@ -206,25 +209,34 @@ def channel_updates(graph: Graph, plan: Plan) -> list[SizeUpdate]:
     activations = {v.id for v in graph.values if v.kind in (ValueKind.INPUT, ValueKind.ACTIVATION)}
     producer_module = {y: op.module for op in graph.ops for y in op.outputs}
     touched: dict[str, set[str]] = {}
+    # the scopes of a module: its path and every enclosing one ("" the model); a module is inside
+    # a scope exactly when the scope is one of these (no module, a model input: inside none)
+    known: dict[str, tuple[str, ...]] = {}
 
-    def inside(path: str, module: str | None) -> bool:
-        return module is not None and (not path or module == path or module.startswith(path + "."))
+    def scopes_of(module: str) -> tuple[str, ...]:
+        found = known.get(module)
+        if found is None:
+            parts = module.split(".") if module else []
+            found = known[module] = ("", *(".".join(parts[: k + 1]) for k in range(len(parts))))
+        return found
 
     for op in graph.ops:
-        parts = op.module.split(".") if op.module else []
-        scopes = ["", *(".".join(parts[: k + 1]) for k in range(len(parts)))]
+        scopes = scopes_of(op.module)
         for x in op.inputs:
             if x not in activations:
                 continue
+            producer = producer_module.get(x)
+            around = frozenset(scopes_of(producer)) if producer is not None else frozenset()
             for path in scopes:
-                if path == op.module or not inside(path, producer_module.get(x)):
+                if path == op.module or path not in around:
                     touched.setdefault(path, set()).add(x)
         for y in op.outputs:
             if y not in activations:
                 continue
-            outside = [c.module for c in graph.consumers(y)] + ([None] if y in graph.outputs else [])
+            readers = [c.module for c in graph.consumers(y)]
+            returned = y in graph.outputs
             for path in scopes:
-                if path == op.module or any(not inside(path, m) for m in outside):
+                if path == op.module or returned or any(path not in scopes_of(m) for m in readers):
                     touched.setdefault(path, set()).add(y)
     found: list[SizeUpdate] = []
     for path, values in sorted(touched.items()):
