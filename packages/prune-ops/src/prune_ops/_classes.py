@@ -52,9 +52,14 @@ class UnionFind:
         return self.dims[self._root(i)]
 
     def union(self, a: DimRef, b: DimRef) -> None:
-        ra, rb = self._root(self._id(a)), self._root(self._id(b))
+        ids, up = self.ids, self.up
+        i, j = ids.get(a), ids.get(b)
+        i = self._id(a) if i is None else i
+        j = self._id(b) if j is None else j
+        ra = i if up[i] == i else self._root(i)
+        rb = j if up[j] == j else self._root(j)
         if ra != rb:
-            self.up[rb] = ra
+            up[rb] = ra
 
     def roots(self) -> list[tuple[DimRef, DimRef]]:
         """Every dim seen so far with the root of its class, in the order they were first seen."""

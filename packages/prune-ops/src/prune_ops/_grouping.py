@@ -132,11 +132,11 @@ def find_groups(graph: Graph, *, ignore: Collection[str] = (), prune_outputs: bo
                 factors_by_part.setdefault(classes.find(part), []).append(f)
 
     # roots: plain classes that are not fine, and atoms of joined classes grouped by support
-    # each seed with its count of units (the labels its arrays use)
-    seeds: list[tuple[dict[DimRef, IntArray], int]] = []
+    # each seed with its count of units (the labels its arrays use) and the classes to start from
+    seeds: list[tuple[dict[DimRef, IntArray], int, int]] = []
     for k in dims_of:
         if k not in base and k not in fine_classes and size_of[k] > 0:
-            seeds.append(({k: np.arange(size_of[k], dtype=np.int64)}, size_of[k]))
+            seeds.append(({k: np.arange(size_of[k], dtype=np.int64)}, size_of[k], 1))
     by_support: dict[tuple[int, ...], list[int]] = {}
     for root, support in zip(roots.tolist(), supports):
         if not fine_atom[root]:
@@ -146,7 +146,9 @@ def find_groups(graph: Graph, *, ignore: Collection[str] = (), prune_outputs: bo
     for support, atom_roots in by_support.items():
         unit_of_atom[atom_roots] = np.arange(len(atom_roots), dtype=np.int64)
         seed = {joined_classes[j]: unit_of_atom[context.atoms_of[joined_classes[j]]] for j in support}
-        seeds.append((seed, len(atom_roots)))
+        # every class of the support holds these atoms, with the same units: writing them through the
+        # first class writes them for all, and reaches the others (they share an atom with it)
+        seeds.append((seed, len(atom_roots), 1))
         unit_of_atom[atom_roots] = -1
 
     joined = UnionFind()
@@ -163,8 +165,8 @@ def find_groups(graph: Graph, *, ignore: Collection[str] = (), prune_outputs: bo
     mixing = mixing_of(graph, couplings)
     members_of = _MemberOrder(graph, dims_of, pins, mixing, classes)
     made: list[tuple[tuple[int, str], _Made]] = []
-    for seed, count in seeds:
-        units, size = context.expand(seed, count)
+    for seed, count, start in seeds:
+        units, size = context.expand(dict(itertools.islice(seed.items(), start)), count)
         kind = next((kind_of[k] for k in seed if k in kind_of), GroupKind.CHANNELS)
         found = members_of.group(units, size, kind)
         made.append((found.order_key, found))
