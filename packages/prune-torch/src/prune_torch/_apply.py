@@ -170,19 +170,9 @@ def _kept(entry: PlanEntry, device: torch.device) -> torch.Tensor:
     return kept.to(device) if device.type != "cpu" else kept
 
 
-_Kept = dict[tuple[int, tuple[int, ...], torch.device], torch.Tensor]
-
-
-def _slice(tensor: torch.Tensor, entries: list[PlanEntry], made: _Kept | None = None) -> torch.Tensor:
-    """``tensor`` with only the kept indices of each entry; ``made`` shares index tensors between calls."""
+def _slice(tensor: torch.Tensor, entries: list[PlanEntry]) -> torch.Tensor:
     for entry in entries:
-        key = (entry.size, entry.removed, tensor.device)
-        kept = made.get(key) if made is not None else None
-        if kept is None:
-            kept = _kept(entry, tensor.device)
-            if made is not None:
-                made[key] = kept
-        tensor = tensor.index_select(entry.axis, kept)
+        tensor = tensor.index_select(entry.axis, _kept(entry, tensor.device))
     return tensor
 
 
@@ -332,7 +322,6 @@ def _slice_all(model: torch.nn.Module, targets: list[_Target], snapshot: _Snapsh
             by_tensor.setdefault(id(t.tensor), []).append(t)
     for module in _modules_of(targets):
         snapshot.remember(module)
-    made: _Kept = {}  # a layer's weight, bias and statistics lose the same indices: one index tensor
     for group in by_tensor.values():
         first = group[0]
         entries = [t.entry for t in group]
@@ -340,8 +329,8 @@ def _slice_all(model: torch.nn.Module, targets: list[_Target], snapshot: _Snapsh
         param = first.module._parameters.get(name) if name in first.module._parameters else None
         if param is not None:
             snapshot.tensors.append((first.module, name, param.data, param.grad, True))
-            new_data = _slice(param.data, entries, made)
-            new_grad = _slice(param.grad, entries, made) if param.grad is not None else None
+            new_data = _slice(param.data, entries)
+            new_grad = _slice(param.grad, entries) if param.grad is not None else None
             set_data(param, new_data)
             param.grad = new_grad
         else:
@@ -349,7 +338,7 @@ def _slice_all(model: torch.nn.Module, targets: list[_Target], snapshot: _Snapsh
             if buffer is None:
                 raise ApplyError(f"buffer {first.entry.path} is None")
             snapshot.tensors.append((first.module, name, buffer, None, False))
-            first.module._buffers[name] = _slice(buffer, entries, made)
+            first.module._buffers[name] = _slice(buffer, entries)
     for t in targets:
         if t.tensor is None and t.entry.param in ("groups", "num_groups"):
             setattr(t.module, t.entry.param, t.entry.size_after)

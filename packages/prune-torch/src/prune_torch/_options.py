@@ -44,6 +44,9 @@ class Options:
 
 
 def _paths(model: torch.nn.Module, keys: Iterable[ModuleKey], what: str) -> list[str]:
+    keys = list(keys)
+    if not keys:
+        return []  # nothing to look up: no walk over the model's modules
     by_object = {id(m): name for name, m in model.named_modules()}
     names = set(by_object.values())
     out = []

@@ -99,11 +99,14 @@ class Report(Outcome):
 def layer_widths(model: torch.nn.Module, graph: TracedGraph, plan: Plan) -> tuple[LayerWidth, ...]:
     """Output widths of every layer with a known rule, before and after ``plan`` (model already pruned or not)."""
     shapes = plan.state_shapes()
+    modules = dict(model.named_modules(remove_duplicate=False))
     layers = []
     for value in graph.values:
         if value.kind.value != "parameter" or value.name != "weight":
             continue
-        module = model.get_submodule(value.module) if value.module else model
+        module = modules.get(value.module)
+        if module is None:
+            module = model.get_submodule(value.module) if value.module else model
         rule = rule_for(module)
         if rule is None or not rule.out_axes:
             continue
