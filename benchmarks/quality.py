@@ -37,6 +37,8 @@ SEED = 0
 TARGETS = (0.3, 0.5, 0.7)
 OURS = ("l1", "l2", "random", "bn_scale", "taylor", "fpgm", "group_l2")
 THEIRS = ("magnitude-l1", "magnitude-l2", "taylor", "bn_scale", "lamp", "random")
+# ours `random` at 70% is drawn again with these seeds (besides SEED) for the random-vs-best check
+RANDOM_DRAWS = (1, 2)
 # the ViT is also pruned the other way (VIT_HEADS: whole heads or head dims) with these, at 50% only
 OTHER_HEADS = (("ours", "l1"), ("ours", "taylor"), ("theirs", "magnitude-l2"), ("theirs", "taylor"))
 
@@ -211,7 +213,7 @@ def measured(model: nn.Module, data: Data) -> dict[str, float]:
 
 
 # -- pruning: ours and theirs ----------------------------------------------------------------------
-def prune_ours(model: nn.Module, data: Data, criterion: str, target: float, heads: str) -> str:
+def prune_ours(model: nn.Module, data: Data, criterion: str, target: float, heads: str, seed: int = SEED) -> str:
     """Prune in place to ``target`` of the MACs removed; returns a note ('' when nothing to say)."""
     options: dict[str, Any] = {}
     if criterion == "taylor":
@@ -229,7 +231,7 @@ def prune_ours(model: nn.Module, data: Data, criterion: str, target: float, head
             target="macs",
             importance=criterion,
             ignore=["fc" if isinstance(model, SmallResNet) else "head"],
-            seed=SEED,
+            seed=seed,
             show_progress=False,
             **options,
         )
@@ -349,12 +351,13 @@ def run_one(
     model_name: str,
     base_macs: int,
     heads: str = "",
+    seed: int = SEED,
 ) -> dict[str, Any]:
     started = time.perf_counter()
     heads = heads or VIT_HEADS
     if library == "ours":
         pruned = copy.deepcopy(model)
-        note = prune_ours(pruned, data, criterion, target, heads)
+        note = prune_ours(pruned, data, criterion, target, heads, seed)
     else:
         pruned, note = prune_theirs(model, data, criterion, target, base_macs, heads), ""
     prune_seconds = time.perf_counter() - started
@@ -406,6 +409,12 @@ def sweep(model_name: str, data: Data, cache: Path) -> dict[str, Any]:
                     or f"acc {row['acc_pruned']:.1f} → {row['acc_finetuned']:.1f}, MACs -{row['macs_removed']:.1%}"
                 )
                 print(f"  {library:6} {criterion:12} {target:.0%}: {shown}", flush=True)
+    # more draws of ours `random` at 70% (seed 0 is in the table): the sanity check compares their mean
+    draws = []
+    for seed in RANDOM_DRAWS:
+        row = run_one("ours", "random", 0.7, model, data, model_name, base["macs"], seed=seed)
+        draws.append(row)
+        print(f"  ours   random seed {seed} 70%: acc {row['acc_pruned']:.1f} → {row['acc_finetuned']:.1f}", flush=True)
     other = []  # the ViT pruned the other way (whole heads / head dims), a few criteria at 50%
     if model_name == "vit":
         heads = "whole" if VIT_HEADS == "dims" else "dims"
@@ -420,6 +429,7 @@ def sweep(model_name: str, data: Data, cache: Path) -> dict[str, Any]:
         "base": base,
         "rows": rows,
         "other_heads": other,
+        "random_draws": draws,
     }
 
 
@@ -521,11 +531,18 @@ def checks(results: list[dict[str, Any]]) -> list[str]:
             stages = [("acc_pruned", "right after pruning")]
             if run["model"] == "cnn" and "acc_recalibrated" in rand:
                 stages.append(("acc_recalibrated", "after norm recalibration"))
+            draws = [rand, *(r for r in run.get("random_draws", []) if "error" not in r)]
             for stage, label in [*stages, ("acc_finetuned", "after fine-tuning")]:
-                diff = top[stage] - rand[stage]
+                values = [r[stage] for r in draws]
+                mean = sum(values) / len(values)
+                shown = (
+                    f"random {mean:.2f}% (mean of {len(values)} draws: " + ", ".join(f"{v:.2f}" for v in values) + ")"
+                    if len(values) > 1
+                    else f"random {mean:.2f}%"
+                )
                 lines.append(
-                    f"  - 70%, {label}: random {rand[stage]:.2f}% vs best other "
-                    f"`{top['criterion']}` {top[stage]:.2f}% ({diff:+.2f} points)"
+                    f"  - 70%, {label}: {shown} vs best other "
+                    f"`{top['criterion']}` {top[stage]:.2f}% ({top[stage] - mean:+.2f} points)"
                 )
     return lines
 
@@ -696,8 +713,9 @@ VIT_NOTES = (
     "(best of ours 87.5% vs 91.1% unpruned on MNIST, 95.28% vs 96.39% on digits) with whole heads removed "
     "(2 of 4 per block at 50%) and no augmentation. Probed one change at a time, with the same change for both "
     "libraries: (1) *what is removed*: shrinking every head (fewer dims per head, all four heads kept) instead "
-    "of dropping whole heads recovers better after the same fine-tuning; the tables end with a few criteria "
-    "pruned the other way in this run. Global and isomorphic ranking chose the same split between heads and "
+    "of dropping whole heads recovers better after the same fine-tuning in most pairs: each ViT table below "
+    "is followed by a few criteria pruned by whole heads in this run. Global and isomorphic ranking chose the "
+    "same split between heads and "
     "MLP (2 of 4 heads, about half the MLP) and did not help. (2) *the scale*: the model used to compute its "
     "attention scale from q's shape at run time; pruned q/k head dims change that number, which `pt.prune` "
     "detects and so leaves q/k head dims whole (`report.skipped`; `approximate=True` prunes them). The scale "
@@ -709,7 +727,14 @@ VIT_NOTES = (
     "image right and 91.1% of the test images after 25 epochs, 91.6% after 50: it overfits 4,000 images. "
     "With random shifts of up to 2 pixels it reached 92.7% after 25 epochs and 95.8% after 50, which this "
     "run uses. On 8×8 digits a one-pixel shift cost accuracy (94.4% vs 96.4% after 80 epochs), so digits "
-    "trains without shifts.",
+    "trains without shifts. (5) *random at 70%*: a head-dim unit is one dim index in all four heads (both "
+    "libraries remove the same dims from every head, so heads stay equal), and a criterion scores the sum "
+    "over four unrelated dims: it ranks them little better than chance, and right after pruning `random` is "
+    "no worse than magnitude. After fine-tuning the gap at 70% is small on digits, hence the mean over "
+    "several random draws in the checks (in a probe, random's fine-tuned accuracy on digits at 70% ranged "
+    "94.4–95.6% over four seeds). Whole heads keep the criteria more telling (in the earlier run, `random` "
+    "91.9% vs `group_l2` 95.3% at 70% on digits) but recover less. Choosing each head's own dims (equal "
+    "counts per head) would give the criteria their signal back; neither library offers it.",
 )
 
 # sections other scripts write into the same page (benchmarks/quality_llm.py): kept when the page is rewritten
