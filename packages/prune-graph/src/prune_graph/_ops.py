@@ -129,7 +129,7 @@ def _to_attrs(value: object) -> tuple[tuple[str, AttrValue], ...]:
 
 def _to_ids(value: object) -> tuple[ValueId, ...]:
     if type(value) is tuple and all(type(item) is str for item in value):
-        return value  # type: ignore[return-value]
+        return value
     if isinstance(value, str) or not isinstance(value, (list, tuple)):
         raise GraphError(f"value id lists must be sequences of str (got {value!r})")
     for item in value:

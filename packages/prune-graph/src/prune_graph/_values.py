@@ -34,7 +34,7 @@ class ValueKind(enum.Enum):
 
 def _to_shape(shape: object) -> tuple[int, ...]:
     if type(shape) is tuple and all(type(size) is int and size >= 0 for size in shape):
-        return shape  # type: ignore[return-value]
+        return shape
     if not isinstance(shape, (tuple, list)):
         raise GraphError(f"'shape' must be a sequence of sizes (got {shape!r})")
     out = tuple(shape)
