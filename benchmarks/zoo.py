@@ -134,7 +134,7 @@ def check(
         row["trace_s"] = time.perf_counter() - start
         groups = graph.groups()
         row["groups"] = f"{len(groups.prunable)}/{sum(1 for g in groups if g.parameters)}"
-        opaque = sorted({f"{op.target} in {op.module or '<root>'}" for op in graph.ops if op.kind.value == "opaque"})
+        opaque = sorted({f"{op.target} in {op.owner or '<root>'}" for op in graph.ops if op.kind.value == "opaque"})
         original = copy.deepcopy(model)
         reference_shapes = [tuple(t.shape) for t in _run(model, inputs)]
         stage = "prune"
@@ -209,7 +209,7 @@ def _why_kept(graph: Any, total: int) -> str:
     read = {i for op in graph.ops for i in op.inputs}
     unread = [v for v in graph.values if v.kind.value == "parameter" and v.id not in read]
     size = sum(math.prod(v.shape) for v in unread)
-    modules = sorted({v.module.rsplit(".", 1)[0] if "." in v.module else v.module for v in unread})
+    modules = sorted({v.owner.rsplit(".", 1)[0] if "." in v.owner else v.owner for v in unread})
     where = f" ({', '.join(modules[:3])}{' ...' if len(modules) > 3 else ''})" if modules else ""
     return (
         f"keeps over {KEPT_LIMIT:.0%} of its parameters: {size / max(total, 1):.0%} are never run by the forward{where}"

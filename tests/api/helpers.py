@@ -81,7 +81,7 @@ def prunable_groups(model: nn.Module, inputs: Any, ignore: tuple[str, ...] = ())
 
 def root(group: Any) -> str:
     """The module whose output channels name the group."""
-    return str(group.root_member.value.module)
+    return str(group.root_member.value.owner)
 
 
 def widths(report: pt.Report) -> dict[str, tuple[int, int]]:
@@ -105,7 +105,7 @@ def scale_units(model: nn.Module, group: Any, units: Iterable[int], factor: floa
         for member in group.parameters:
             if member.value.kind.value != "parameter":
                 continue
-            module = model.get_submodule(member.value.module) if member.value.module else model
+            module = model.get_submodule(member.value.owner) if member.value.owner else model
             tensor = getattr(module, member.value.name)
             index = torch.as_tensor(np.flatnonzero(np.isin(member.units, wanted)), dtype=torch.long)
             tensor.index_copy_(member.dim.dim, index, tensor.index_select(member.dim.dim, index) * factor)

@@ -50,7 +50,7 @@ def test_torch_einsum_equations_map_onto_the_core(model_and_export: tuple[Einsum
         ["bsd,od->bso", "bsd,hed->bhse", "bsd,hed->bhse", "bsd,hed->bhse", "bhqe,bhke->bhqk", "bhqk,bhke->bqhe"]
     )
     graph = po.trace(exported)
-    assert not [op for op in graph.ops if op.module in equations and op.kind is OpKind.OPAQUE]
+    assert not [op for op in graph.ops if op.owner in equations and op.kind is OpKind.OPAQUE]
     kinds = {g.kind for g in graph.groups().prunable}
     assert {GroupKind.CHANNELS, GroupKind.HEADS} <= kinds
     pruned, report = po.prune(exported, ratio=0.5)

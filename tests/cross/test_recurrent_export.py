@@ -43,7 +43,7 @@ def test_both_adapters_remove_the_same_hidden_units(kind: type[nn.RNNBase], bidi
     exported = export(model, x)
     graph = po.trace(exported)
     (rnn,) = [op for op in graph.ops if op.kind is OpKind.RECURRENT]
-    onnx_plan = po.plan(graph, rnn.module, REMOVED)
+    onnx_plan = po.plan(graph, rnn.owner, REMOVED)
     pruned = po.apply(graph, onnx_plan)
     assert po.check_equivalence(graph, pruned, onnx_plan).ok
 

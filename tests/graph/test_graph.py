@@ -207,7 +207,7 @@ def test_json_keeps_attribute_types():
     assert back.ops[0].attr("nested") == ((1, 2), (), ("a", None))
     assert back.ops[0].attr("flag") is False
     doc = json.loads(to_json(graph))
-    assert doc["schema"] == SCHEMA == "prune-graph/1"
+    assert doc["schema"] == SCHEMA == "prune-graph/2"
 
 
 def _doc() -> dict:
@@ -217,16 +217,16 @@ def _doc() -> dict:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        (json.dumps({**_doc(), "schema": "prune-graph/2"}), r"expected schema 'prune-graph/1' \(got 'prune-graph/2'\)"),
+        (json.dumps({**_doc(), "schema": "prune-graph/9"}), r"expected schema 'prune-graph/2' \(got 'prune-graph/9'\)"),
         (
             json.dumps({k: v for k, v in _doc().items() if k != "schema"}),
-            r"expected schema 'prune-graph/1' \(got None\)",
+            r"expected schema 'prune-graph/2' \(got None\)",
         ),
-        ("[1, 2]", r"expected schema 'prune-graph/1' \(got 'list'\)"),
+        ("[1, 2]", r"expected schema 'prune-graph/2' \(got 'list'\)"),
         ("{not json", r"not JSON"),
         (json.dumps({k: v for k, v in _doc().items() if k != "ops"}), r"missing or bad field 'ops'"),
         (json.dumps({**_doc(), "values": [{"id": "x"}]}), r"missing or bad field 'shape'"),
-        (json.dumps({**_doc(), "ops": [{**_doc()["ops"][0], "attrs": [["dim", 1]]}]}), r"malformed prune-graph/1"),
+        (json.dumps({**_doc(), "ops": [{**_doc()["ops"][0], "attrs": [["dim", 1]]}]}), r"malformed prune-graph/2"),
         (json.dumps({**_doc(), "ops": [{**_doc()["ops"][0], "kind": "convolution"}]}), r"'convolution' is not a valid"),
         (json.dumps({**_doc(), "values": [{**_doc()["values"][0], "kind": "tensor"}]}), r"'tensor' is not a valid"),
     ],
@@ -564,3 +564,13 @@ def test_fingerprint_ignores_activation_shapes_and_ids_but_not_ops():
     assert relabelled.fingerprint() != graph.fingerprint()
     rekinded = with_ops(graph, [attrs.evolve(op, kind=OpKind.OPAQUE) if op.id == "op1" else op for op in graph.ops])
     assert rekinded.fingerprint() != graph.fingerprint()
+
+
+def test_a_graph_written_with_the_first_schema_still_reads():
+    """Graphs written before owners were named so (``module``) read unchanged."""
+    graph = residual_block()
+    doc = _doc()
+    doc["schema"] = "prune-graph/1"
+    for item in doc["values"] + doc["ops"]:
+        item["module"] = item.pop("owner")
+    assert from_json(json.dumps(doc)) == graph

@@ -140,7 +140,7 @@ def test_op_converts_sequences_to_tuples_and_sorts_attributes():
 
 def test_op_typed_attribute_getters_name_the_op():
     o = op(
-        id="op7", target="aten.conv2d", module="layer1.conv", attrs={"groups": "2", "stride": (1, True), "flag": True}
+        id="op7", target="aten.conv2d", owner="layer1.conv", attrs={"groups": "2", "stride": (1, True), "flag": True}
     )
     with pytest.raises(GraphError, match=r"op op7 \(aten.conv2d in layer1.conv\): attribute 'groups' must be an int"):
         o.int_attr("groups")

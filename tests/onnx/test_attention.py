@@ -137,7 +137,7 @@ VARIANTS = [
 def test_heads_are_pruned_and_the_node_follows(layout: str, options: dict[str, object]) -> None:
     model = attention_model(layout, **options)  # type: ignore[arg-type]
     graph = po.trace(model)
-    assert OpKind.ATTENTION in {op.kind for op in graph.ops if op.module == "att"}
+    assert OpKind.ATTENTION in {op.kind for op in graph.ops if op.owner == "att"}
     heads = [g for g in graph.groups().prunable if g.kind is GroupKind.HEADS]
     assert [g.size for g in heads] == [HEADS]
     pruned, report = po.prune(model, ratio=0.5)
@@ -190,7 +190,7 @@ def test_value_head_dims_prune_exactly() -> None:
 def test_grouped_query_attention_stays_opaque_and_says_why(layout: str) -> None:
     model = attention_model(layout, kv_heads=2)
     graph = po.trace(model)
-    (att,) = [op for op in graph.ops if op.module == "att"]
+    (att,) = [op for op in graph.ops if op.owner == "att"]
     assert att.kind is OpKind.OPAQUE
     assert "grouped-query" in str(att.attr("why"))
     pruned, report = po.prune(model, ratio=0.5)
@@ -200,7 +200,7 @@ def test_grouped_query_attention_stays_opaque_and_says_why(layout: str) -> None:
 
 def test_qk_matmul_output_stays_opaque() -> None:
     graph = po.trace(attention_model("heads", qk_output=True))
-    (att,) = [op for op in graph.ops if op.module == "att"]
+    (att,) = [op for op in graph.ops if op.owner == "att"]
     assert att.kind is OpKind.OPAQUE
     assert "qk_matmul_output" in str(att.attr("why"))
 
@@ -209,7 +209,7 @@ def test_qk_matmul_output_stays_opaque() -> None:
 def test_past_states_pin_the_heads_they_meet(layout: str) -> None:
     model = attention_model(layout, past=True)
     graph = po.trace(model)
-    kinds = [op.kind for op in graph.ops if op.module == "att"]
+    kinds = [op.kind for op in graph.ops if op.owner == "att"]
     assert kinds.count(OpKind.CONCAT) == 2
     assert OpKind.ATTENTION in kinds
     assert not any(g.prunable for g in graph.groups().groups if g.kind is GroupKind.HEADS)

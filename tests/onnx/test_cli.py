@@ -30,7 +30,7 @@ def test_prune_verifies_and_writes_model_and_plan(
     assert code == 0, text
     assert "verify: outputs equal" in text
     onnx.checker.check_model(onnx.load(str(out)))
-    assert json.loads(plan.read_text())["schema"] == "prune-plan/1"
+    assert json.loads(plan.read_text())["schema"] == "prune-plan/2"
 
 
 def test_inspect_lists_groups(model_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -73,7 +73,7 @@ def test_linear_like_equations_prune_on_both_sides(
 ) -> None:
     model = einsum_model(equation, weight_shape, weight_first=weight_first, y_shape=y_shape)
     graph = po.trace(model)
-    kinds = [op.kind for op in graph.ops if op.module == "ein"]
+    kinds = [op.kind for op in graph.ops if op.owner == "ein"]
     assert OpKind.MATMUL in kinds
     assert set(kinds) <= {OpKind.MATMUL, OpKind.PERMUTE, OpKind.RESHAPE}
     prunable = graph.groups().prunable
@@ -168,7 +168,7 @@ def one_operand_model(equation: str, out_shape: list[int]) -> onnx.ModelProto:
 def test_one_operand_equations_are_copies_or_transposes(equation: str, kinds: list[OpKind]) -> None:
     model = one_operand_model(equation, [1, 4, 4, 4])
     graph = po.trace(model)
-    assert [op.kind for op in graph.ops if op.module == "ein"] == kinds
+    assert [op.kind for op in graph.ops if op.owner == "ein"] == kinds
     pruned, report = po.prune(model, ratio=0.5)
     assert [t.dims for t in pruned.graph.initializer if t.name == "W0"] == [[3, 3, 1, 1]]
     assert po.check_equivalence(model, pruned, report.plan).ok
@@ -190,7 +190,7 @@ def test_a_sum_in_one_operand_is_a_reduction_that_mixes() -> None:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     po_graph = po.trace(model)
-    assert [op.kind for op in po_graph.ops if op.module == "ein"] == [OpKind.REDUCE]
+    assert [op.kind for op in po_graph.ops if op.owner == "ein"] == [OpKind.REDUCE]
     (group,) = [g for g in po_graph.groups().groups if "fc0.W0[1]" in {m.label for m in g.parameters}]
     assert group.mixing  # never a silent prune of summed channels
     _, report = po.prune(model, ratio=0.5)

@@ -109,12 +109,12 @@ def test_bad_options_name_what_was_wrong() -> None:
         po.prune(small(), ratio=1.5)
     graph = po.trace(small())
     with pytest.raises(UnprunableError):
-        po.plan(graph, graph.ops[-1].module, [0])  # the classifier's outputs are the model's
+        po.plan(graph, graph.ops[-1].owner, [0])  # the classifier's outputs are the model's
 
 
 def test_ignore_keeps_a_node_output() -> None:
     model = small()
-    first_conv = po.trace(model).ops[0].module
+    first_conv = po.trace(model).ops[0].owner
     pruned, report = po.prune(model, ratio=0.5, ignore=[first_conv])
     assert report.plan.is_empty  # its channels run through the residual add into every other layer
     assert pruned.graph.initializer[0].dims == model.graph.initializer[0].dims
@@ -283,7 +283,7 @@ def test_rms_normalization_mixes_the_channels_it_normalises() -> None:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 23)])
     model.ir_version = 10
     traced = po.trace(model)
-    assert [op.kind for op in traced.ops if op.module == "rms"] == [OpKind.NORM]
+    assert [op.kind for op in traced.ops if op.owner == "rms"] == [OpKind.NORM]
     (group,) = traced.groups().prunable
     assert group.normalised  # approximate, crossed only because a recognised normalisation mixes it
     pruned, report = po.prune(model, ratio=0.5, importance="bn_scale")

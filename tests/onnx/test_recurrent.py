@@ -144,7 +144,7 @@ CASES = [
 @pytest.mark.parametrize(("op", "options"), CASES)
 def test_hidden_units_are_one_group_across_gates_and_directions(op: str, options: dict[str, object]) -> None:
     graph = po.trace(recurrent_model(op, **options))
-    assert [o.kind for o in graph.ops if o.module == "rnn"] == [OpKind.RECURRENT]
+    assert [o.kind for o in graph.ops if o.owner == "rnn"] == [OpKind.RECURRENT]
     hidden = group_with(graph, "rnn.R[2]")
     assert hidden.prunable
     assert hidden.size == HIDDEN
@@ -223,7 +223,7 @@ def test_a_node_target_prunes_the_hidden_units() -> None:
 
 def test_recurrent_macs() -> None:
     graph = po.trace(recurrent_model("LSTM", bidirectional=True))
-    (rnn,) = [o for o in graph.ops if o.module == "rnn"]
+    (rnn,) = [o for o in graph.ops if o.owner == "rnn"]
     per_op = {op: macs for op, _, macs in costs(graph).per_op}
     w, r = 2 * 4 * HIDDEN * WIDTH, 2 * 4 * HIDDEN * HIDDEN
     assert per_op[rnn.id] == SEQ * BATCH * (w + r)
@@ -231,7 +231,7 @@ def test_recurrent_macs() -> None:
 
 def test_peepholes_leave_the_node_opaque_and_say_why() -> None:
     graph = po.trace(recurrent_model("LSTM", peepholes=True))
-    (rnn,) = [o for o in graph.ops if o.module == "rnn"]
+    (rnn,) = [o for o in graph.ops if o.owner == "rnn"]
     assert rnn.kind is OpKind.OPAQUE
     hidden = group_with(graph, "rnn.R[2]")
     assert not hidden.prunable

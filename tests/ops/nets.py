@@ -199,7 +199,7 @@ def summary(graph: Graph) -> str:
         ins = ", ".join(f"{v}{list(graph.shape(v))}" for v in op.inputs)
         outs = ", ".join(f"{v}{list(graph.shape(v))}" for v in op.outputs)
         attrs = "".join(f" {k}={v}" for k, v in op.attrs if k != "padding")
-        lines.append(f"{op.id} {op.module or '-'} {op.kind.value}{attrs}: {ins} -> {outs}")
+        lines.append(f"{op.id} {op.owner or '-'} {op.kind.value}{attrs}: {ins} -> {outs}")
     return "\n".join(lines) + f"\noutputs: {', '.join(graph.outputs)}"
 
 
@@ -213,12 +213,12 @@ def rebuild(graph: Graph, shapes: Mapping[str, Sequence[int]]) -> Graph:
     for value in graph.values:
         if value.kind is not ValueKind.VIRTUAL:
             shape = tuple(shapes.get(value.id, value.shape))
-            builder.value(value.id, shape, value.dtype, value.kind, value.module, value.name)
+            builder.value(value.id, shape, value.dtype, value.kind, value.owner, value.name)
     for op in graph.ops:
         attrs = dict(op.attrs)
         if op.kind is OpKind.CONV and op.axes:
             attrs["groups"] = next(iter(shapes.get(op.axes[0], graph.shape(op.axes[0]))))
-        builder.op(op.kind, op.target, op.inputs, op.outputs, op.module, attrs)
+        builder.op(op.kind, op.target, op.inputs, op.outputs, op.owner, attrs)
     return validate(builder.build(graph.inputs, graph.outputs))
 
 

@@ -61,22 +61,22 @@ def test_plan_prints_a_readable_table() -> None:
     lines = text.splitlines()
     assert lines[0].startswith("Plan ")
     assert "7 tensors change, 168 parameters removed" in lines[0]
-    assert lines[1].split() == ["module", "param", "axis", "before", "→", "after", "params", "removed"]
+    assert lines[1].split() == ["owner", "tensor", "axis", "before", "→", "after", "params", "removed"]
     assert any(line.split() == ["conv1", "weight", "1", "8", "→", "6", "108"] for line in lines)
     assert any(line.split() == ["bn0", "running_mean", "0", "8", "→", "6"] for line in lines)
 
 
-def test_plan_json_round_trips_and_names_module_param_axis_indices() -> None:
+def test_plan_json_round_trips_and_names_owner_tensor_axis_indices() -> None:
     plan = plan_for(chain(), "conv1.weight", 0, [0, 5])
     text = plan.to_json()
     assert Plan.from_json(text) == plan
     assert Plan.from_json(plan.to_json(indent=2)) == plan
     doc = json.loads(text)
-    assert doc["schema"] == PLAN_SCHEMA == "prune-plan/1"
+    assert doc["schema"] == PLAN_SCHEMA == "prune-plan/2"
     assert doc["entries"] == [
         {
-            "module": "conv1",
-            "param": "weight",
+            "owner": "conv1",
+            "tensor": "weight",
             "kind": "parameter",
             "axis": 0,
             "size": 6,
@@ -84,8 +84,8 @@ def test_plan_json_round_trips_and_names_module_param_axis_indices() -> None:
             "indices": [0, 5],
         },
         {
-            "module": "conv2",
-            "param": "weight",
+            "owner": "conv2",
+            "tensor": "weight",
             "kind": "parameter",
             "axis": 1,
             "size": 6,
@@ -110,8 +110,8 @@ def test_plans_are_immutable_values() -> None:
     ("text", "message"),
     [
         ("not json", "plan is not JSON"),
-        ('["a list"]', r"expected plan schema 'prune-plan/1' \(got 'list'\)"),
-        ('{"schema": "prune-plan/0"}', r"expected plan schema 'prune-plan/1' \(got 'prune-plan/0'\)"),
+        ('["a list"]', r"expected plan schema 'prune-plan/2' \(got 'list'\)"),
+        ('{"schema": "prune-plan/0"}', r"expected plan schema 'prune-plan/2' \(got 'prune-plan/0'\)"),
         ('{"entries": []}', r"\(got None\)"),
         (
             '{"schema": "prune-plan/1", "fingerprint": "a", "result_fingerprint": "b", "shapes": {}}',
@@ -120,7 +120,7 @@ def test_plans_are_immutable_values() -> None:
         (
             '{"schema": "prune-plan/1", "fingerprint": "a", "result_fingerprint": "b", "shapes": {}, '
             '"entries": [{"module": "m", "param": "w", "axis": 0}]}',
-            "malformed prune-plan/1 document",
+            "malformed prune-plan/2 document",
         ),
     ],
 )
@@ -215,3 +215,17 @@ def test_plan_entry_converts_to_plain_ints() -> None:
     assert entry.kept == (0, 2)
     assert entry.path == "m.w"
     assert PlanEntry("", "w", "parameter", 0, 4, (4,), ()).path == "w"
+
+
+def test_a_plan_written_with_the_first_schema_still_reads() -> None:
+    """Plans saved before owners and tensors were named so (``module`` / ``param``) load unchanged."""
+    plan = plan_for(chain(), "conv1.weight", 0, [0, 5])
+    doc = json.loads(plan.to_json())
+    old = {
+        **doc,
+        "schema": "prune-plan/1",
+        "entries": [
+            {"module": e.pop("owner"), "param": e.pop("tensor"), **e} for e in [dict(x) for x in doc["entries"]]
+        ],
+    }
+    assert Plan.from_json(json.dumps(old)) == plan

@@ -229,13 +229,13 @@ def test_plan_matches_the_removal_and_round_trips_through_json(case) -> None:
     assert doc["schema"] == PLAN_SCHEMA
     assert doc["fingerprint"] == graph.fingerprint()
     state = {
-        (graph.value(d.value).module, graph.value(d.value).name, d.dim): idx.tolist()
+        (graph.value(d.value).owner, graph.value(d.value).name, d.dim): idx.tolist()
         for d, idx in removal.items()
         if graph.value(d.value).is_state
     }
-    assert {(e["module"], e["param"], e["axis"]): e["indices"] for e in doc["entries"]} == state
+    assert {(e["owner"], e["tensor"], e["axis"]): e["indices"] for e in doc["entries"]} == state
     for e in doc["entries"]:
-        assert {"module", "param", "axis", "indices"} <= set(e)
+        assert {"owner", "tensor", "axis", "indices"} <= set(e)
     keys = [e.key for e in plan.entries]
     assert keys == sorted(keys)
     # every changed value, activations included, gets its new shape
@@ -282,11 +282,11 @@ def _check_composition(graph: Graph, data: st.DataObject) -> None:
         if not value.is_state or not graph.has_value(value.id):
             continue
         for axis, size in enumerate(value.shape):
-            a = first.entry(value.module, value.name, axis)
-            b = second.entry(value.module, value.name, axis)
+            a = first.entry(value.owner, value.name, axis)
+            b = second.entry(value.owner, value.name, axis)
             left = surviving(size, a.removed if a else (), b.removed if b else ())
             gone = sorted(set(range(size)) - set(left))
-            entry = both.entry(value.module, value.name, axis)
+            entry = both.entry(value.owner, value.name, axis)
             assert (list(entry.removed) if entry else []) == gone, f"{value.path}[{axis}]"
             if entry is not None:
                 assert entry.size == size, f"{value.path}[{axis}]"

@@ -208,7 +208,7 @@ def test_norms_over_pruned_channels_are_not_exact() -> None:
     assert "GroupNorm and LayerNorm" in INEXACT_REASONS["norms"]
     model, x = _family("norms")
     graph = pt.trace(model, x)
-    gn_axis = graph.value(next(v.id for v in graph.values if v.module == "gn" and v.name == "num_groups"))
+    gn_axis = graph.value(next(v.id for v in graph.values if v.owner == "gn" and v.name == "num_groups"))
     seen_inexact = 0
     for group in graph.groups().prunable:
         pruned = copy.deepcopy(model)
@@ -395,7 +395,7 @@ def test_a_default_prune_is_exact_or_says_it_is_approximate(spec: dict[str, obje
     event(f"{len(mixed)} group(s) mixed by a non-norm op, {len(report.approximate)} approximate group(s) pruned")
     for group in mixed:  # left whole
         for member in group.parameters:
-            entry = report.plan.entry(member.value.module, member.value.name, member.dim.dim)
+            entry = report.plan.entry(member.value.owner, member.value.name, member.dim.dim)
             if entry is not None:
                 assert not set(entry.removed) & set(np.flatnonzero(member.units >= 0).tolist()), member.label
     if not report.approximate:

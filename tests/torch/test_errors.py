@@ -30,7 +30,7 @@ def model() -> nn.Sequential:
 def _edited(plan: pt.Plan, entry_module: str, entry_param: str, **changes: object) -> pt.Plan:
     """``plan`` with one entry changed by hand (as a user editing a saved plan might)."""
     key = (entry_module, entry_param)
-    entries = [attrs.evolve(e, **changes) if (e.module, e.param) == key else e for e in plan.entries]
+    entries = [attrs.evolve(e, **changes) if (e.owner, e.tensor) == key else e for e in plan.entries]
     return attrs.evolve(plan, entries=tuple(entries))
 
 
@@ -130,7 +130,7 @@ def test_plan_applied_twice(model: nn.Sequential) -> None:
 
 def test_plan_naming_a_missing_module(model: nn.Sequential) -> None:
     plan = pt.plan(pt.trace(model, X), model[0], [0, 1])
-    renamed = _edited(plan, "3", "weight", module="head")
+    renamed = _edited(plan, "3", "weight", owner="head")
     _raises_unchanged(
         model,
         pt.PlanMismatchError,
@@ -151,7 +151,7 @@ def test_plan_with_a_wrong_shape(model: nn.Sequential) -> None:
 
 
 def test_plan_json_from_another_schema() -> None:
-    with pytest.raises(pt.PlanMismatchError, match="expected plan schema 'prune-plan/1'"):
+    with pytest.raises(pt.PlanMismatchError, match="expected plan schema 'prune-plan/2'"):
         pt.Plan.from_json('{"schema": "prune-plan/0"}')
     with pytest.raises(pt.PlanMismatchError, match="not JSON"):
         pt.Plan.from_json("{")

@@ -99,7 +99,7 @@ def test_the_group_a_module_cannot_follow_is_found_among_those_touching_it(count
     graph, plan, chosen, x = _setup(model)
     assert len(chosen) == 6
     # three groups touch ``fixed``: stem (its input), fixed.inner, fixed.outer (its output)
-    assert sum(1 for g, _ in chosen if any(m.value.module.startswith("fixed") for m in g.members)) == 3
+    assert sum(1 for g, _ in chosen if any(m.value.owner.startswith("fixed") for m in g.members)) == 3
     fit = fits.apply_what_fits(model, graph, plan, chosen, x)
     assert [_owner(g) for g, _ in chosen if all(g is not a for a, _ in fit.applied)] == ["fixed.inner"]
     assert len(fit.skipped) == 1

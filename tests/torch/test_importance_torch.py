@@ -151,7 +151,7 @@ def test_summaries_of_big_tensors_taken_in_slices_agree(summary: Summary, monkey
 
 def graph_tensor(model: nn.Module, member: object) -> torch.Tensor:
     value = member.value  # type: ignore[attr-defined]
-    return getattr(model.get_submodule(value.module), value.name)  # type: ignore[no-any-return]
+    return getattr(model.get_submodule(value.owner), value.name)  # type: ignore[no-any-return]
 
 
 def test_a_custom_callable_still_gets_the_weights_and_gradients() -> None:

@@ -102,9 +102,9 @@ def test_custom_functional_conv_and_bare_parameters_are_traced_and_pruned() -> N
     graph = pt.trace(model, x)
     params = {v.path: v for v in graph.values if v.kind.value == "parameter"}
     assert {"features.kernel", "features.offset", "scale", "token"} <= params.keys()
-    assert params["features.kernel"].module == "features"
+    assert params["features.kernel"].owner == "features"
     conv_ops = [op for op in graph.ops if op.target == "aten.convolution"]
-    assert [op.module for op in conv_ops] == ["features"]
+    assert [op.owner for op in conv_ops] == ["features"]
 
     (group,) = [g for g in graph.groups().prunable if "features" in g.modules]
     labels = {m.label for m in group.parameters}
@@ -187,7 +187,7 @@ def test_model_reading_values_falls_back_to_a_real_trace() -> None:
 
     model = DataDependent()
     graph = pt.trace(model, torch.randn(1, 3, 4, 4))
-    assert [op.module for op in graph.ops if op.target == "aten.convolution"] == ["a", "b"]
+    assert [op.owner for op in graph.ops if op.target == "aten.convolution"] == ["a", "b"]
     with pytest.raises(pt.TraceError, match="meta run"):
         pt.trace(model, torch.randn(1, 3, 4, 4), meta=True)
     assert pt.trace(model, torch.randn(1, 3, 4, 4), meta=False).fingerprint() == graph.fingerprint()

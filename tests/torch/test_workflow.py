@@ -83,7 +83,7 @@ def test_plan_by_path_string_equals_plan_by_module(resnet: nn.Module) -> None:
     by_path = pt.plan(graph, "layers.0.0.conv1", [1, 5, 9])
     by_module = pt.plan(graph, resnet.layers[0][0].conv1, [1, 5, 9])
     assert by_path == by_module
-    assert {(e.module, e.param, e.axis) for e in by_path.entries} == {
+    assert {(e.owner, e.tensor, e.axis) for e in by_path.entries} == {
         ("layers.0.0.conv1", "weight", 0),
         ("layers.0.0.bn1", "weight", 0),
         ("layers.0.0.bn1", "bias", 0),
@@ -115,11 +115,11 @@ def test_plan_json_entries(resnet: nn.Module) -> None:
     doc = json.loads(plan.to_json())
     assert doc["fingerprint"] == plan.fingerprint == graph.fingerprint()
     for entry in doc["entries"]:
-        assert {"module", "param", "axis", "indices"} <= entry.keys()
+        assert {"owner", "tensor", "axis", "indices"} <= entry.keys()
         assert entry["indices"] == [0, 2, 7]  # sorted
-    conv = next(e for e in doc["entries"] if e["module"] == "conv1")
-    assert (conv["param"], conv["axis"], conv["shape"]) == ("weight", 0, [64, 3, 7, 7])
-    modules = {e["module"] for e in doc["entries"]}
+    conv = next(e for e in doc["entries"] if e["owner"] == "conv1")
+    assert (conv["tensor"], conv["axis"], conv["shape"]) == ("weight", 0, [64, 3, 7, 7])
+    modules = {e["owner"] for e in doc["entries"]}
     assert {"conv1", "bn1", "layers.0.0.conv1", "layers.0.0.conv2", "layers.1.0.shortcut.0"} <= modules
     assert pt.Plan.from_json(plan.to_json()) == plan
 

@@ -31,10 +31,10 @@ class GraphBuilder:
         self._ops: list[Op] = []
 
     def value(
-        self, value_id: str, shape: Sequence[int], dtype: str, kind: ValueKind, module: str = "", name: str = ""
+        self, value_id: str, shape: Sequence[int], dtype: str, kind: ValueKind, owner: str = "", name: str = ""
     ) -> ValueId:
         """Add a value (or return the id of an identical one already added)."""
-        new = Value(ValueId(value_id), tuple(shape), dtype, kind, module, name)
+        new = Value(ValueId(value_id), tuple(shape), dtype, kind, owner, name)
         old = self._values.get(new.id)
         if old is not None and old != new:
             raise GraphError(f"value {value_id!r} added twice with different records: {old} and {new}")
@@ -55,14 +55,14 @@ class GraphBuilder:
         target: str,
         inputs: Sequence[str],
         outputs: Sequence[str],
-        module: str = "",
+        owner: str = "",
         attrs: Mapping[str, AttrValue] | None = None,
     ) -> Op:
         """Add an op; returns it. Creates the virtual axes its kind needs."""
         op_id = OpId(f"op{len(self._ops)}")
         attrs = dict(attrs or {})
-        axes = self._virtual_axes(op_id, kind, inputs, outputs, module, attrs)
-        op = Op(op_id, kind, target, tuple(inputs), tuple(outputs), module, attrs, axes)
+        axes = self._virtual_axes(op_id, kind, inputs, outputs, owner, attrs)
+        op = Op(op_id, kind, target, tuple(inputs), tuple(outputs), owner, attrs, axes)
         self._ops.append(op)
         return op
 
@@ -72,7 +72,7 @@ class GraphBuilder:
         kind: OpKind,
         inputs: Sequence[str],
         outputs: Sequence[str],
-        module: str,
+        owner: str,
         attrs: Mapping[str, AttrValue],
     ) -> tuple[ValueId, ...]:
         groups = attrs.get("groups" if kind is OpKind.CONV else "num_groups", 1)
@@ -89,7 +89,7 @@ class GraphBuilder:
             names = ("num_groups", "group_width")
         axes = []
         for name, size in zip(names, (groups, width)):
-            axes.append(self.value(f"{op_id}:{name}", (size,), "none", ValueKind.VIRTUAL, module, name))
+            axes.append(self.value(f"{op_id}:{name}", (size,), "none", ValueKind.VIRTUAL, owner, name))
         return tuple(axes)
 
     def build(self, inputs: Sequence[str], outputs: Sequence[str], *, drop_unused: bool = False) -> Graph:

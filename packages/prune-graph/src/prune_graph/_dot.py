@@ -44,7 +44,7 @@ def to_dot(graph: Graph, colours: Mapping[str, str] | None = None, name: str = "
                 f"  {node} [shape=ellipse, style=filled, fillcolor={_quote(fill)}, label={_quote(label)}, id={node}];"
             )
     for op in graph.ops:
-        label = f"{op.kind.value}\n{op.module or '<root>'}"
+        label = f"{op.kind.value}\n{op.owner or '<root>'}"
         fill = colours.get(op.id, "lightgrey" if op.kind.value == "opaque" else "white")
         node = _quote("o:" + op.id)
         lines.append(f"  {node} [shape=box, style=filled, fillcolor={_quote(fill)}, label={_quote(label)}, id={node}];")

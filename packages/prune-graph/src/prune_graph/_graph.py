@@ -180,7 +180,7 @@ class Graph:
         for position, value_id in enumerate(self.outputs):
             # outputs are named by position and the module that writes them, not by internal value id
             producer = self.producer(value_id)
-            source = f" (from {producer.module})" if producer is not None and producer.module else ""
+            source = f" (from {producer.owner})" if producer is not None and producer.owner else ""
             for d, size in enumerate(self.shape(value_id)):
                 if size > 1:
                     pins.append(Pin(DimRef(value_id, d), f"dim {d} of model output {position}{source}"))

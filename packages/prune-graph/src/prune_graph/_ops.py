@@ -152,7 +152,7 @@ class Op:
     target: str
     inputs: tuple[ValueId, ...] = field(converter=_to_ids)
     outputs: tuple[ValueId, ...] = field(converter=_to_ids)
-    module: str = ""
+    owner: str = ""  # what ran it, as the adapter names it (the module path in torch)
     attrs: tuple[tuple[str, AttrValue], ...] = field(default=(), converter=_to_attrs)
     axes: tuple[ValueId, ...] = field(default=(), converter=_to_ids)
 
@@ -174,7 +174,7 @@ class Op:
         value = self.attr(name, default)
         if isinstance(value, bool) or not isinstance(value, int):
             raise GraphError(
-                f"op {self.id} ({self.target} in {self.module or '<root>'}): attribute {name!r} must be an int (got {value!r})"
+                f"op {self.id} ({self.target} in {self.owner or '<root>'}): attribute {name!r} must be an int (got {value!r})"
             )
         return value
 
@@ -183,16 +183,16 @@ class Op:
         value = self.attr(name, ())
         if not isinstance(value, tuple) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
             raise GraphError(
-                f"op {self.id} ({self.target} in {self.module or '<root>'}): attribute {name!r} must be ints (got {value!r})"
+                f"op {self.id} ({self.target} in {self.owner or '<root>'}): attribute {name!r} must be ints (got {value!r})"
             )
         return tuple(int(v) for v in value if isinstance(v, int))
 
     @property
     def location(self) -> str:
         """What a user reads: ``aten.convolution in layer1.0.conv1`` (no internal op id)."""
-        return f"{self.target} in {self.module or '<root>'}"
+        return f"{self.target} in {self.owner or '<root>'}"
 
     @property
     def where(self) -> str:
         """Human-readable location: ``op12 aten.convolution in layer1.0.conv1``."""
-        return f"{self.id} {self.target} in {self.module or '<root>'}"
+        return f"{self.id} {self.target} in {self.owner or '<root>'}"

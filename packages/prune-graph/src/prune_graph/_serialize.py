@@ -12,7 +12,8 @@ from prune_graph._values import Value, ValueId, ValueKind
 
 __all__ = ["SCHEMA", "from_json", "to_json"]
 
-SCHEMA = "prune-graph/1"
+SCHEMA = "prune-graph/2"
+_READS = (SCHEMA, "prune-graph/1")  # /1 named owners "module"
 
 
 def _attr_to_json(value: Any) -> Any:
@@ -33,7 +34,7 @@ def to_json(graph: Graph, indent: int | None = None) -> str:
                 "shape": list(v.shape),
                 "dtype": v.dtype,
                 "kind": v.kind.value,
-                "module": v.module,
+                "owner": v.owner,
                 "name": v.name,
             }
             for v in graph.values
@@ -45,7 +46,7 @@ def to_json(graph: Graph, indent: int | None = None) -> str:
                 "target": op.target,
                 "inputs": list(op.inputs),
                 "outputs": list(op.outputs),
-                "module": op.module,
+                "owner": op.owner,
                 "attrs": {k: _attr_to_json(v) for k, v in op.attrs},
                 "axes": list(op.axes),
             }
@@ -61,18 +62,22 @@ def _attr_from_json(value: Any) -> Any:
     return value
 
 
+def _owner(item: dict[str, Any]) -> str:
+    return str(item["owner"] if "owner" in item else item["module"])
+
+
 def from_json(text: str) -> Graph:
     """Read a graph written by :func:`to_json`; ``SchemaError`` for another schema or a malformed document."""
     try:
         doc = json.loads(text)
     except json.JSONDecodeError as error:
         raise SchemaError(f"not JSON: {error}") from error
-    if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
+    if not isinstance(doc, dict) or doc.get("schema") not in _READS:
         got = doc.get("schema") if isinstance(doc, dict) else type(doc).__name__
         raise SchemaError(f"expected schema {SCHEMA!r} (got {got!r})")
     try:
         values = [
-            Value(ValueId(v["id"]), tuple(v["shape"]), v["dtype"], ValueKind(v["kind"]), v["module"], v["name"])
+            Value(ValueId(v["id"]), tuple(v["shape"]), v["dtype"], ValueKind(v["kind"]), _owner(v), v["name"])
             for v in doc["values"]
         ]
         ops = [
@@ -82,7 +87,7 @@ def from_json(text: str) -> Graph:
                 o["target"],
                 tuple(o["inputs"]),
                 tuple(o["outputs"]),
-                o["module"],
+                _owner(o),
                 {k: _attr_from_json(v) for k, v in o["attrs"].items()},
                 tuple(o["axes"]),
             )

@@ -18,9 +18,10 @@ class ValueKind(enum.Enum):
     """What a value is.
 
     ``INPUT``: a model input. ``ACTIVATION``: produced by an op. ``PARAMETER`` / ``BUFFER``: owned
-    by a module (``Value.module``) under a name (``Value.name``). ``CONSTANT``: a tensor made
+    by an owner (``Value.owner``: a module path in torch, a node in ONNX) under a tensor
+    name (``Value.name``). ``CONSTANT``: a tensor made
     inside the forward pass or coming from outside the model. ``VIRTUAL``: an axis with no tensor,
-    such as the group axis of a grouped convolution; its size is a module attribute
+    such as the group axis of a grouped convolution; its size is an attribute of its owner
     (``Value.name`` says which, e.g. ``groups``).
     """
 
@@ -56,7 +57,7 @@ class Value:
     shape: tuple[int, ...] = attrs.field(converter=_to_shape)
     dtype: str
     kind: ValueKind = attrs.field()
-    module: str = ""
+    owner: str = ""  # what holds the tensor, as the adapter names it (a module path, a node name)
     name: str = ""
 
     @kind.validator
@@ -72,9 +73,9 @@ class Value:
 
     @property
     def path(self) -> str:
-        """``module.name`` for owned values (parameters, buffers, virtual axes), else the id."""
+        """``owner.name`` for owned values (parameters, buffers, virtual axes), else the id."""
         if self.name:
-            return f"{self.module}.{self.name}" if self.module else self.name
+            return f"{self.owner}.{self.name}" if self.owner else self.name
         return str(self.id)
 
     @property

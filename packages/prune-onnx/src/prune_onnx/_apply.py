@@ -142,7 +142,7 @@ def _slice_bounds(node: onnx.NodeProto, ctx: Context, graph: OnnxGraph, removal:
     # the chain of per-axis slices of this node: removal of each intermediate output
     new_ranges: list[tuple[int, int, int, int]] = []
     changed = False
-    step_of = {op.attr("dim"): op for op in graph.ops if op.module == node.name and op.kind is OpKind.SLICE}
+    step_of = {op.attr("dim"): op for op in graph.ops if op.owner == node.name and op.kind is OpKind.SLICE}
     for axis, r in ranges:
         n = graph.shape(xv)[axis]
         removed_in = removal.of(DimRef(xv, axis))
@@ -288,7 +288,7 @@ def apply(
             array = sliced.get(value.name, graph.initializer(value.name))
             sliced[value.name] = np.delete(array, removed, axis=dim.dim)
         elif value.kind is ValueKind.VIRTUAL:
-            node = nodes[value.module]
+            node = nodes[value.owner]
             attr = "group" if value.name == "groups" else value.name
             size = value.shape[0] - len(removed)
             for a in node.attribute:
@@ -330,9 +330,9 @@ def _check(model: onnx.ModelProto, graph: OnnxGraph, plan: Plan, removal: Remova
             got = again.shape(again.value(name).id)
             if got != want:
                 raise OnnxApplyError(
-                    f"node {op.module} ({op.target}): output {name!r} has shape {got} after pruning, expected {want}"
+                    f"node {op.owner} ({op.target}): output {name!r} has shape {got} after pruning, expected {want}"
                     " (a size the graph computes did not follow)",
-                    op.module,
+                    op.owner,
                 )
     if again.fingerprint() != plan.result_fingerprint:
         raise OnnxApplyError(

@@ -46,7 +46,7 @@ Report = Outcome
 def _output_axis(graph: OnnxGraph, node: str) -> tuple[ValueId, int]:
     """The weight of a node and the axis of its output channels."""
     for op in graph.ops:
-        if op.module != node or len(op.inputs) < 2:
+        if op.owner != node or len(op.inputs) < 2:
             continue
         weight = graph.value(op.inputs[1])
         if weight.kind is not ValueKind.PARAMETER:
@@ -71,7 +71,7 @@ def plan(graph: OnnxGraph, target: str, indices: npt.ArrayLike | Iterable[int], 
     if graph.has_value(target) and graph.value(target).is_state:
         value, axis = graph.value(target).id, 0 if dim is None else dim
     else:
-        if not any(op.module == target for op in graph.ops):
+        if not any(op.owner == target for op in graph.ops):
             raise PruningError(f"the model has no initializer or node named {target!r}")
         value, axis = _output_axis(graph, target)
         axis = axis if dim is None else dim
@@ -101,7 +101,7 @@ def member_data(graph: OnnxGraph, group: Group) -> list[MemberData]:
 
 
 def _nodes(graph: OnnxGraph, names: Iterable[str], what: str) -> tuple[str, ...]:
-    known = {op.module for op in graph.ops}
+    known = {op.owner for op in graph.ops}
     out = []
     for name in names:
         if not isinstance(name, str) or name not in known:

@@ -227,7 +227,7 @@ def harmonise_head_dims(chosen: Chosen, scored: Scored) -> Chosen:
     owner: dict[str, int] = {}
     for i in heads:
         # the modules that run the reshapes into heads hold activations of every head-dim group they use
-        for module in {m.value.module for m in chosen[i][0].members}:
+        for module in {m.value.owner for m in chosen[i][0].members}:
             if module in owner:
                 parent[find(i)] = find(owner[module])
             else:

@@ -98,19 +98,19 @@ def boundary_and_ignored(graph: Graph, ignore: Collection[str], prune_outputs: b
     if not ignored:
         return pins
     for op in graph.ops:
-        owners = [path for path in ignored if _inside(op.module, (path,))]
+        owners = [path for path in ignored if _inside(op.owner, (path,))]
         if not owners:
             continue
         for out in op.outputs:
             # leaving one ignored module counts even when the reader is another ignored module
             leaves = out in graph.outputs or any(
-                not _inside(c.module, (path,)) for path in owners for c in graph.consumers(out)
+                not _inside(c.owner, (path,)) for path in owners for c in graph.consumers(out)
             )
             if not leaves:
                 continue
             for d, size in enumerate(graph.shape(out)):
                 if size > 1:
-                    pins.append(Pin(DimRef(out, d), f"output of ignored module {op.module}", op.id))
+                    pins.append(Pin(DimRef(out, d), f"output of ignored module {op.owner}", op.id))
     return pins
 
 

@@ -89,5 +89,5 @@ def costs(graph: Graph, plan: Plan | None = None) -> Costs:
     for op in graph.ops:
         rule = _MACS.get(op.kind)
         if rule is not None:
-            per_op.append((op.id, op.module, rule(op, shape)))
+            per_op.append((op.id, op.owner, rule(op, shape)))
     return Costs(parameters, sum(m for _, _, m in per_op), tuple(per_op))

@@ -121,7 +121,7 @@ class Group:
     @property
     def modules(self) -> tuple[str, ...]:
         """Modules owning the group's parameters, in order of appearance."""
-        return tuple(dict.fromkeys(m.value.module for m in self.parameters))
+        return tuple(dict.fromkeys(m.value.owner for m in self.parameters))
 
     @property
     def name(self) -> str:

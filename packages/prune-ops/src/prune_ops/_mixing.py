@@ -44,12 +44,12 @@ def normalisation_modules(graph: Graph) -> dict[str, int]:
     """
     kinds: dict[str, set[OpKind]] = {}
     for op in graph.ops:
-        if op.module:
-            kinds.setdefault(op.module, set()).add(op.kind)
+        if op.owner:
+            kinds.setdefault(op.owner, set()).add(op.kind)
     params: dict[str, list[tuple[int, ...]]] = {}
     for value in graph.values:
-        if value.kind is ValueKind.PARAMETER and value.module in kinds:
-            params.setdefault(value.module, []).append(value.shape)
+        if value.kind is ValueKind.PARAMETER and value.owner in kinds:
+            params.setdefault(value.owner, []).append(value.shape)
     found = {}
     for module, shapes in params.items():
         if not kinds[module] <= _NORM_BODY or OpKind.REDUCE not in kinds[module]:
@@ -61,7 +61,7 @@ def normalisation_modules(graph: Graph) -> dict[str, int]:
 
 def _note(graph: Graph, mix: Mix, op: Op | None, norms: dict[str, int]) -> MixNote:
     how = mix.how
-    module = op.module if op is not None else ""
+    module = op.owner if op is not None else ""
     if how is Mixing.REDUCTION and op is not None and norms.get(module) == graph.dim_size(mix.dim):
         how = Mixing.NORMALISATION
     return MixNote(how, op.target if op is not None else "?", module, mix.op)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterable
+from typing import Any
 
 import attrs
 import numpy as np
@@ -16,7 +17,8 @@ from prune_ops._propagate import Removal
 
 __all__ = ["PLAN_SCHEMA", "Plan", "PlanEntry", "make_plan"]
 
-PLAN_SCHEMA = "prune-plan/1"
+PLAN_SCHEMA = "prune-plan/2"
+_READS = (PLAN_SCHEMA, "prune-plan/1")  # /1 named an entry's owner "module" and its tensor "param"
 _STATE_KINDS = (ValueKind.PARAMETER, ValueKind.BUFFER, ValueKind.VIRTUAL)
 
 
@@ -26,12 +28,23 @@ def _ints(values: object) -> tuple[int, ...]:
     return tuple(map(int, values))  # type: ignore[call-overload]
 
 
+def _names(entry: dict[str, Any]) -> tuple[str, str]:
+    """An entry's owner and tensor, as either schema names them."""
+    if "owner" in entry:
+        return str(entry["owner"]), str(entry["tensor"])
+    return str(entry["module"]), str(entry["param"])
+
+
 @attrs.frozen
 class PlanEntry:
-    """Indices ``removed`` from ``axis`` of ``module.param`` (a parameter, buffer or virtual axis)."""
+    """Indices ``removed`` from ``axis`` of the tensor ``owner.tensor`` (a parameter, buffer or virtual axis).
 
-    module: str
-    param: str
+    ``owner`` and ``tensor`` are named by the adapter: a module path and a parameter name in
+    torch, a node and an initializer in ONNX.
+    """
+
+    owner: str
+    tensor: str
     kind: str
     axis: int
     size: int
@@ -40,13 +53,13 @@ class PlanEntry:
 
     @property
     def key(self) -> tuple[str, str, int]:
-        """``(module, param, axis)``."""
-        return (self.module, self.param, self.axis)
+        """``(owner, tensor, axis)``."""
+        return (self.owner, self.tensor, self.axis)
 
     @property
     def path(self) -> str:
-        """``module.param``."""
-        return f"{self.module}.{self.param}" if self.module else self.param
+        """``owner.tensor``."""
+        return f"{self.owner}.{self.tensor}" if self.owner else self.tensor
 
     @property
     def kept(self) -> tuple[int, ...]:
@@ -122,14 +135,14 @@ class Plan:
 
     def __repr__(self) -> str:
         """One line; ``str(plan)`` is the full table."""
-        modules = len({e.module for e in self.entries})
+        owners = len({e.owner for e in self.entries})
         return (
-            f"Plan({self.fingerprint} → {self.result_fingerprint}: {len(self.entries)} axes of {modules} modules, "
+            f"Plan({self.fingerprint} → {self.result_fingerprint}: {len(self.entries)} axes of {owners} owners, "
             f"{self.parameters_removed:,} parameters removed)"
         )
 
     def __str__(self) -> str:
-        rows = [("module", "param", "axis", "before → after", "params removed")]
+        rows = [("owner", "tensor", "axis", "before → after", "params removed")]
         shapes = self.state_shapes()
         shown: set[str] = set()
         for e in self.entries:
@@ -138,7 +151,7 @@ class Plan:
             if e.path not in shown and e.kind == ValueKind.PARAMETER.value:
                 removed = f"{math.prod(before) - math.prod(after):,}"
             shown.add(e.path)
-            rows.append((e.module or "<root>", e.param, str(e.axis), f"{e.size} → {e.size_after}", removed))
+            rows.append((e.owner or "<root>", e.tensor, str(e.axis), f"{e.size} → {e.size_after}", removed))
         widths = [max(len(r[i]) for r in rows) for i in range(5)]
         lines = [
             f"Plan {self.fingerprint} → {self.result_fingerprint}: {len(shapes)} tensors change, "
@@ -149,15 +162,15 @@ class Plan:
         return "\n".join(lines)
 
     def to_json(self, indent: int | None = None) -> str:
-        """JSON with the schema version, fingerprints, entries (``module``, ``param``, ``axis``, ``indices``) and shapes."""
+        """JSON with the schema version, fingerprints, entries (``owner``, ``tensor``, ``axis``, ``indices``) and shapes."""
         doc = {
             "schema": PLAN_SCHEMA,
             "fingerprint": self.fingerprint,
             "result_fingerprint": self.result_fingerprint,
             "entries": [
                 {
-                    "module": e.module,
-                    "param": e.param,
+                    "owner": e.owner,
+                    "tensor": e.tensor,
                     "kind": e.kind,
                     "axis": e.axis,
                     "size": e.size,
@@ -178,13 +191,12 @@ class Plan:
             doc = json.loads(text)
         except json.JSONDecodeError as error:
             raise PlanMismatchError(f"plan is not JSON: {error}") from error
-        if not isinstance(doc, dict) or doc.get("schema") != PLAN_SCHEMA:
+        if not isinstance(doc, dict) or doc.get("schema") not in _READS:
             got = doc.get("schema") if isinstance(doc, dict) else type(doc).__name__
             raise PlanMismatchError(f"expected plan schema {PLAN_SCHEMA!r} (got {got!r})")
         try:
             entries = tuple(
-                PlanEntry(e["module"], e["param"], e["kind"], e["axis"], e["size"], e["shape"], e["indices"])
-                for e in doc["entries"]
+                PlanEntry(*_names(e), e["kind"], e["axis"], e["size"], e["shape"], e["indices"]) for e in doc["entries"]
             )
             shapes = tuple((k, tuple(v)) for k, v in doc["shapes"].items())
             inputs = tuple(
@@ -237,7 +249,7 @@ def make_plan(graph: Graph, removal: Removal) -> Plan:
             state[value.id] = ()
             entries.append(
                 PlanEntry(
-                    value.module,
+                    value.owner,
                     value.name,
                     value.kind.value,
                     dim.dim,

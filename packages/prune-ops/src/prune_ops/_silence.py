@@ -106,13 +106,13 @@ def silence(graph: Graph, plan: Plan, extra: Mapping[ValueId, frozenset[int]] | 
     by_name: dict[tuple[str, str], ValueId] = {}
     for v in graph.values:
         if v.kind is ValueKind.PARAMETER:
-            by_name.setdefault((v.module, v.name), v.id)
+            by_name.setdefault((v.owner, v.name), v.id)
     out = []
     for entry in plan.entries:
         if entry.kind != ValueKind.PARAMETER.value:
             continue
-        found = by_name.get((entry.module, entry.param))
+        found = by_name.get((entry.owner, entry.tensor))
         if found is None or entry.axis not in sides.get(found, ()):
             continue
-        out.append(Silence(found, entry.module, entry.param, entry.axis, np.asarray(entry.removed, dtype=np.int64)))
+        out.append(Silence(found, entry.owner, entry.tensor, entry.axis, np.asarray(entry.removed, dtype=np.int64)))
     return tuple(out)

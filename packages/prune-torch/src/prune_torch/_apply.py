@@ -94,20 +94,20 @@ def _resolve(model: torch.nn.Module, plan: Plan) -> list[_Target]:
     # (size, removed) pairs already found valid: a layer's weight, bias and statistics share them
     checked: set[tuple[int, tuple[int, ...]]] = set()
     for entry in plan.entries:
-        module = modules.get(entry.module)
+        module = modules.get(entry.owner)
         if module is None:
             raise PlanMismatchError(
-                f"plan entry {entry.path}[{entry.axis}]: the model has no module {entry.module!r} "
+                f"plan entry {entry.path}[{entry.axis}]: the model has no module {entry.owner!r} "
                 "(was the plan made for another model?)"
             )
         if entry.kind == ValueKind.VIRTUAL.value:
             targets.append(_Target(entry, module, None))
             continue
-        tensor = getattr(module, entry.param, None)
+        tensor = getattr(module, entry.tensor, None)
         if not isinstance(tensor, torch.Tensor):
             raise PlanMismatchError(
-                f"plan entry {entry.path}[{entry.axis}]: module {entry.module or '<root>'} "
-                f"({type(module).__name__}) has no tensor {entry.param!r}"
+                f"plan entry {entry.path}[{entry.axis}]: module {entry.owner or '<root>'} "
+                f"({type(module).__name__}) has no tensor {entry.tensor!r}"
             )
         if tuple(tensor.shape) != tuple(entry.shape):
             after = plan.state_shapes()[entry.path][1]
@@ -210,8 +210,8 @@ def _sync_stateless(model: torch.nn.Module, graph: Graph, plan: Plan, snapshot: 
     shapes = plan.new_shapes()
     first_input: dict[str, str] = {}
     for op in graph.ops:
-        if op.inputs and op.module not in first_input:
-            first_input[op.module] = op.inputs[0]
+        if op.inputs and op.owner not in first_input:
+            first_input[op.owner] = op.inputs[0]
     for path, module in model.named_modules():
         if path not in first_input or first_input[path] not in shapes:
             continue
@@ -325,7 +325,7 @@ def _slice_all(model: torch.nn.Module, targets: list[_Target], snapshot: _Snapsh
     for group in by_tensor.values():
         first = group[0]
         entries = [t.entry for t in group]
-        name = first.entry.param
+        name = first.entry.tensor
         param = first.module._parameters.get(name) if name in first.module._parameters else None
         if param is not None:
             snapshot.tensors.append((first.module, name, param.data, param.grad, True))
@@ -340,8 +340,8 @@ def _slice_all(model: torch.nn.Module, targets: list[_Target], snapshot: _Snapsh
             snapshot.tensors.append((first.module, name, buffer, None, False))
             first.module._buffers[name] = _slice(buffer, entries)
     for t in targets:
-        if t.tensor is None and t.entry.param in ("groups", "num_groups"):
-            setattr(t.module, t.entry.param, t.entry.size_after)
+        if t.tensor is None and t.entry.tensor in ("groups", "num_groups"):
+            setattr(t.module, t.entry.tensor, t.entry.size_after)
     for module in _modules_of(targets):
         sync_attributes(module, LAYER_RULES)
     for module in _sharing(model, targets):

@@ -54,7 +54,7 @@ def plan_compensation(
             stats = statistics.stats.get(key)
             if reader is None or stats is None:
                 continue
-            module_path = member.value.module
+            module_path = member.value.owner
             if reader.kind != "matmul":
                 notes[f"bias compensation: {module_path} is a {reader.kind}, not compensated"] = None
                 continue

@@ -72,7 +72,7 @@ def _inside(module: str, path: str) -> bool:
 
 
 def _touches(group: Group, path: str) -> bool:
-    return any(_inside(m.value.module, path) for m in group.members)
+    return any(_inside(m.value.owner, path) for m in group.members)
 
 
 def _reason(error: ApplyError) -> str:

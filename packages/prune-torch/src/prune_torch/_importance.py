@@ -242,7 +242,7 @@ def _read(
     if tensors is not None:
         tensor = tensors(member)
     else:
-        path = member.value.module
+        path = member.value.owner
         module = modules.get(path) if modules is not None else None
         if module is None:
             module = model.get_submodule(path) if path else model

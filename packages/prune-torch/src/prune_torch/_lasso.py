@@ -54,7 +54,7 @@ class GroupLasso:
                 continue
             valid = torch.as_tensor(member.units >= 0)
             units = torch.as_tensor(member.units[member.units >= 0], dtype=torch.long)
-            found.append((member.value.module, member.value.name, member.dim.dim, valid, units))
+            found.append((member.value.owner, member.value.name, member.dim.dim, valid, units))
         return found
 
     def __call__(self) -> torch.Tensor:

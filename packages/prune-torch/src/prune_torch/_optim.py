@@ -27,15 +27,15 @@ def prune_optimizer(optimizer: torch.optim.Optimizer, model: torch.nn.Module, pl
         if entry.kind != "parameter":
             continue
         try:
-            module = model.get_submodule(entry.module) if entry.module else model
+            module = model.get_submodule(entry.owner) if entry.owner else model
         except AttributeError:
             raise PlanMismatchError(
-                f"prune_optimizer: the model has no module {entry.module!r} (was the plan made for another model?)"
+                f"prune_optimizer: the model has no module {entry.owner!r} (was the plan made for another model?)"
             ) from None
-        param = module._parameters.get(entry.param)
+        param = module._parameters.get(entry.tensor)
         if param is None:
             raise PlanMismatchError(
-                f"prune_optimizer: module {entry.module or '<root>'} has no parameter {entry.param!r}"
+                f"prune_optimizer: module {entry.owner or '<root>'} has no parameter {entry.tensor!r}"
             )
         by_tensor.setdefault(id(param), (param, []))[1].append(entry)
     updates: list[tuple[dict[str, object], str, torch.Tensor]] = []

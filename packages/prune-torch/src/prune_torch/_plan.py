@@ -58,7 +58,7 @@ def plan(
     path = _module_path(graph, target)
     value_id = ValueId(f"{path}.{param}" if path else param)
     if not graph.has_value(value_id):
-        known = sorted({v.module for v in graph.values if v.is_state})
+        known = sorted({v.owner for v in graph.values if v.is_state})
         hint = f"; modules with parameters: {', '.join(known[:8])}{' ...' if len(known) > 8 else ''}"
         raise UnprunableError(f"the traced model has no tensor {value_id!r}{hint}")
     axis = _default_axis(graph, path, param) if dim is None else dim

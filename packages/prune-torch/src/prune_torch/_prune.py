@@ -258,7 +258,7 @@ def _prune_steps(
                 # channels summed in a product of activations (q·k) have no weight to zero downstream:
                 # the silenced original zeroes them where they are made
                 if group.kind is GroupKind.HEAD_DIMS or any(m.dim in contracted for m in group.members):
-                    head_dim_modules.update((m.value.module, None) for m in group.parameters)
+                    head_dim_modules.update((m.value.owner, None) for m in group.parameters)
                 normalised = normalised or group.normalised
                 if group.approximate:
                     mixed = "; ".join(str(n) for n in group.mixing)

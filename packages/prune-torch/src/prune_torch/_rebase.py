@@ -123,7 +123,7 @@ def rebase(graph: Graph, groups: GroupSet, plan: Plan) -> Plan:
 
 
 def _key(op: Op) -> tuple[str, str, str]:
-    return (op.module, op.target, op.kind.value)
+    return (op.owner, op.target, op.kind.value)
 
 
 def _pairs(before: Graph, after: Graph) -> Iterator[tuple[Op, Op]]:
@@ -187,7 +187,7 @@ def compare(before: Graph, after: Graph, plan: Plan) -> None:
             raise ApplyError(
                 f"after pruning, {value.path} has shape {got} where the plan predicted {want(value.id)}. "
                 "The model was restored.",
-                value.module,
+                value.owner,
             )
     image: dict[ValueId, ValueId] = {}
     for value in before.values:
@@ -204,11 +204,11 @@ def compare(before: Graph, after: Graph, plan: Plan) -> None:
                 continue
             got = after.shape(y)
             if got != want(x):
-                cause = _cause(new.module, before.shape(x), want(x), got)
+                cause = _cause(new.owner, before.shape(x), want(x), got)
                 raise ApplyError(
-                    f"after pruning, {new.target} in module {new.module or '<root>'} produced shape {got} where "
+                    f"after pruning, {new.target} in module {new.owner or '<root>'} produced shape {got} where "
                     f"the plan predicted {want(x)}; {cause}. The model was restored.",
-                    new.module,
+                    new.owner,
                 )
     if len(before.outputs) != len(after.outputs) and not any(x in skip for x in before.outputs):
         raise ApplyError(
@@ -219,7 +219,7 @@ def compare(before: Graph, after: Graph, plan: Plan) -> None:
         if x in skip:
             continue
         if after.shape(y) != want(x):
-            module = after.value(y).module
+            module = after.value(y).owner
             raise ApplyError(
                 f"after pruning, model output {position} (written by {module or '<root>'}) has shape "
                 f"{after.shape(y)} where the plan predicted {want(x)}. The model was restored.",

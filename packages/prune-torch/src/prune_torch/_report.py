@@ -104,14 +104,14 @@ def layer_widths(model: torch.nn.Module, graph: TracedGraph, plan: Plan) -> tupl
     for value in graph.values:
         if value.kind.value != "parameter" or value.name != "weight":
             continue
-        module = modules.get(value.module)
+        module = modules.get(value.owner)
         if module is None:
-            module = model.get_submodule(value.module) if value.module else model
+            module = model.get_submodule(value.owner) if value.owner else model
         rule = rule_for(module)
         if rule is None or not rule.out_axes:
             continue
         axis = rule.out_axes[0][1]
         before = value.shape[axis]
         after = shapes.get(value.path, (value.shape, value.shape))[1][axis]
-        layers.append(LayerWidth(value.module, type(module).__name__, before, after))
+        layers.append(LayerWidth(value.owner, type(module).__name__, before, after))
     return tuple(layers)

@@ -144,7 +144,7 @@ def size_updates(graph: Graph, plan: Plan, groups: GroupSet | None = None) -> li
             and len(entry.shape) == 2
             and DimRef(ValueId(entry.path), entry.axis) in plain
         ):
-            found.append(SizeUpdate(entry.module, "intermediate", entry.size, entry.size_after))
+            found.append(SizeUpdate(entry.owner, "intermediate", entry.size, entry.size_after))
     for op in graph.ops:
         normalised: tuple[int, ...] = ()
         if op.kind is OpKind.NORM and op.attr("mixes", False):
@@ -156,14 +156,14 @@ def size_updates(graph: Graph, plan: Plan, groups: GroupSet | None = None) -> li
             for d in normalised:
                 old, new = graph.shape(x)[d], shapes[x][d]
                 if old != new:
-                    found.append(SizeUpdate(op.module, "hidden", old, new))
+                    found.append(SizeUpdate(op.owner, "hidden", old, new))
         if op.kind is OpKind.EXPAND and op.outputs[0] in shapes:
             # a dim expanded from size 1 repeats each key/value head for its query heads; with a single
             # key/value head (multi-query) no reshape shows it as a factor, only this expand does
             y = op.outputs[0]
             for d, (old, new) in enumerate(zip(graph.shape(y), shapes[y])):
                 if old != new and _broadcast_dim(graph, y, d):
-                    found.append(SizeUpdate(op.module, "kv_groups", old, new))
+                    found.append(SizeUpdate(op.owner, "kv_groups", old, new))
         if op.kind is OpKind.SPLIT and not op.attr("squeeze", False):
             # pieces of unequal sizes are passed as numbers (``split([key_dim, key_dim, head_dim])``)
             dim = op.int_attr("dim") % len(graph.shape(op.inputs[0]))
@@ -171,7 +171,7 @@ def size_updates(graph: Graph, plan: Plan, groups: GroupSet | None = None) -> li
             unequal = len({graph.shape(y)[dim] for y in op.outputs}) > 1
             for y in op.outputs if unequal else ():
                 if y in shapes and graph.shape(y)[dim] != shapes[y][dim]:
-                    found.append(SizeUpdate(op.module, "split", graph.shape(y)[dim], shapes[y][dim]))
+                    found.append(SizeUpdate(op.owner, "split", graph.shape(y)[dim], shapes[y][dim]))
         if op.kind is not OpKind.RESHAPE:
             continue
         x, y = op.inputs[0], op.outputs[0]
@@ -192,7 +192,7 @@ def size_updates(graph: Graph, plan: Plan, groups: GroupSet | None = None) -> li
             changes = [(fine_role, fine)] + [(r, (shape[d], new_side[d])) for r, d in zip(roles, dims)]
             for role, (old, new) in changes:
                 if role is not None and old != new:
-                    found.append(SizeUpdate(op.module, role, old, new))
+                    found.append(SizeUpdate(op.owner, role, old, new))
     return found + channel_updates(graph, plan)
 
 
@@ -207,7 +207,7 @@ def channel_updates(graph: Graph, plan: Plan) -> list[SizeUpdate]:
     if not shapes:
         return []
     activations = {v.id for v in graph.values if v.kind in (ValueKind.INPUT, ValueKind.ACTIVATION)}
-    producer_module = {y: op.module for op in graph.ops for y in op.outputs}
+    producer_module = {y: op.owner for op in graph.ops for y in op.outputs}
     touched: dict[str, set[str]] = {}
     # the scopes of a module: its path and every enclosing one ("" the model); a module is inside
     # a scope exactly when the scope is one of these (no module, a model input: inside none)
@@ -221,22 +221,22 @@ def channel_updates(graph: Graph, plan: Plan) -> list[SizeUpdate]:
         return found
 
     for op in graph.ops:
-        scopes = scopes_of(op.module)
+        scopes = scopes_of(op.owner)
         for x in op.inputs:
             if x not in activations:
                 continue
             producer = producer_module.get(x)
             around = frozenset(scopes_of(producer)) if producer is not None else frozenset()
             for path in scopes:
-                if path == op.module or path not in around:
+                if path == op.owner or path not in around:
                     touched.setdefault(path, set()).add(x)
         for y in op.outputs:
             if y not in activations:
                 continue
-            readers = [c.module for c in graph.consumers(y)]
+            readers = [c.owner for c in graph.consumers(y)]
             returned = y in graph.outputs
             for path in scopes:
-                if path == op.module or returned or any(path not in scopes_of(m) for m in readers):
+                if path == op.owner or returned or any(path not in scopes_of(m) for m in readers):
                     touched.setdefault(path, set()).add(y)
     found: list[SizeUpdate] = []
     for path, values in sorted(touched.items()):

@@ -82,7 +82,7 @@ def _owners(graph: TracedGraph, group: Group) -> tuple[str, ...]:
     """Modules whose output channels are in the group: a layer that only reads them (input side) is not one."""
     owners: dict[str, None] = {}
     for member in group.parameters:
-        module = member.value.module
+        module = member.value.owner
         if module in owners:
             continue
         cls = graph.module_types.get(module)

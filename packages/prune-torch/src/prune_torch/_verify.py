@@ -38,14 +38,14 @@ def silenced_copy(original: torch.nn.Module, plan: Plan, silence_outputs: Iterab
         for entry in plan.entries:
             if entry.kind != "parameter":
                 continue
-            module = silenced.get_submodule(entry.module) if entry.module else silenced
+            module = silenced.get_submodule(entry.owner) if entry.owner else silenced
             rule = rule_for(module)
             if rule is None:
                 continue
-            sides = rule.in_axes + (rule.out_axes if entry.module in producers else ())
-            if (entry.param, entry.axis) not in sides:
+            sides = rule.in_axes + (rule.out_axes if entry.owner in producers else ())
+            if (entry.tensor, entry.axis) not in sides:
                 continue
-            tensor = getattr(module, entry.param)
+            tensor = getattr(module, entry.tensor)
             index = torch.as_tensor(entry.removed, dtype=torch.long, device=tensor.device)
             tensor.index_fill_(entry.axis, index, 0.0)
     return silenced

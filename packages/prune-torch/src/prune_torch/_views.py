@@ -206,7 +206,7 @@ def graph_html(graph: TracedGraph, title: str = "model", svg: str | None = None)
             style = f' style="background:{by_value[params[0]]}"' if params else ""
             ops.append(
                 f"<li{style}><b>{html.escape(op.kind.value)}</b> {html.escape(op.target)} in "
-                f"<code>{html.escape(op.module or '<root>')}</code> → {html.escape(shapes)}</li>"
+                f"<code>{html.escape(op.owner or '<root>')}</code> → {html.escape(shapes)}</li>"
             )
         picture = (
             '<div id="fallback"><p class="note">No picture: Graphviz (<code>dot</code>) was not installed when '
