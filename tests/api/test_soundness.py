@@ -277,7 +277,7 @@ def test_equivalence_tolerance_follows_the_dtype() -> None:
 def _tampered(plan: pt.Plan, path: str, removed: list[int]) -> pt.Plan:
     data = json.loads(plan.to_json())
     for entry in data["entries"]:
-        if f"{entry['module']}.{entry['param']}" == path and entry["axis"] == 0:
+        if f"{entry['owner']}.{entry['tensor']}" == path and entry["axis"] == 0:
             entry["indices"] = removed
     return pt.Plan.from_json(json.dumps(data))
 
@@ -304,7 +304,7 @@ def test_a_plan_missing_a_coupled_tensor_is_refused() -> None:
     x = torch.randn(1, 3, 12, 12)
     plan = pt.plan(pt.trace(model, x), model.stem, [0, 1])
     data = json.loads(plan.to_json())
-    data["entries"] = [e for e in data["entries"] if e["module"] != "bn"]
+    data["entries"] = [e for e in data["entries"] if e["owner"] != "bn"]
     bad = pt.Plan.from_json(json.dumps(data))
     before = snapshot(model)
     with pytest.raises(
