@@ -235,11 +235,12 @@ def _prune_steps(
     for step in range(opts.steps):
         with gc_paused():  # our work only: a fine-tune in between_steps runs with the collector on
             graph = trace_model(model, example_inputs)
-            first_graph = first_graph or graph
+            if first_graph is None:
+                first_graph, original = graph, costs(graph)  # counted once: every step's target is against it
             scored = prepare(model, graph, opts, scorer, calibration, loss_fn, show_progress)
             if step == 0:
                 skipped += left_alone(graph.groups(opts.ignore, opts.prune_outputs).prunable, opts)
-            plan, chosen = plan_for_step(graph, scored, opts, costs(first_graph), step)
+            plan, chosen = plan_for_step(graph, scored, opts, original, step)
             before = copy.deepcopy(model) if verify else None
             pending, notes = ([], [])
             if opts.compensate:
@@ -277,7 +278,7 @@ def _prune_steps(
     if first_graph is None or combined is None:
         raise PruningError("nothing was traced")
     layers = layer_widths(model, first_graph, combined)
-    cost_before, cost_after = costs(first_graph), costs(first_graph, combined)
+    cost_before, cost_after = original, costs(first_graph, combined)
     if left_whole:
         _warn_if_missed(
             opts, cost_before.macs, cost_after.macs, cost_before.parameters, cost_after.parameters, left_whole
