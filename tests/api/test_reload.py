@@ -274,20 +274,22 @@ class CountedByPython(nn.Module):
         self.stem = nn.Conv2d(3, 16, 3, padding=1)
         self.score = nn.Conv2d(16, 1, 1)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         scores = self.score(torch.relu(self.stem(x))).flatten()
         rows = torch.nonzero(scores > 0)
         pooled = torch.zeros(rows.shape[0], 4, dtype=x.dtype)  # sized by a Python int read from the data
-        return scores, rows, pooled + 1
+        labels = torch.arange(4, dtype=x.dtype).view(1, -1).expand(rows.shape[0], 4)  # expanded to that count
+        return scores, rows, pooled + 1, labels * 2
 
 
 def test_a_tensor_made_from_a_count_of_the_data_is_data_sized(tmp_path: Path) -> None:
     model = build(CountedByPython)
     graph = pt.trace(model, X)
-    scores, rows, pooled = graph.outputs
+    scores, rows, pooled, labels = graph.outputs
     assert scores not in data_sized(graph)
     assert rows in data_sized(graph)
     assert pooled in data_sized(graph)
+    assert labels in data_sized(graph)
     before = outputs(model, X)[2].shape[0]
     pt.prune(model, X, ratio=0.5, show_progress=False)  # the count changes with the weights: not a failed prune
     assert model.stem.out_channels == 8

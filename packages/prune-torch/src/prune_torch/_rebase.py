@@ -57,7 +57,8 @@ def _reads_data_for_size(graph: Graph, op: Op) -> bool:
     return False
 
 
-# ops that take their sizes as plain ints: a count read from data (``len(boxes)``) reaches them that way
+# ops that take their sizes as plain ints: a count read from data (``len(boxes)``, ``expand_as(scores)``
+# of a tensor that has no such dim) reaches them that way
 _SIZED_BY_ARGUMENTS = frozenset(
     f"aten.{name}"
     for name in (
@@ -75,6 +76,12 @@ _SIZED_BY_ARGUMENTS = frozenset(
         "new_empty",
         "new_full",
         "new_empty_strided",
+        "expand",
+        "broadcast_to",
+        "repeat",
+        "view",
+        "reshape",
+        "_unsafe_view",
     )
 )
 
@@ -83,8 +90,9 @@ def data_sized(graph: Graph) -> set[ValueId]:
     """Values whose sizes may depend on the data: outputs of data-dependent ops and everything computed from them.
 
     A count can also leave the data through Python (``torch.zeros(len(boxes), 256, 7, 7)`` in
-    torchvision's RoI pooling): once a data-sized value exists, a tensor made from plain sizes
-    whose first dim equals the first dim of a data-sized value (above 1) counts as data-sized too.
+    torchvision's RoI pooling; ``labels.view(1, -1).expand_as(scores)``): once a data-sized value
+    exists, a tensor made or reshaped from plain sizes whose new first dim equals the first dim of a
+    data-sized value (above 1) counts as data-sized too.
     """
     tainted: set[ValueId] = set()
     counts: set[int] = set()  # first dims of data-sized values
@@ -94,9 +102,11 @@ def data_sized(graph: Graph) -> set[ValueId]:
         counts.update(s[0] for s in (graph.shape(o) for o in op.outputs) if s and s[0] > 1)
 
     def from_count(op: Op) -> bool:
-        return op.target in _SIZED_BY_ARGUMENTS and any(
-            graph.shape(o)[:1] and graph.shape(o)[0] in counts for o in op.outputs
-        )
+        if op.target not in _SIZED_BY_ARGUMENTS:
+            return False
+        given = {graph.shape(i)[0] for i in op.inputs if graph.shape(i)}  # a first dim passed through
+        firsts = [graph.shape(o)[0] for o in op.outputs if graph.shape(o)]
+        return any(n in counts and n not in given for n in firsts)
 
     for op in graph.ops:
         if _reads_data_for_size(graph, op) or any(i in tainted for i in op.inputs) or (counts and from_count(op)):
