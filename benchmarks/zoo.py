@@ -333,30 +333,71 @@ def write_table(rows: list[dict[str, Any]], path: Path, title: str, command: str
         "| family | model | groups (prunable/all) | approx. | params before → after | MACs before → after | trace s | prune s | equivalence (max rel) | reload: train/eval | result | note / blocker |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    families: dict[str, list[int]] = {}
-    for r in rows:
-        families.setdefault(r["family"], [0, 0])
-        families[r["family"]][1] += 1
-        families[r["family"]][0] += r["result"] == "pass"
-        params = f"{_fmt_count(r['params'][0])} → {_fmt_count(r['params'][1])}" if "params" in r else ""
-        macs = f"{_fmt_count(r['macs'][0])} → {_fmt_count(r['macs'][1])}" if "macs" in r else ""
-        trace_s = f"{r['trace_s']:.2f}" if "trace_s" in r else ""
-        prune_s = f"{r['prune_s']:.2f}" if "prune_s" in r else ""
-        blocker = str(r["blocker"]).replace("|", "\\|")
-        lines.append(
-            f"| {r['family']} | {r['model']} | {r.get('groups', '')} | {r.get('approximate', '')} | {params} | {macs} | {trace_s} | {prune_s} | "
-            f"{r.get('equivalence', '')} | {r.get('reload', '')} | {r['result']} | {blocker} |"
-        )
-    lines += ["", "Pass rate per family: " + ", ".join(f"{f} {p}/{n}" for f, (p, n) in families.items()), ""]
-    timed = [r for r in rows if "prune_s" in r]
-    if timed:  # issue 14: no model over 60 s
-        slowest = max(timed, key=lambda r: r["prune_s"])
-        over = [r["model"] for r in timed if r["prune_s"] > 60]
-        lines += [
-            f"Slowest prune: {slowest['model']}, {slowest['prune_s']:.1f} s; over 60 s: {', '.join(over) or 'none'}.",
-            "",
-        ]
+    lines += [_line(r) for r in rows]
+    lines += _totals([(r["family"], r["model"], r["result"], r.get("prune_s")) for r in rows])
     path.write_text("\n".join(lines))
+
+
+def _line(r: dict[str, Any]) -> str:
+    """One model's row of the table."""
+    params = f"{_fmt_count(r['params'][0])} → {_fmt_count(r['params'][1])}" if "params" in r else ""
+    macs = f"{_fmt_count(r['macs'][0])} → {_fmt_count(r['macs'][1])}" if "macs" in r else ""
+    trace_s = f"{r['trace_s']:.2f}" if "trace_s" in r else ""
+    prune_s = f"{r['prune_s']:.2f}" if "prune_s" in r else ""
+    blocker = str(r["blocker"]).replace("|", "\\|")
+    return (
+        f"| {r['family']} | {r['model']} | {r.get('groups', '')} | {r.get('approximate', '')} | {params} | {macs} | {trace_s} | {prune_s} | "
+        f"{r.get('equivalence', '')} | {r.get('reload', '')} | {r['result']} | {blocker} |"
+    )
+
+
+def _totals(results: list[tuple[str, str, str, float | None]]) -> list[str]:
+    """The lines under the table: pass rate per family, slowest prune (family, model, result, prune s)."""
+    families: dict[str, list[int]] = {}
+    for family, _model, result, _seconds in results:
+        families.setdefault(family, [0, 0])
+        families[family][1] += 1
+        families[family][0] += result == "pass"
+    lines = ["", "Pass rate per family: " + ", ".join(f"{f} {p}/{n}" for f, (p, n) in families.items()), ""]
+    timed = [(model, seconds) for _f, model, _r, seconds in results if seconds is not None]
+    if timed:  # issue 14: no model over 60 s
+        slowest = max(timed, key=lambda t: t[1])
+        over = [model for model, seconds in timed if seconds > 60]
+        lines += [f"Slowest prune: {slowest[0]}, {slowest[1]:.1f} s; over 60 s: {', '.join(over) or 'none'}.", ""]
+    return lines
+
+
+def merge_table(rows: list[dict[str, Any]], path: Path) -> None:
+    """Rows of the models run now replace theirs in the page at ``path``; the rest of the page stays.
+
+    The summary, the pass rates and the slowest prune are counted again over the whole table, and
+    the header says which models were run again and when.
+    """
+    fresh = {r["model"]: r for r in rows}
+    old = path.read_text().split("\n")
+    start = next(i for i, line in enumerate(old) if line.startswith("|---"))
+    end = next(i for i in range(start + 1, len(old)) if not old[i].startswith("| "))
+    table = []
+    for line in old[start + 1 : end]:
+        model = line.split(" | ")[1]
+        table.append(_line(fresh.pop(model)) if model in fresh else line)
+    table += [_line(r) for r in fresh.values()]  # models the page did not have yet
+    results = []
+    for line in table:
+        cells = [c.strip() for c in line.strip("|").split(" | ")]
+        results.append((cells[0], cells[1], cells[10], float(cells[7]) if cells[7] else None))
+    rest = old[end:]
+    after_totals = next((i for i, line in enumerate(rest) if line.startswith("Slowest prune")), 1) + 1
+    passed = sum(1 for r in results if r[2] == "pass")
+    partial = sum(1 for r in results if r[2] == "pass*")
+    head = []
+    for line in old[: start + 1]:
+        if line.startswith("**Summary:"):
+            line = f"**Summary: {passed} pass, {partial} pass with a note, {len(results) - passed - partial} fail, of {len(results)} models.**"
+        head.append(line)
+    rerun = ", ".join(r["model"] for r in rows)
+    head.insert(3, f"Rows run again with `--merge` on {time.strftime('%Y-%m-%d')} (the code of that day): {rerun}.")
+    path.write_text("\n".join(head[: start + 2] + table + _totals(results) + rest[after_totals:]))
 
 
 def main() -> int:
@@ -371,6 +412,9 @@ def main() -> int:
     parser.add_argument("--out", default="docs/zoo.md")
     parser.add_argument("--only", action="append", default=[])
     parser.add_argument("--debug", action="store_true")
+    parser.add_argument(
+        "--merge", action="store_true", help="replace only the rows of the models run (with --only) in --out"
+    )
     parser.add_argument("--plans", default=str(Path(__file__).with_name("zoo-plans.json")))
     parser.add_argument("--record-plans", action="store_true", help="write each model's plan digest to --plans")
     args = parser.parse_args()
@@ -416,7 +460,10 @@ def main() -> int:
             )
             rows.append(row)
     command = "nox -s zoo" if args.subset == "full" else "nox -s zoo -- --subset ci"
-    write_table(rows, Path(args.out), "Model zoo", command)
+    if args.merge:
+        merge_table(rows, Path(args.out))
+    else:
+        write_table(rows, Path(args.out), "Model zoo", command)
     if export_rows:
         from zoo_export import export_table
 
