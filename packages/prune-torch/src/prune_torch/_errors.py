@@ -6,7 +6,7 @@ from typing import Any
 
 from prune_ops import PlanMismatchError, PruningError
 
-__all__ = ["ApplyError", "SizeConstantError", "TraceError"]
+__all__ = ["ApplyError", "SizeConstantError", "TraceError", "forget_frames"]
 
 
 class TraceError(PruningError):
@@ -42,3 +42,19 @@ class SizeConstantError(ApplyError):
     def __init__(self, message: str, change: Any) -> None:
         super().__init__(message, change.module)
         self.change = change
+
+
+def forget_frames(error: BaseException) -> None:
+    """Drop the tracebacks of ``error`` and the errors it chains (their message and fields stay).
+
+    A caught error's traceback keeps every frame it passed through alive, with their locals: on a
+    real forward, the model's activations. The frames refer back to the error, a cycle only the
+    garbage collector frees, and a prune pauses it; an error that is only read for its message and
+    module (a failed try) forgets its frames at once.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        current.__traceback__ = None
+        current = current.__cause__ or current.__context__

@@ -24,7 +24,7 @@ import numpy as np
 from prune_graph import Graph
 from prune_ops import Group, Plan, make_plan, removal_of
 from prune_torch._apply import apply_accepting
-from prune_torch._errors import ApplyError, SizeConstantError
+from prune_torch._errors import ApplyError, SizeConstantError, forget_frames
 from prune_torch._rollback import ModelState
 from prune_torch._trace import ExampleInputs
 
@@ -125,6 +125,7 @@ def apply_what_fits(
         if culprit is None:
             raise error
         group = culprit[0]
+        forget_frames(error)  # read for its message only from here: its frames would keep a forward alive
         if accept_constants and isinstance(error, SizeConstantError):
             counter.accepted |= {error.change.key}
             approximate.append((group, error.change.describe()))
@@ -166,6 +167,7 @@ class _Counter:
         if error is None:
             state.restore()
             return False
+        forget_frames(error)
         return error.module == where
 
 

@@ -23,6 +23,7 @@ from prune_graph import Graph, ValueId, ValueKind
 from prune_ops import Plan
 from prune_torch._aten import tensors_in
 from prune_torch._constants import constants_of, same_numbers
+from prune_torch._errors import forget_frames
 from prune_torch._meta import MetaKernels
 from prune_torch._rebase import data_sized
 from prune_torch._restore import eval_flags
@@ -124,7 +125,12 @@ def light_check(
             result = forward_under(model, args, kwargs, stand_ins, checker, None)
     except Exception as error:  # a difference, or the pruned model failing: the full re-trace tells which
         cause = error.__cause__ if isinstance(error.__cause__, _Difference) else error
-        return f"{type(cause).__name__}: {cause}"
+        message = f"{type(cause).__name__}: {cause}"
+        # the traceback holds the run's frames (real activations on a real run) in a cycle with this
+        # frame, and a prune pauses the garbage collector: break it, or every failed try keeps a forward
+        forget_frames(error)
+        del cause
+        return message
     if checker.position != len(expected):
         return f"the run made {checker.position} calls where the trace made {len(expected)}"
     got = list({id(t): t for t in result_tensors(result)}.values())  # a trace lists a tensor returned twice once
