@@ -38,14 +38,12 @@ from prune_ops._importance import (
     Normalisation,
     Random,
     Reduction,
-    Summary,
     Taylor,
     Wanda,
     normalise,
     reduce_members,
     resolve_importance,
     summaries_wanted,
-    summarise,
 )
 from prune_ops._indices import IntArray, as_index_array, check_indices, complement
 from prune_ops._kinds import contracted_in_products
@@ -58,6 +56,7 @@ from prune_ops._selection import check_amount, factor_sets, keep_count, select, 
 from prune_ops._silence import Silence, input_side_axes, silence
 from prune_ops._statistics import ChannelStats, compensation
 from prune_ops._strategy import L1Strategy, L2Strategy, RandomStrategy
+from prune_ops._summary import Summary, summarise
 from prune_ops._target import Target, as_target
 
 __all__ = [

@@ -26,6 +26,7 @@ from prune_graph import OpKind
 from prune_ops._errors import PruningError
 from prune_ops._groups import Group, Member
 from prune_ops._statistics import ChannelStats
+from prune_ops._summary import FloatArray, Summary, summarise
 
 __all__ = [
     "FPGM",
@@ -38,48 +39,13 @@ __all__ = [
     "Normalisation",
     "Random",
     "Reduction",
-    "Summary",
     "Taylor",
     "Wanda",
     "normalise",
     "reduce_members",
     "resolve_importance",
     "summaries_wanted",
-    "summarise",
 ]
-
-FloatArray = npt.NDArray[np.float64]
-
-
-class Summary(enum.Enum):
-    """A reduction of a member's weight (its axis first, flattened to 2-D rows) that criteria score from.
-
-    ``ABS_SUM`` and ``SQUARE_SUM`` have one entry per index of the member's axis (``Σ_j |w_ij|``,
-    ``Σ_j w_ij²``); ``DISTANCE_SUM`` has one per unit of the group: with ``v_u`` the sum of the rows
-    of unit ``u``, ``Σ_k ||v_u − v_k||`` over the units ``k`` the member covers (FPGM).
-    """
-
-    ABS_SUM = "abs_sum"
-    SQUARE_SUM = "square_sum"
-    DISTANCE_SUM = "distance_sum"
-
-
-def summarise(summary: Summary, weight: FloatArray, units: npt.NDArray[np.int64], size: int) -> FloatArray:
-    """The reference computation of ``summary`` from a member's 2-D ``weight`` and its ``units`` (group of ``size``).
-
-    >>> summarise(Summary.ABS_SUM, np.array([[1.0, -2.0], [0.5, 0.5]]), np.array([0, 1]), 2).tolist()
-    [3.0, 1.0]
-    """
-    if summary is Summary.ABS_SUM:
-        return np.asarray(np.sum(np.abs(weight), axis=1), dtype=np.float64)
-    if summary is Summary.SQUARE_SUM:
-        return np.asarray(np.sum(np.abs(weight) ** 2, axis=1), dtype=np.float64)
-    valid = units >= 0
-    vectors = np.zeros((size, weight.shape[1]))
-    np.add.at(vectors, units[valid], weight[valid])
-    covered = np.bincount(units[valid], minlength=size) > 0
-    diff = vectors[:, None, :] - vectors[None, covered, :]
-    return np.asarray(np.sqrt((diff**2).sum(axis=2)).sum(axis=1), dtype=np.float64)
 
 
 def _summaries(values: Mapping[Summary, FloatArray]) -> Mapping[Summary, FloatArray]:
