@@ -19,9 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import os
-import sys
-import sysconfig
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -35,6 +32,7 @@ from prune_torch._aten import OpSpec, tensors_in
 from prune_torch._aten_table import READERS
 from prune_torch._constants import Constant, constants_of, reads_data
 from prune_torch._errors import TraceError
+from prune_torch._lines import current_model_line, error_model_line
 from prune_torch._meta import MetaKernels
 from prune_torch._mha import PrunedMultiheadAttention, runs_stock_forward
 from prune_torch._restore import eval_flags, restoring
@@ -144,7 +142,7 @@ class _Recorder(TorchDispatchMode):
         self.stream.append((func, out))
         values = constants_of(func, args, kwargs)
         if values:
-            line = model_frame_line() if self.lines else None
+            line = current_model_line() if self.lines else None
             self.constants.append(Constant(len(self.stream) - 1, self.modules[-1], func, values, self.data_read, line))
         elif not self.data_read and reads_data(func):
             self.data_read = True
@@ -357,7 +355,7 @@ def forward_under(
             return model(*args, **kwargs)
     except Exception as error:
         where = stack[-1] if stack else ""
-        line = _model_line(error)
+        line = error_model_line(error)
         raise TraceError(
             f"in module {where or '<root>'}{f' ({line})' if line else ''}: {type(error).__name__}: {error}", where
         ) from error
@@ -468,41 +466,6 @@ def trace(model: torch.nn.Module, example_inputs: ExampleInputs, *, meta: bool |
     ['0.bias', '0.weight']
     """
     return trace_with_calls(model, example_inputs, meta=meta)[0]
-
-
-# frames of these files are the machinery a forward runs through, never the model's own code
-_MACHINERY = (os.path.dirname(str(torch.__file__)) + os.sep, os.path.dirname(__file__) + os.sep)
-
-
-def _model_line(error: BaseException) -> str | None:
-    """``file.py:line`` of the innermost frame of the model's own code in ``error``'s traceback.
-
-    A size the forward computes in Python (``C // self.num_heads`` with ``C`` from ``x.shape``) is
-    invisible to a trace; the line that used it is what a user can read and change.
-    """
-    stdlib = sysconfig.get_paths()["stdlib"] + os.sep
-    found = None
-    tb = error.__traceback__
-    while tb is not None:
-        name = tb.tb_frame.f_code.co_filename
-        library = name.startswith(stdlib) and "-packages" not in name
-        if not library and not name.startswith(_MACHINERY) and not name.startswith("<"):
-            found = f"{os.path.basename(name)}:{tb.tb_lineno}"
-        tb = tb.tb_next
-    return found
-
-
-def model_frame_line() -> str | None:
-    """``file.py:line`` of the innermost frame of the model's own code on the current stack."""
-    stdlib = sysconfig.get_paths()["stdlib"] + os.sep
-    frame = sys._getframe(1)
-    while frame is not None:
-        name = frame.f_code.co_filename
-        library = name.startswith(stdlib) and "-packages" not in name
-        if not library and not name.startswith(_MACHINERY) and not name.startswith("<"):
-            return f"{os.path.basename(name)}:{frame.f_lineno}"
-        frame = frame.f_back
-    return None
 
 
 def trace_with_calls(
