@@ -32,10 +32,14 @@ _DATA_READS = frozenset({"_local_scalar_dense", "equal", "is_nonzero"})
 _SMALL = 64  # a tensor made from Python data is compared by value up to this many elements
 
 _FLOATS = ("float", "number")  # schema types that take a float: float, Optional[float], Scalar ...
-_NO_SCHEMA = attrs.make_class("NoSchema", {"arguments": attrs.field(default=())})()
 
 # per overload: 0 nothing to keep, 1 pointwise (every number), 2 any other op (floats only), 3 lift, 4 fill at an index, 5 data read
 _KINDS: dict[Any, tuple[int, int]] = {}
+
+
+def _arguments(func: Any) -> tuple[Any, ...]:
+    schema = getattr(func, "_schema", None)
+    return tuple(schema.arguments) if schema is not None else ()
 
 
 def _kind(func: Any) -> tuple[int, int]:
@@ -50,7 +54,7 @@ def _kind(func: Any) -> tuple[int, int]:
             kind = (4, _FILLS[name])
         elif torch.Tag.pointwise in getattr(func, "tags", ()):
             kind = (1, 0)  # a Python number can arrive as any argument, a Tensor one included (x / 4.0)
-        elif any(t in str(a.type) for a in getattr(func, "_schema", _NO_SCHEMA).arguments for t in _FLOATS):
+        elif any(t in str(a.type) for a in _arguments(func) for t in _FLOATS):
             kind = (2, 0)
         else:
             kind = (0, 0)  # no argument can be a float: nothing to keep
