@@ -1,4 +1,9 @@
-"""Dims into classes (identity couplings) and atoms (offsets and windows), and the pins that follow."""
+"""Dims into classes (identity couplings) and atoms (offsets and windows), and the pins that follow.
+
+The search works on *slots*, not on ``DimRef`` records: every dim of every value has one int
+(its value's first slot plus the dim), so the union-find and every table keyed by dim are
+plain lists and int-keyed dicts (a ``DimRef`` hashes through a Python call).
+"""
 
 from __future__ import annotations
 
@@ -6,32 +11,81 @@ from collections.abc import Collection
 
 import numpy as np
 
-from prune_graph import DimRef, FactorLink, Graph, Pin
+from prune_graph import DimRef, FactorLink, Graph, GraphError, Pin
 from prune_ops._indices import IntArray
 
-__all__ = ["UnionFind", "boundary_and_ignored", "components", "unify_factors"]
+__all__ = ["DimSlots", "SlotFactor", "UnionFind", "boundary_and_ignored", "components", "unify_factors"]
+
+
+class DimSlots:
+    """One int per (value, dim) of a graph, and the ``DimRef`` record of each slot met so far.
+
+    >>> from prune_graph import Graph, Value, ValueKind
+    >>> g = Graph(values=(Value("x", (1, 4), "float32", ValueKind.INPUT),), ops=(), inputs=("x",), outputs=())
+    >>> slots = DimSlots(g)
+    >>> slots.slot(DimRef("x", 1)), slots.size[1]
+    (1, 4)
+    """
+
+    def __init__(self, graph: Graph) -> None:
+        self.start: dict[str, int] = {}
+        self.rank: dict[str, int] = {}
+        size: list[int] = []
+        for value in graph.values:
+            self.start[value.id] = len(size)
+            self.rank[value.id] = len(value.shape)
+            size += value.shape
+        self.size = size
+        self.refs: list[DimRef | None] = [None] * len(size)
+
+    def __len__(self) -> int:
+        return len(self.size)
+
+    def slot(self, dim: DimRef) -> int:
+        """The slot of ``dim`` (remembering the record); a ``GraphError`` for a dim the graph lacks."""
+        start = self.start.get(dim.value)
+        if start is None or dim.dim >= self.rank[dim.value]:
+            raise GraphError(f"no dim {dim} in the graph (a coupling names a value or dim that does not exist)")
+        at = start + dim.dim
+        if self.refs[at] is None:
+            self.refs[at] = dim
+        return at
+
+    def at(self, value: str, dim: int) -> int:
+        """The slot of dim ``dim`` of ``value`` (which need not have been met)."""
+        rank = self.rank.get(value)
+        if rank is None or not 0 <= dim < rank:
+            raise GraphError(f"no dim {dim} of value {value!r} in the graph")
+        return self.start[value] + dim
+
+    def ref(self, at: int) -> DimRef:
+        """The record of a slot met through :meth:`slot`."""
+        dim = self.refs[at]
+        if dim is None:
+            raise GraphError(f"slot {at} was never named by a coupling")
+        return dim
+
+
+class SlotFactor:
+    """A ``FactorLink`` with its dims as slots (``None`` for a part that is no tensor's dim)."""
+
+    __slots__ = ("fine", "link", "parts")
+
+    def __init__(self, link: FactorLink, slots: DimSlots) -> None:
+        self.link = link
+        self.fine = slots.slot(link.fine)
+        self.parts = tuple(None if p is None else slots.slot(p) for p in link.parts)
 
 
 class UnionFind:
-    """Union-find over dims; roots are returned as the first DimRef object seen for them."""
+    """Union-find over slots; a class is known by its root slot, dims listed in the order first seen."""
 
-    def __init__(self) -> None:
-        self.ids: dict[DimRef, int] = {}
-        self.dims: list[DimRef] = []
-        self.up: list[int] = []
+    def __init__(self, count: int) -> None:
+        self.up = [-1] * count  # -1: not seen yet
+        self.seen: list[int] = []
 
-    @property
-    def parent(self) -> dict[DimRef, int]:
-        """Every dim seen so far (keys), for iteration."""
-        return self.ids
-
-    def _id(self, x: DimRef) -> int:
-        i = self.ids.get(x)
-        if i is None:
-            i = self.ids[x] = len(self.dims)
-            self.dims.append(x)
-            self.up.append(i)
-        return i
+    def __contains__(self, i: int) -> bool:
+        return self.up[i] >= 0
 
     def _root(self, i: int) -> int:
         up = self.up
@@ -42,29 +96,26 @@ class UnionFind:
             up[i], i = root, up[i]
         return root
 
-    def find(self, x: DimRef) -> DimRef:
-        i = self.ids.get(x)
-        if i is None:  # a new dim is its own class
-            self._id(x)
-            return x
-        if self.up[i] == i:
-            return self.dims[i]
-        return self.dims[self._root(i)]
+    def find(self, i: int) -> int:
+        up = self.up
+        top = up[i]
+        if top == i:
+            return i
+        if top < 0:  # a new dim is its own class
+            up[i] = i
+            self.seen.append(i)
+            return i
+        return self._root(i)
 
-    def union(self, a: DimRef, b: DimRef) -> None:
-        ids, up = self.ids, self.up
-        i, j = ids.get(a), ids.get(b)
-        i = self._id(a) if i is None else i
-        j = self._id(b) if j is None else j
-        ra = i if up[i] == i else self._root(i)
-        rb = j if up[j] == j else self._root(j)
+    def union(self, a: int, b: int) -> None:
+        ra, rb = self.find(a), self.find(b)
         if ra != rb:
-            up[rb] = ra
+            self.up[rb] = ra
 
-    def roots(self) -> list[tuple[DimRef, DimRef]]:
-        """Every dim seen so far with the root of its class, in the order they were first seen."""
-        dims, root = self.dims, self._root
-        return [(dim, dims[root(i)]) for i, dim in enumerate(dims)]
+    def roots(self) -> list[tuple[int, int]]:
+        """Every slot seen so far with the root of its class, in the order they were first seen."""
+        root = self._root
+        return [(i, root(i)) for i in self.seen]
 
 
 def components(total: int, edges_a: list[IntArray], edges_b: list[IntArray]) -> IntArray:
@@ -114,21 +165,22 @@ def boundary_and_ignored(graph: Graph, ignore: Collection[str], prune_outputs: b
     return pins
 
 
-def unify_factors(classes: UnionFind, factors: list[FactorLink]) -> list[Pin]:
+def unify_factors(classes: UnionFind, factors: list[SlotFactor]) -> list[tuple[int, str]]:
     """Two factorisations of the same channels with the same sizes have the same parts.
 
     (``q.view(B*H, T, D)`` and ``k.view(B*H, T, D)`` meet in a batched matmul: the heads of q and
     the heads of k are then the same heads.) A part that one factorisation cannot change pins
-    the matching part of the other. Repeats until nothing new is joined.
+    the matching part of the other. Repeats until nothing new is joined. Returns the pins made,
+    as (slot, reason).
     """
-    pins: list[Pin] = []
-    pinned: set[DimRef] = set()
+    pins: list[tuple[int, str]] = []
+    pinned: set[int] = set()
     changed = True
     while changed:
         changed = False
-        by_fine: dict[tuple[DimRef, tuple[int, ...]], FactorLink] = {}
+        by_fine: dict[tuple[int, tuple[int, ...]], SlotFactor] = {}
         for factor in factors:
-            key = (classes.find(factor.fine), factor.sizes)
+            key = (classes.find(factor.fine), factor.link.sizes)
             first = by_fine.setdefault(key, factor)
             if first is factor:
                 continue
@@ -141,16 +193,16 @@ def unify_factors(classes: UnionFind, factors: list[FactorLink]) -> list[Pin]:
                     part = a if a is not None else b
                     if part is not None and part not in pinned:
                         pinned.add(part)
-                        pins.append(Pin(part, f"it is a fixed factor of {factor.fine} elsewhere", factor.op))
+                        pins.append((part, f"it is a fixed factor of {factor.link.fine} elsewhere"))
     # factorisations of different sizes (a depthwise conv feeding a grouped conv of other groups):
     # a unit of one is scattered in the other, so no removal is whole in both; keep the channels
-    sizes_of: dict[DimRef, set[tuple[int, ...]]] = {}
+    sizes_of: dict[int, set[tuple[int, ...]]] = {}
     for factor in factors:
-        sizes_of.setdefault(classes.find(factor.fine), set()).add(factor.sizes)
+        sizes_of.setdefault(classes.find(factor.fine), set()).add(factor.link.sizes)
     for factor in factors:
         shapes = sizes_of[classes.find(factor.fine)]
         if len(shapes) > 1 and factor.fine not in pinned:
             pinned.add(factor.fine)
             ways = " and ".join(" × ".join(map(str, s)) for s in sorted(shapes))
-            pins.append(Pin(factor.fine, f"its channels are factored two ways ({ways})", factor.op))
+            pins.append((factor.fine, f"its channels are factored two ways ({ways})"))
     return pins

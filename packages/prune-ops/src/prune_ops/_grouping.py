@@ -32,7 +32,7 @@ from prune_graph import (
     ValueKind,
     Window,
 )
-from prune_ops._classes import UnionFind, boundary_and_ignored, components, unify_factors
+from prune_ops._classes import DimSlots, SlotFactor, UnionFind, boundary_and_ignored, components, unify_factors
 from prune_ops._groups import Group, GroupKind, GroupSet, Member
 from prune_ops._indices import IntArray
 from prune_ops._kinds import group_kinds
@@ -51,69 +51,32 @@ def find_groups(graph: Graph, *, ignore: Collection[str] = (), prune_outputs: bo
     outputs only with ``prune_outputs``.
     """
     couplings: list[Coupling] = [*graph.couplings, *boundary_and_ignored(graph, ignore, prune_outputs)]
-    classes = UnionFind()
-    pins: dict[DimRef, list[str]] = {}
-    windows: list[Link] = []
-    factors: list[FactorLink] = []
-    for c in couplings:
-        if isinstance(c, Link):
-            if isinstance(c.map, Identity):
-                classes.union(c.src, c.dst)
-            else:
-                classes.find(c.src)
-                classes.find(c.dst)
-                windows.append(c)
-        elif isinstance(c, FactorLink):
-            classes.find(c.fine)
-            for part in c.parts:
-                if part is not None:
-                    classes.find(part)
-            factors.append(c)
-        elif isinstance(c, Pin):
-            classes.find(c.dim)
-            pins.setdefault(c.dim, []).append(c.reason)
-        elif isinstance(c, (Mix, Broadcast)):
-            classes.find(c.dim)
-    for pin in unify_factors(classes, factors):
-        pins.setdefault(pin.dim, []).append(pin.reason)
-    dims_of: dict[DimRef, list[DimRef]] = {}
-    for dim, root in classes.roots():
-        dims_of.setdefault(root, []).append(dim)
-    size_of = {k: graph.dim_size(dims[0]) for k, dims in dims_of.items()}
+    slots = DimSlots(graph)
+    read = _read(couplings, slots)
+    classes, pins, factors = read.classes, read.pins, read.factors
+    for at, reason in unify_factors(classes, factors):
+        pins.setdefault(at, []).append(reason)
+    dims_of: dict[int, list[int]] = {}
+    for at, root in classes.roots():
+        dims_of.setdefault(root, []).append(at)
+    size_of = {k: slots.size[dims[0]] for k, dims in dims_of.items()}
 
     # atoms: index-level union over the classes that offsets and windows join
-    ends = [(classes.find(link.src), classes.find(link.dst)) for link in windows]  # the classes each joins
-    base: dict[DimRef, int] = {}
+    find = classes.find
+    ends = [(find(src), find(dst)) for _link, src, dst in read.windows]  # the classes each joins
+    base: dict[int, int] = {}
     total = 0
     for pair in ends:
         for k in pair:
             if k not in base:
                 base[k] = total
                 total += size_of[k]
-    edges_a: list[IntArray] = []
-    edges_b: list[IntArray] = []
-    for link, (src_class, dst_class) in zip(windows, ends):
-        src, dst = base[src_class], base[dst_class]
-        index_map = link.map
-        # the two common maps in arrays; any other map through its own domain and forward
-        if type(index_map) is Offset:
-            steps = np.arange(index_map.src_size, dtype=np.int64)
-            edges_a.append(src + steps)
-            edges_b.append(dst + index_map.offset + steps)
-        elif type(index_map) is Window:
-            steps = np.arange(index_map.length, dtype=np.int64)
-            edges_a.append(src + index_map.start + index_map.step * steps)
-            edges_b.append(dst + steps)
-        else:
-            domain = index_map.domain()
-            edges_a.append(src + np.asarray(domain, dtype=np.int64))
-            edges_b.append(dst + np.asarray(index_map.forward(domain), dtype=np.int64))
-    atom = components(total, edges_a, edges_b)
+    atom = components(total, *_atom_edges(read.windows, ends, base))
     joined_classes = list(base)  # a joined class is known by its place here in the arrays below
     owner = np.repeat(np.arange(len(joined_classes), dtype=np.int64), [size_of[k] for k in joined_classes])
     roots, supports = _supports(atom, owner, len(joined_classes))
 
-    fine_classes = {classes.find(f.fine) for f in factors}
+    fine_classes = {find(f.fine) for f in factors}
     fine_atom = np.zeros(total, dtype=bool)
     fine_joined = [j for j, k in enumerate(joined_classes) if k in fine_classes]
     fine_atom[atom[np.isin(owner, fine_joined)]] = True
@@ -121,19 +84,19 @@ def find_groups(graph: Graph, *, ignore: Collection[str] = (), prune_outputs: bo
     # conv's output concatenated into another grouped conv) follows two layouts at once: keep them
     clashing = {joined_classes[j] for j in _sharing_atoms(atom, owner, fine_joined, len(joined_classes))}
     for f in factors:
-        if classes.find(f.fine) in clashing:
-            clashing.discard(classes.find(f.fine))
-            reason = f"its channels are factored two ways (by op {f.op} and through a concat, split or slice)"
+        if find(f.fine) in clashing:
+            clashing.discard(find(f.fine))
+            reason = f"its channels are factored two ways (by op {f.link.op} and through a concat, split or slice)"
             pins.setdefault(f.fine, []).append(reason)
-    factors_by_part: dict[DimRef, list[FactorLink]] = {}
+    factors_by_part: dict[int, list[SlotFactor]] = {}
     for f in factors:
         for part in f.parts:
             if part is not None:
-                factors_by_part.setdefault(classes.find(part), []).append(f)
+                factors_by_part.setdefault(find(part), []).append(f)
 
     # roots: plain classes that are not fine, and atoms of joined classes grouped by support
     # each seed with its count of units (the labels its arrays use) and the classes to start from
-    seeds: list[tuple[dict[DimRef, IntArray], int, int]] = []
+    seeds: list[tuple[dict[int, IntArray], int, int]] = []
     for k in dims_of:
         if k not in base and k not in fine_classes and size_of[k] > 0:
             seeds.append(({k: np.arange(size_of[k], dtype=np.int64)}, size_of[k], 1))
@@ -151,19 +114,19 @@ def find_groups(graph: Graph, *, ignore: Collection[str] = (), prune_outputs: bo
         seeds.append((seed, len(atom_roots), 1))
         unit_of_atom[atom_roots] = -1
 
-    joined = UnionFind()
+    joined = UnionFind(len(slots))
     for src_class, dst_class in ends:
         joined.union(src_class, dst_class)
-    spaces: dict[DimRef, list[DimRef]] = {}
+    spaces: dict[int, list[int]] = {}
     for k in base:
         spaces.setdefault(joined.find(k), []).append(k)
     context.meet(
         {k: members for members in spaces.values() for k in members},
         [[joined_classes[j] for j in support] for support in set(supports)],
     )
-    kind_of = group_kinds(graph, classes, factors, windows)
-    mixing = mixing_of(graph, couplings)
-    members_of = _MemberOrder(graph, dims_of, pins, mixing, classes)
+    kind_of = group_kinds(graph, slots, classes, factors, ends)
+    mixing = {slots.slot(dim): notes for dim, notes in mixing_of(graph, read.mixes).items()}
+    members_of = _MemberOrder(graph, slots, dims_of, pins, mixing, classes)
     made: list[tuple[tuple[int, str], _Made]] = []
     for seed, count, start in seeds:
         units, size = context.expand(dict(itertools.islice(seed.items(), start)), count)
@@ -173,6 +136,73 @@ def find_groups(graph: Graph, *, ignore: Collection[str] = (), prune_outputs: bo
     # sorted by root (state first, then path); the search order breaks ties, as a stable sort would
     made.sort(key=lambda item: item[0])
     return GroupSet(graph, [found.group(i) for i, (_key, found) in enumerate(made)])
+
+
+@attrs.define
+class _Read:
+    """The couplings as the search needs them: classes joined, pins, windows, factors and mixing ops."""
+
+    classes: UnionFind
+    pins: dict[int, list[str]] = attrs.field(factory=dict)
+    windows: list[tuple[Link, int, int]] = attrs.field(factory=list)  # with the slots of src and dst
+    factors: list[SlotFactor] = attrs.field(factory=list)
+    mixes: list[Mix] = attrs.field(factory=list)
+
+
+def _read(couplings: list[Coupling], slots: DimSlots) -> _Read:
+    """Join identity links into classes and sort the other couplings, every dim seen in coupling order."""
+    read = _Read(UnionFind(len(slots)))
+    find, union, slot = read.classes.find, read.classes.union, slots.slot
+    for c in couplings:
+        if isinstance(c, Link):
+            src, dst = slot(c.src), slot(c.dst)
+            if isinstance(c.map, Identity):
+                union(src, dst)
+            else:
+                find(src)
+                find(dst)
+                read.windows.append((c, src, dst))
+        elif isinstance(c, FactorLink):
+            factor = SlotFactor(c, slots)
+            find(factor.fine)
+            for part in factor.parts:
+                if part is not None:
+                    find(part)
+            read.factors.append(factor)
+        elif isinstance(c, Pin):
+            at = slot(c.dim)
+            find(at)
+            read.pins.setdefault(at, []).append(c.reason)
+        elif isinstance(c, (Mix, Broadcast)):
+            find(slot(c.dim))
+            if isinstance(c, Mix):
+                read.mixes.append(c)
+    return read
+
+
+def _atom_edges(
+    windows: list[tuple[Link, int, int]], ends: list[tuple[int, int]], base: dict[int, int]
+) -> tuple[list[IntArray], list[IntArray]]:
+    """The index pairs offsets and windows join, as places in the joined classes laid end to end."""
+    edges_a: list[IntArray] = []
+    edges_b: list[IntArray] = []
+    for (link, _src, _dst), (src_class, dst_class) in zip(windows, ends):
+        src, dst = base[src_class], base[dst_class]
+        index_map = link.map
+        # the two common maps in arrays; any other map through its own domain and forward
+        if type(index_map) is Offset:
+            steps = np.arange(index_map.src_size, dtype=np.int64)
+            edges_a.append(src + steps)
+            edges_b.append(dst + index_map.offset + steps)
+        elif type(index_map) is Window:
+            steps = np.arange(index_map.length, dtype=np.int64)
+            edges_a.append(src + index_map.start + index_map.step * steps)
+            edges_b.append(dst + steps)
+        else:
+            domain = index_map.domain()
+            edges_a.append(src + np.asarray(domain, dtype=np.int64))
+            edges_b.append(dst + np.asarray(index_map.forward(domain), dtype=np.int64))
+    return edges_a, edges_b
 
 
 @attrs.frozen
@@ -198,19 +228,19 @@ class _Made:
 @attrs.define
 class _Context:
     classes: UnionFind
-    base: dict[DimRef, int]
+    base: dict[int, int]
     atom: IntArray
-    size_of: dict[DimRef, int]
-    factors_by_part: dict[DimRef, list[FactorLink]]
-    atoms_of: dict[DimRef, IntArray] = attrs.field(factory=dict)
+    size_of: dict[int, int]
+    factors_by_part: dict[int, list[SlotFactor]]
+    atoms_of: dict[int, IntArray] = attrs.field(factory=dict)
     # for each joined class, the other classes of its space that share an atom with it, in space order:
     # only those can receive units from it (a chain of concats makes a space of hundreds of classes
     # where each class meets two or three)
-    neighbours: dict[DimRef, list[DimRef]] = attrs.field(factory=dict)
+    neighbours: dict[int, list[int]] = attrs.field(factory=dict)
     # unit by atom, -1 where unset: reused by every search, which clears what it wrote
     scratch: IntArray = attrs.field(factory=lambda: np.zeros(0, dtype=np.int64))
     # for each part class of a factor: the fine class and, for each fine index, the part's index
-    spreads: dict[DimRef, list[tuple[DimRef, IntArray]]] = attrs.field(factory=dict)
+    spreads: dict[int, list[tuple[int, IntArray]]] = attrs.field(factory=dict)
 
     def __attrs_post_init__(self) -> None:
         for k, start in self.base.items():
@@ -221,34 +251,39 @@ class _Context:
                 fine = self.classes.find(factor.fine)
                 for axis, part in enumerate(factor.parts):
                     if part is not None and self.classes.find(part) == k:
-                        coords = (np.arange(factor.size) // int(np.prod(factor.sizes[axis + 1 :]))) % factor.sizes[axis]
+                        sizes = factor.link.sizes
+                        coords = (np.arange(factor.link.size) // int(np.prod(sizes[axis + 1 :]))) % sizes[axis]
                         self.spreads.setdefault(k, []).append((fine, coords))
 
-    def meet(self, spaces: dict[DimRef, list[DimRef]], supports: Collection[list[DimRef]]) -> None:
+    def meet(self, spaces: dict[int, list[int]], supports: Collection[list[int]]) -> None:
         """Fill ``neighbours`` from the distinct sets of classes that hold one atom."""
-        met: dict[DimRef, set[DimRef]] = {k: set() for k in self.base}
+        met: dict[int, set[int]] = {k: set() for k in self.base}
         for classes in supports:
             for k in classes:
                 met[k].update(classes)
         for k in self.base:
-            # classes are known by their root objects: identity is equality here
-            self.neighbours[k] = [other for other in spaces[k] if other is not k and other in met[k]]
+            self.neighbours[k] = [other for other in spaces[k] if other != k and other in met[k]]
 
-    def expand(self, seed: dict[DimRef, IntArray], count: int) -> tuple[dict[DimRef, IntArray], int]:
+    def expand(self, seed: dict[int, IntArray], count: int) -> tuple[dict[int, IntArray], int]:
         """Follow atoms and factors from the seed classes (``count`` units); merge units that meet.
 
         Returns the classes that hold units, each with the unit of every index (``-1``: none), and
         how many units there are after merging (numbered from 0 in the order of the seed's).
         A joined class holds no array of its own while the search runs: its units are those of
         its atoms (``scratch``), so writing one class reaches every class sharing those atoms at once.
+        Every seed array holds each of the ``count`` units; the caller hands the arrays over.
         """
-        units: dict[DimRef, IntArray] = {}  # plain classes
+        if len(seed) == 1:
+            ((k, array),) = seed.items()
+            if k not in self.base and k not in self.spreads:
+                return {k: array}, count  # a plain class that is no factor's part reaches nothing else
+        units: dict[int, IntArray] = {}  # plain classes
         at = self.scratch
         written: list[IntArray] = []  # atoms to clear afterwards
-        reached: dict[DimRef, None] = {}  # joined classes that may hold units
+        reached: dict[int, None] = {}  # joined classes that may hold units
         labels = np.arange(count, dtype=np.int64)
         merged = False  # whether any two units were merged (labels no longer the identity)
-        queue: list[DimRef] = []  # classes whose units changed: their factors are followed
+        queue: list[int] = []  # classes whose units changed: their factors are followed
 
         def merge(a: IntArray, b: IntArray) -> None:
             nonlocal merged
@@ -258,7 +293,7 @@ class _Context:
                 if rx != ry:
                     labels[max(rx, ry)] = min(rx, ry)
 
-        def assign_joined(k: DimRef, new: IntArray) -> None:
+        def assign_joined(k: int, new: IntArray) -> None:
             atoms = self.atoms_of[k]
             old = at[atoms]
             both = (old >= 0) & (new >= 0) & (old != new)
@@ -281,7 +316,7 @@ class _Context:
                 if other in self.spreads:
                     queue.append(other)
 
-        def assign(k: DimRef, new: IntArray) -> None:
+        def assign(k: int, new: IntArray) -> None:
             if k in self.base:
                 assign_joined(k, new)
                 return
@@ -372,51 +407,69 @@ def _label_root(labels: IntArray, i: int) -> int:
 class _MemberOrder:
     """Makes a group's members from the classes its units reach, in member order.
 
-    Members are sorted by (not state, virtual, place of the value in the graph, dim), ties in
-    the order the search reached their classes; what decides a dim's place, blockers and mixing
-    notes is worked out once per class here, not once per group it belongs to.
+    Members are sorted by (not state, virtual, place of the value in the graph, dim): a key no
+    two dims share, so each class's rows are sorted once here and a group of one class takes
+    them as they are. What decides a dim's place, blockers and mixing notes is worked out once
+    per class here, not once per group it belongs to.
     """
 
     def __init__(
         self,
         graph: Graph,
-        dims_of: dict[DimRef, list[DimRef]],
-        pins: dict[DimRef, list[str]],
-        mixing: dict[DimRef, tuple[MixNote, ...]],
+        slots: DimSlots,
+        dims_of: dict[int, list[int]],
+        pins: dict[int, list[str]],
+        mixing: dict[int, tuple[MixNote, ...]],
         classes: UnionFind,
     ) -> None:
-        order: dict[str, int] = {v.id: i for i, v in enumerate(graph.values)}
-        self.entries: dict[DimRef, list[tuple[tuple[bool, bool, int, int], DimRef, Value]]] = {}
+        values = graph.values
+        place = {v.id: i for i, v in enumerate(values)}
+        self.entries: dict[int, list[tuple[_Key, int, DimRef, Value]]] = {}
         for k, dims in dims_of.items():
             rows = []
-            for dim in dims:
-                value = graph.value(dim.value)
-                key = (value.kind not in _STATE, value.kind is ValueKind.VIRTUAL, order.get(value.id, 0), dim.dim)
-                rows.append((key, dim, value))
+            for at in dims:
+                dim = slots.ref(at)
+                i = place[dim.value]
+                value = values[i]
+                kind = value.kind
+                rows.append(((kind not in _STATE, kind is ValueKind.VIRTUAL, i, dim.dim), at, dim, value))
+            rows.sort(key=_first)
             self.entries[k] = rows
         self.pins = pins
         self.mixing = mixing
         # classes with a pinned or mixed dim: only groups that reach one need the per-member look-ups
-        self.pinned = {classes.find(d) for d in pins if d in classes.ids}
-        self.mixed = {classes.find(d) for d in mixing if d in classes.ids}
+        self.pinned = {classes.find(at) for at in pins}
+        self.mixed = {classes.find(at) for at in mixing}
 
-    def group(self, units: dict[DimRef, IntArray], size: int, kind: GroupKind) -> _Made:
-        rows: list[tuple[tuple[bool, bool, int, int], Member]] = []
-        for k, array in units.items():
-            for key, dim, value in self.entries[k]:
-                rows.append((key, Member(dim, value, array)))
-        rows.sort(key=_first)
-        members = tuple(member for _key, member in rows)
+    def group(self, units: dict[int, IntArray], size: int, kind: GroupKind) -> _Made:
+        entries = self.entries
+        if len(units) == 1:
+            ((k, array),) = units.items()
+            rows = entries[k]
+            members = tuple([Member(dim, value, array) for _key, _at, dim, value in rows])
+            at_of = [at for _key, at, _dim, _value in rows]
+        else:
+            merged = [(row, array) for k, array in units.items() for row in entries[k]]
+            merged.sort(key=_first_of_row)
+            members = tuple([Member(dim, value, array) for (_key, _at, dim, value), array in merged])
+            at_of = [row[1] for row, _array in merged]
         blockers: tuple[str, ...] = ()
         if not self.pinned.isdisjoint(units):
             pins = self.pins
-            blockers = tuple(dict.fromkeys(reason for m in members for reason in pins.get(m.dim, ())))
+            blockers = tuple(dict.fromkeys(reason for at in at_of for reason in pins.get(at, ())))
         notes: tuple[MixNote, ...] = ()
         if not self.mixed.isdisjoint(units):
             mixing = self.mixing
-            notes = tuple(dict.fromkeys(n for m in members for n in mixing.get(m.dim, ())))
+            notes = tuple(dict.fromkeys(n for at in at_of for n in mixing.get(at, ())))
         return _Made(members[0], size, members, blockers, kind, notes)
 
 
-def _first(row: tuple[tuple[bool, bool, int, int], Member]) -> tuple[bool, bool, int, int]:
+_Key = tuple[bool, bool, int, int]
+
+
+def _first(row: tuple[_Key, int, DimRef, Value]) -> _Key:
     return row[0]
+
+
+def _first_of_row(item: tuple[tuple[_Key, int, DimRef, Value], IntArray]) -> _Key:
+    return item[0][0]

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from prune_graph import DimRef, FactorLink, Graph, Link, OpKind, ValueKind
-from prune_ops._classes import UnionFind
+from prune_graph import DimRef, Graph, OpKind, ValueKind
+from prune_ops._classes import DimSlots, SlotFactor, UnionFind
 from prune_ops._groups import GroupKind
 
 __all__ = ["contracted_in_products", "group_kinds"]
@@ -21,33 +21,33 @@ def _parameter_derived(graph: Graph) -> set[str]:
 
 
 def group_kinds(
-    graph: Graph, classes: UnionFind, factors: list[FactorLink], windows: list[Link]
-) -> dict[DimRef, GroupKind]:
+    graph: Graph, slots: DimSlots, classes: UnionFind, factors: list[SlotFactor], window_ends: list[tuple[int, int]]
+) -> dict[int, GroupKind]:
     """Head and head-dim classes: the parts of a two-way factor whose second part meets an activation product.
 
     Slices and concats count as meeting it too (partial rotary embeddings split the head dims,
-    rotate one part and concatenate them again before the product).
+    rotate one part and concatenate them again before the product). Classes are known by their
+    root slots; ``window_ends`` holds the classes each offset or window joins.
     """
     derived = _parameter_derived(graph)
-    attention: set[DimRef] = set()
+    attention: set[int] = set()
     for op in graph.ops:
         if op.kind is OpKind.ATTENTION:
             # the per-head dims: q and k contract theirs, v and the output carry theirs (the head
             # and batch dims are not head dims, though a mask may factor them too)
             for value in (*op.inputs[:3], *op.outputs):
-                attention.add(classes.find(DimRef(value, graph.value(value).rank - 1)))
+                attention.add(classes.find(slots.at(value, graph.value(value).rank - 1)))
         elif op.kind is OpKind.MATMUL and op.inputs[0] not in derived and op.inputs[1] not in derived:
             for value in (*op.inputs[:2], *op.outputs):
-                attention.update(classes.find(DimRef(value, d)) for d in range(graph.value(value).rank))
+                attention.update(classes.find(slots.at(value, d)) for d in range(graph.value(value).rank))
     grown = True
     while grown:
         grown = False
-        for link in windows:
-            a, b = classes.find(link.src), classes.find(link.dst)
+        for a, b in window_ends:
             if (a in attention) != (b in attention):
                 attention.update((a, b))
                 grown = True
-    kinds: dict[DimRef, GroupKind] = {}
+    kinds: dict[int, GroupKind] = {}
     for factor in factors:
         if len(factor.parts) != 2 or None in factor.parts:
             continue
