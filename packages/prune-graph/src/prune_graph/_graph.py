@@ -165,8 +165,10 @@ class Graph:
         """Every coupling the ops imply (see :func:`prune_graph.couplings_of`)."""
         if "couplings" not in self._memo:
             found: list[Coupling] = []
+            # the rules ask for thousands of shapes: a dict's own look-up, no Python call per shape
+            shape = _Shapes((v.id, v.shape) for v in self.values).__getitem__
             for op in self.ops:
-                found.extend(couplings_of(op, self.shape))
+                found.extend(couplings_of(op, shape))
             self._memo["couplings"] = tuple(found)
         return self._memo["couplings"]  # type: ignore[no-any-return]
 
@@ -235,6 +237,13 @@ class Graph:
         ops = [(op.kind.value, op.target) for op in self.ops]
         text = json.dumps({"state": state, "ops": ops}, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+class _Shapes(dict[ValueId, tuple[int, ...]]):
+    """Shapes by value id; a missing id is a ``GraphError`` naming it, as :meth:`Graph.shape` says."""
+
+    def __missing__(self, value_id: ValueId) -> tuple[int, ...]:
+        raise GraphError(f"no value {value_id!r} in the graph")
 
 
 def _dims_of(c: Coupling) -> tuple[DimRef, ...]:

@@ -21,8 +21,15 @@ def _identity(size: int) -> Identity:
     return Identity(size)
 
 
+@functools.lru_cache(maxsize=1 << 14)
+def _ref(value: ValueId, dim: int) -> DimRef:
+    """One shared record per dim (frozen, compared by value): a graph names most dims in several
+    couplings, and a model traced again names them the same way."""
+    return DimRef(value, dim)
+
+
 def _link(op: Op, a: ValueId, da: int, b: ValueId, db: int, size: int) -> Link:
-    return Link(DimRef(a, da), DimRef(b, db), _identity(size), op.id)
+    return Link(_ref(a, da), _ref(b, db), _identity(size), op.id)
 
 
 def _link_same(op: Op, shape: ShapeOf, a: ValueId, da: int, b: ValueId, db: int) -> list[Coupling]:

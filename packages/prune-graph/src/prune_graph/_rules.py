@@ -15,9 +15,8 @@ from prune_graph._errors import GraphError
 from prune_graph._index_maps import Offset, Window
 from prune_graph._ops import Op, OpKind
 from prune_graph._reshape import reshape_groups
-from prune_graph._rule_parts import ShapeOf, _broadcast, _factor, _link, _link_same
+from prune_graph._rule_parts import ShapeOf, _broadcast, _factor, _link, _link_same, _ref
 from prune_graph._rules_recurrent import _recurrent
-from prune_graph._values import DimRef
 
 __all__ = ["RULES", "Rule", "ShapeOf", "couplings_of"]
 
@@ -44,16 +43,12 @@ def _conv(op: Op, shape: ShapeOf) -> list[Coupling]:
     if transposed:
         # weight (Cin, Cout/G, k...): the input side is shared with the weight's dim 0
         result += _link_same(op, shape, x, 1, w, 0)
-        result += _factor(
-            op, DimRef(x, 1), (DimRef(group_axis, 0), DimRef(width_axis, 0)), (groups, x_channels // groups)
-        )
-        result += _factor(op, DimRef(y, 1), (DimRef(group_axis, 0), DimRef(w, 1)), (groups, y_channels // groups))
+        result += _factor(op, _ref(x, 1), (_ref(group_axis, 0), _ref(width_axis, 0)), (groups, x_channels // groups))
+        result += _factor(op, _ref(y, 1), (_ref(group_axis, 0), _ref(w, 1)), (groups, y_channels // groups))
     else:
         result += _link_same(op, shape, w, 0, y, 1)
-        result += _factor(op, DimRef(x, 1), (DimRef(group_axis, 0), DimRef(w, 1)), (groups, x_channels // groups))
-        result += _factor(
-            op, DimRef(y, 1), (DimRef(group_axis, 0), DimRef(width_axis, 0)), (groups, y_channels // groups)
-        )
+        result += _factor(op, _ref(x, 1), (_ref(group_axis, 0), _ref(w, 1)), (groups, x_channels // groups))
+        result += _factor(op, _ref(y, 1), (_ref(group_axis, 0), _ref(width_axis, 0)), (groups, y_channels // groups))
     return result
 
 
@@ -112,17 +107,15 @@ def _norm(op: Op, shape: ShapeOf) -> list[Coupling]:
         channels = shape(x)[channel_dims[0]]
         group_axis, width_axis = op.axes
         result += _factor(
-            op, DimRef(x, channel_dims[0]), (DimRef(group_axis, 0), DimRef(width_axis, 0)), (groups, channels // groups)
+            op, _ref(x, channel_dims[0]), (_ref(group_axis, 0), _ref(width_axis, 0)), (groups, channels // groups)
         )
         # statistics are per group: removing whole groups is exact, removing positions is not
         if mixes and channels // groups > 1:
-            result.append(Mix(DimRef(width_axis, 0), Mixing.NORMALISATION, op.id))
+            result.append(Mix(_ref(width_axis, 0), Mixing.NORMALISATION, op.id))
     elif mixes:
-        result += [Mix(DimRef(x, d), Mixing.NORMALISATION, op.id) for d in channel_dims if shape(x)[d] > 1]
+        result += [Mix(_ref(x, d), Mixing.NORMALISATION, op.id) for d in channel_dims if shape(x)[d] > 1]
     # statistics taken over other dims (batch norm with batch statistics): those dims are mixed
-    result += [
-        Mix(DimRef(x, d), Mixing.NORMALISATION, op.id) for d in op.ints_attr("statistic_dims") if shape(x)[d] > 1
-    ]
+    result += [Mix(_ref(x, d), Mixing.NORMALISATION, op.id) for d in op.ints_attr("statistic_dims") if shape(x)[d] > 1]
     return result
 
 
@@ -145,7 +138,7 @@ def _reduce(op: Op, shape: ShapeOf) -> list[Coupling]:
     for d in range(rank):
         if d in dims:
             if shape(x)[d] > 1:
-                result.append(Mix(DimRef(x, d), how, op.id))
+                result.append(Mix(_ref(x, d), how, op.id))
             j += 1 if keepdim else 0
             continue
         result += _link_same(op, shape, x, d, y, j)
@@ -165,7 +158,7 @@ def _mix(op: Op, shape: ShapeOf) -> list[Coupling]:
             result += _link_same(op, shape, x, d, y, d)
     for d in {d % rank for d in op.ints_attr("dims")} if rank else ():
         if shape(x)[d] > 1:
-            result.append(Mix(DimRef(x, d), Mixing(how), op.id))
+            result.append(Mix(_ref(x, d), Mixing(how), op.id))
     return result
 
 
@@ -198,7 +191,7 @@ def _concat(op: Op, shape: ShapeOf) -> list[Coupling]:
             if d != dim:
                 result += _link_same(op, shape, x, d, y, d)
         if xs[dim]:
-            result.append(Link(DimRef(x, dim), DimRef(y, dim), Offset(offset, xs[dim], total), op.id))
+            result.append(Link(_ref(x, dim), _ref(y, dim), Offset(offset, xs[dim], total), op.id))
         offset += xs[dim]
     if offset != total:
         # output channels no input fills would be coupled to nothing and pruned alone
@@ -236,14 +229,14 @@ def _split(op: Op, shape: ShapeOf) -> list[Coupling]:
     if len(op.outputs) > 1 and len(set(sizes)) == 1:
         # equal pieces (chunk): code re-splits by count, so every piece must lose the same positions
         first = op.outputs[0]
-        result += _factor(op, DimRef(x, dim), (None, DimRef(first, dim)), (len(sizes), sizes[0]))
+        result += _factor(op, _ref(x, dim), (None, _ref(first, dim)), (len(sizes), sizes[0]))
         for y in op.outputs[1:]:
             result += _link_same(op, shape, first, dim, y, dim)
         return result
     start = 0
     for y, size in zip(op.outputs, sizes):
         if size:
-            result.append(Link(DimRef(y, dim), DimRef(x, dim), Offset(start, size, shape(x)[dim]), op.id))
+            result.append(Link(_ref(y, dim), _ref(x, dim), Offset(start, size, shape(x)[dim]), op.id))
         start += size
     if start != shape(x)[dim]:
         total = shape(x)[dim]
@@ -262,7 +255,7 @@ def _slice(op: Op, shape: ShapeOf) -> list[Coupling]:
     length = shape(y)[dim]
     start, step = op.int_attr("start", 0), op.int_attr("step", 1)
     if length and shape(x)[dim] > 1:
-        result.append(Link(DimRef(x, dim), DimRef(y, dim), Window(start, step, length, shape(x)[dim]), op.id))
+        result.append(Link(_ref(x, dim), _ref(y, dim), Window(start, step, length, shape(x)[dim]), op.id))
     return result
 
 
@@ -285,13 +278,13 @@ def _reshape(op: Op, shape: ShapeOf) -> list[Coupling]:
         if len(left) == 1 and len(right) == 1:
             result.append(_link(op, x, left[0], y, right[0], xs[left[0]]))
         elif len(left) == 1:
-            result += _factor(op, DimRef(x, left[0]), [DimRef(y, d) for d in right], [ys[d] for d in right])
+            result += _factor(op, _ref(x, left[0]), [_ref(y, d) for d in right], [ys[d] for d in right])
         elif len(right) == 1:
-            result += _factor(op, DimRef(y, right[0]), [DimRef(x, d) for d in left], [xs[d] for d in left])
+            result += _factor(op, _ref(y, right[0]), [_ref(x, d) for d in left], [xs[d] for d in left])
         else:
             reason = f"{op.where} regroups dims {left} of {xs} into dims {right} of {ys}"
-            result += [Pin(DimRef(x, d), reason, op.id) for d in left]
-            result += [Pin(DimRef(y, d), reason, op.id) for d in right]
+            result += [Pin(_ref(x, d), reason, op.id) for d in left]
+            result += [Pin(_ref(y, d), reason, op.id) for d in right]
     return result
 
 
@@ -310,7 +303,7 @@ def _expand(op: Op, shape: ShapeOf) -> list[Coupling]:
     lead = len(ys) - len(xs)
     for d, size in enumerate(xs):
         if size == 1 and ys[lead + d] > 1:
-            result.append(Broadcast(DimRef(y, lead + d), op.id))
+            result.append(Broadcast(_ref(y, lead + d), op.id))
     return result
 
 
@@ -322,7 +315,7 @@ def _repeat(op: Op, shape: ShapeOf) -> list[Coupling]:
     result: list[Coupling] = []
     for d, size in enumerate(xs):
         reps = repeats[lead + d]
-        result += _factor(op, DimRef(y, lead + d), (None, DimRef(x, d)), (reps, size))
+        result += _factor(op, _ref(y, lead + d), (None, _ref(x, d)), (reps, size))
     return result
 
 
@@ -341,7 +334,7 @@ def _attention(op: Op, shape: ShapeOf) -> list[Coupling]:
     qr, kr, vr, yr = (len(shape(t)) for t in (q, k, v, y))
     result = _link_same(op, shape, q, qr - 1, k, kr - 1)
     if op.attr("size_scaled", False) and shape(q)[qr - 1] > 1:
-        result.append(Mix(DimRef(q, qr - 1), Mixing.SIZE, op.id))
+        result.append(Mix(_ref(q, qr - 1), Mixing.SIZE, op.id))
     result += _link_same(op, shape, v, vr - 1, y, yr - 1)
     result += _link_same(op, shape, q, qr - 2, y, yr - 2)
     result += _link_same(op, shape, k, kr - 2, v, vr - 2)
@@ -370,7 +363,7 @@ def _pixel_shuffle(op: Op, shape: ShapeOf) -> list[Coupling]:
         result += _link_same(op, shape, x, d, y, d)
     wide, narrow = (y, x) if inverse else (x, y)
     c = rank - 3
-    result += _factor(op, DimRef(wide, c), (DimRef(narrow, c), None, None), (shape(narrow)[c], r, r))
+    result += _factor(op, _ref(wide, c), (_ref(narrow, c), None, None), (shape(narrow)[c], r, r))
     return result
 
 
@@ -387,7 +380,7 @@ def _constant(op: Op, shape: ShapeOf) -> list[Coupling]:
     if not op.attr("positional", False):
         return []
     reason = f"{op.location} makes values that depend on their position"
-    return [Pin(DimRef(y, d), reason, op.id) for y in op.outputs for d, size in enumerate(shape(y)) if size > 1]
+    return [Pin(_ref(y, d), reason, op.id) for y in op.outputs for d, size in enumerate(shape(y)) if size > 1]
 
 
 RULES: Mapping[OpKind, Rule] = types.MappingProxyType(
@@ -421,16 +414,19 @@ RULES: Mapping[OpKind, Rule] = types.MappingProxyType(
 
 def _mentioned(couplings: Sequence[Coupling]) -> set[tuple[str, int]]:
     """The (value, dim) pairs the couplings name (plain tuples: they hash without a Python call)."""
-    dims: list[DimRef] = []
+    seen: set[tuple[str, int]] = set()
     for c in couplings:
-        if isinstance(c, Link):
-            dims += (c.src, c.dst)
+        if type(c) is Link:  # most couplings: no isinstance chain
+            seen.add((c.src.value, c.src.dim))
+            seen.add((c.dst.value, c.dst.dim))
         elif isinstance(c, FactorLink):
-            dims.append(c.fine)
-            dims += (p for p in c.parts if p is not None)
+            seen.add((c.fine.value, c.fine.dim))
+            seen.update((p.value, p.dim) for p in c.parts if p is not None)
+        elif isinstance(c, Link):
+            seen.update(((c.src.value, c.src.dim), (c.dst.value, c.dst.dim)))
         else:
-            dims.append(c.dim)
-    return {(d.value, d.dim) for d in dims}
+            seen.add((c.dim.value, c.dim.dim))
+    return seen
 
 
 def couplings_of(op: Op, shape: ShapeOf, rules: Mapping[OpKind, Rule] = RULES) -> tuple[Coupling, ...]:
@@ -457,13 +453,20 @@ def couplings_of(op: Op, shape: ShapeOf, rules: Mapping[OpKind, Rule] = RULES) -
         # caught when the pruned model is traced again
         return tuple(found)
     seen = _mentioned(found)
+    unmentioned = [
+        (value, d)
+        for value in (*op.inputs, *op.outputs, *op.axes)
+        for d, size in enumerate(shape(value))
+        if size > 1 and (value, d) not in seen
+    ]
+    if unmentioned:
+        reason = _pin_reason(op)
+        found += [Pin(_ref(value, d), reason, op.id) for value, d in unmentioned]
+    return tuple(found)
+
+
+def _pin_reason(op: Op) -> str:
     if op.kind is OpKind.OPAQUE:
         why = op.attr("why")
-        reason = f"unsupported op {op.location}" + (f" ({why})" if isinstance(why, str) else "")
-    else:
-        reason = f"{op.location} sets this dim's size itself"
-    for value in (*op.inputs, *op.outputs, *op.axes):
-        for d, size in enumerate(shape(value)):
-            if size > 1 and (value, d) not in seen:
-                found.append(Pin(DimRef(value, d), reason, op.id))
-    return tuple(found)
+        return f"unsupported op {op.location}" + (f" ({why})" if isinstance(why, str) else "")
+    return f"{op.location} sets this dim's size itself"
