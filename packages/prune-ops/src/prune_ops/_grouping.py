@@ -74,12 +74,13 @@ def find_groups(graph: Graph, *, ignore: Collection[str] = (), prune_outputs: bo
     atom = components(total, *_atom_edges(read.windows, ends, base))
     joined_classes = list(base)  # a joined class is known by its place here in the arrays below
     owner = np.repeat(np.arange(len(joined_classes), dtype=np.int64), [size_of[k] for k in joined_classes])
-    roots, supports = _supports(atom, owner, len(joined_classes))
+    supports = _atoms_by_support(atom, owner, len(joined_classes))
 
     fine_classes = {find(f.fine) for f in factors}
     fine_atom = np.zeros(total, dtype=bool)
     fine_joined = [j for j, k in enumerate(joined_classes) if k in fine_classes]
-    fine_atom[atom[np.isin(owner, fine_joined)]] = True
+    if fine_joined:
+        fine_atom[atom[np.isin(owner, fine_joined)]] = True
     # a channel that offsets or windows carry from one factorised dim into another (a grouped
     # conv's output concatenated into another grouped conv) follows two layouts at once: keep them
     clashing = {joined_classes[j] for j in _sharing_atoms(atom, owner, fine_joined, len(joined_classes))}
@@ -100,13 +101,11 @@ def find_groups(graph: Graph, *, ignore: Collection[str] = (), prune_outputs: bo
     for k in dims_of:
         if k not in base and k not in fine_classes and size_of[k] > 0:
             seeds.append(({k: np.arange(size_of[k], dtype=np.int64)}, size_of[k], 1))
-    by_support: dict[tuple[int, ...], list[int]] = {}
-    for root, support in zip(roots.tolist(), supports):
-        if not fine_atom[root]:
-            by_support.setdefault(support, []).append(root)
+    # a support holds a fine class for all its atoms or for none
+    by_support = [(support, atom_roots) for support, atom_roots in supports if not fine_atom[atom_roots[0]]]
     context = _Context(classes, base, atom, size_of, factors_by_part)
     unit_of_atom = np.full(total, -1, dtype=np.int64)
-    for support, atom_roots in by_support.items():
+    for support, atom_roots in by_support:
         unit_of_atom[atom_roots] = np.arange(len(atom_roots), dtype=np.int64)
         seed = {joined_classes[j]: unit_of_atom[context.atoms_of[joined_classes[j]]] for j in support}
         # every class of the support holds these atoms, with the same units: writing them through the
@@ -122,7 +121,7 @@ def find_groups(graph: Graph, *, ignore: Collection[str] = (), prune_outputs: bo
         spaces.setdefault(joined.find(k), []).append(k)
     context.meet(
         {k: members for members in spaces.values() for k in members},
-        [[joined_classes[j] for j in support] for support in set(supports)],
+        [[joined_classes[j] for j in support] for support, _atoms in supports],
     )
     kind_of = group_kinds(graph, slots, classes, factors, ends)
     mixing = {slots.slot(dim): notes for dim, notes in mixing_of(graph, read.mixes).items()}
@@ -264,6 +263,25 @@ class _Context:
         for k in self.base:
             self.neighbours[k] = [other for other in spaces[k] if other != k and other in met[k]]
 
+    def _holding(self, joined: list[int]) -> dict[int, IntArray]:
+        """The joined classes among ``joined`` whose atoms hold a unit now, with the unit of every index."""
+        if not joined:
+            return {}
+        arrays = [self.atoms_of[k] for k in joined]
+        sizes = np.array([len(a) for a in arrays], dtype=np.int64)
+        ends = np.cumsum(sizes)
+        starts = ends - sizes
+        values = self.scratch[np.concatenate(arrays)]
+        if not len(values):
+            return {}
+        # one maximum per class (an empty class reads its neighbour's: it is dropped below anyway)
+        highest = np.maximum.reduceat(values, np.minimum(starts, len(values) - 1)).tolist()
+        return {
+            k: values[start:end]
+            for k, start, end, high in zip(joined, starts.tolist(), ends.tolist(), highest)
+            if end > start and high >= 0
+        }
+
     def expand(self, seed: dict[int, IntArray], count: int) -> tuple[dict[int, IntArray], int]:
         """Follow atoms and factors from the seed classes (``count`` units); merge units that meet.
 
@@ -343,30 +361,25 @@ class _Context:
                     array = at[self.atoms_of[k]] if k in self.base else units[k]
                     for fine, coords in spreads:
                         assign(fine, array[coords])
-            for k in reached:
-                array = at[self.atoms_of[k]]
-                if array.max(initial=-1) >= 0:
-                    units[k] = array
+            held = {k: array for k, array in units.items() if array.max(initial=-1) >= 0}
+            held.update(self._holding(list(reached)))
         finally:
             for where in written:
                 at[where] = -1
-        held = {k: array for k, array in units.items() if array.max(initial=-1) >= 0}
-        if merged:
-            # labels point to smaller labels: jumping along them reaches each label's root
-            final = labels
-            while True:
-                jumped = final[final]
-                if np.array_equal(jumped, final):
-                    break
-                final = jumped
-        else:
-            final = labels
+        if not merged:
+            # the seed's first class got every unit and kept it (atoms are written once): all are used
+            return held, count
+        # labels point to smaller labels: jumping along them reaches each label's root
+        final = labels
+        while True:
+            jumped = final[final]
+            if np.array_equal(jumped, final):
+                break
+            final = jumped
         seen = np.zeros(len(labels), dtype=bool)
         for array in held.values():
             seen[final[array[array >= 0]]] = True
         used = np.flatnonzero(seen)
-        if not merged and len(used) == len(labels):
-            return held, len(used)  # every unit kept its own label: the arrays stand as they are
         compact = np.full(len(labels), -1, dtype=np.int64)
         compact[used] = np.arange(len(used))
         out = {}
@@ -375,27 +388,50 @@ class _Context:
         return out, len(used)
 
 
-def _supports(atom: IntArray, owner: IntArray, count: int) -> tuple[IntArray, list[tuple[int, ...]]]:
-    """Every atom (ascending) and the joined classes that hold it (ascending places)."""
-    pairs = np.unique(atom * count + owner)
-    if not len(pairs):
-        return pairs, []
+def _atoms_by_support(atom: IntArray, owner: IntArray, count: int) -> list[tuple[tuple[int, ...], IntArray]]:
+    """Atoms grouped by their support (the joined classes that hold them, ascending places).
+
+    Each distinct support with its atoms (ascending), in the order of their smallest atoms. An
+    atom's support is read as the bytes of its run of places: one cheap key per atom, and
+    tuples only per distinct support.
+    """
+    if not len(atom):
+        return []
+    pairs = _sorted_unique(atom * count + owner)
     atoms, places = pairs // count, pairs % count
     starts = np.flatnonzero(np.concatenate([[True], atoms[1:] != atoms[:-1]]))
-    listed, bounds = places.tolist(), [*starts.tolist(), len(pairs)]
-    return atoms[starts], [tuple(listed[a:b]) for a, b in itertools.pairwise(bounds)]
+    width = places.itemsize
+    raw = places.tobytes()
+    bounds = (np.append(starts, len(pairs)) * width).tolist()
+    by_support: dict[bytes, list[int]] = {}
+    for root, start, end in zip(atoms[starts].tolist(), bounds, bounds[1:]):
+        by_support.setdefault(raw[start:end], []).append(root)
+    return [
+        (tuple(np.frombuffer(key, dtype=places.dtype).tolist()), np.array(roots, dtype=np.int64))
+        for key, roots in by_support.items()
+    ]
 
 
 def _sharing_atoms(atom: IntArray, owner: IntArray, chosen: list[int], count: int) -> list[int]:
     """The places among ``chosen`` whose class shares an atom with another chosen class."""
+    if not chosen:
+        return []
     inside = np.isin(owner, chosen)
-    pairs = np.unique(atom[inside] * count + owner[inside])
+    pairs = _sorted_unique(atom[inside] * count + owner[inside])
     atoms = pairs // count
     shared = np.zeros(len(pairs), dtype=bool)
     same = atoms[1:] == atoms[:-1]
     shared[1:] |= same
     shared[:-1] |= same
     return sorted(set((pairs[shared] % count).tolist()))
+
+
+def _sorted_unique(keys: IntArray) -> IntArray:
+    """``np.unique`` of ints by a sort (numpy 2's hash-based unique is several times slower here)."""
+    keys = np.sort(keys)
+    first = np.ones(len(keys), dtype=bool)
+    first[1:] = keys[1:] != keys[:-1]
+    return keys[first]
 
 
 def _label_root(labels: IntArray, i: int) -> int:
