@@ -11,7 +11,7 @@ from collections.abc import Collection
 
 import numpy as np
 
-from prune_graph import DimRef, FactorLink, Graph, GraphError, Pin
+from prune_graph import DimRef, FactorLink, Graph, GraphError, Pin, Value
 from prune_ops._indices import IntArray
 
 __all__ = ["DimSlots", "SlotFactor", "UnionFind", "boundary_and_ignored", "components", "unify_factors"]
@@ -31,11 +31,14 @@ class DimSlots:
         self.start: dict[str, int] = {}
         self.rank: dict[str, int] = {}
         size: list[int] = []
+        value_at: list[Value] = []
         for value in graph.values:
             self.start[value.id] = len(size)
             self.rank[value.id] = len(value.shape)
             size += value.shape
+            value_at += [value] * len(value.shape)
         self.size = size
+        self.value_at = value_at  # the value of each slot
         self.refs: list[DimRef | None] = [None] * len(size)
 
     def __len__(self) -> int:

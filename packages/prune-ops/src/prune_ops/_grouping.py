@@ -20,7 +20,6 @@ import numpy as np
 from prune_graph import (
     Broadcast,
     Coupling,
-    DimRef,
     FactorLink,
     Graph,
     Identity,
@@ -28,15 +27,15 @@ from prune_graph import (
     Mix,
     Offset,
     Pin,
-    Value,
     ValueKind,
     Window,
 )
 from prune_ops._classes import DimSlots, SlotFactor, UnionFind, boundary_and_ignored, components, unify_factors
-from prune_ops._groups import Group, GroupKind, GroupSet, Member
+from prune_ops._groups import GroupKind, GroupSet
 from prune_ops._indices import IntArray
 from prune_ops._kinds import group_kinds
-from prune_ops._mixing import MixNote, mixing_of
+from prune_ops._members import Found, MemberOrder
+from prune_ops._mixing import mixing_of
 
 __all__ = ["find_groups"]
 
@@ -125,8 +124,8 @@ def find_groups(graph: Graph, *, ignore: Collection[str] = (), prune_outputs: bo
     )
     kind_of = group_kinds(graph, slots, classes, factors, ends)
     mixing = {slots.slot(dim): notes for dim, notes in mixing_of(graph, read.mixes).items()}
-    members_of = _MemberOrder(graph, slots, dims_of, pins, mixing, classes)
-    made: list[tuple[tuple[int, str], _Made]] = []
+    members_of = MemberOrder(graph, slots, dims_of, pins, mixing, classes)
+    made: list[tuple[tuple[int, str], Found]] = []
     for seed, count, start in seeds:
         units, size = context.expand(dict(itertools.islice(seed.items(), start)), count)
         kind = next((kind_of[k] for k in seed if k in kind_of), GroupKind.CHANNELS)
@@ -202,26 +201,6 @@ def _atom_edges(
             edges_a.append(src + np.asarray(domain, dtype=np.int64))
             edges_b.append(dst + np.asarray(index_map.forward(domain), dtype=np.int64))
     return edges_a, edges_b
-
-
-@attrs.frozen
-class _Made:
-    """A group found, before its place (its id) among the sorted groups is known."""
-
-    root: Member
-    size: int
-    members: tuple[Member, ...]
-    blockers: tuple[str, ...]
-    kind: GroupKind
-    mixing: tuple[MixNote, ...]
-
-    @property
-    def order_key(self) -> tuple[int, str]:
-        value = self.root.value
-        return (0 if value.kind in _STATE else 1, value.path)
-
-    def group(self, index: int) -> Group:
-        return Group(index, self.root.dim, self.size, self.members, self.blockers, self.kind, self.mixing)
 
 
 @attrs.define
@@ -438,74 +417,3 @@ def _label_root(labels: IntArray, i: int) -> int:
     while labels[i] != i:
         i = int(labels[i])
     return i
-
-
-class _MemberOrder:
-    """Makes a group's members from the classes its units reach, in member order.
-
-    Members are sorted by (not state, virtual, place of the value in the graph, dim): a key no
-    two dims share, so each class's rows are sorted once here and a group of one class takes
-    them as they are. What decides a dim's place, blockers and mixing notes is worked out once
-    per class here, not once per group it belongs to.
-    """
-
-    def __init__(
-        self,
-        graph: Graph,
-        slots: DimSlots,
-        dims_of: dict[int, list[int]],
-        pins: dict[int, list[str]],
-        mixing: dict[int, tuple[MixNote, ...]],
-        classes: UnionFind,
-    ) -> None:
-        values = graph.values
-        place = {v.id: i for i, v in enumerate(values)}
-        self.entries: dict[int, list[tuple[_Key, int, DimRef, Value]]] = {}
-        for k, dims in dims_of.items():
-            rows = []
-            for at in dims:
-                dim = slots.ref(at)
-                i = place[dim.value]
-                value = values[i]
-                kind = value.kind
-                rows.append(((kind not in _STATE, kind is ValueKind.VIRTUAL, i, dim.dim), at, dim, value))
-            rows.sort(key=_first)
-            self.entries[k] = rows
-        self.pins = pins
-        self.mixing = mixing
-        # classes with a pinned or mixed dim: only groups that reach one need the per-member look-ups
-        self.pinned = {classes.find(at) for at in pins}
-        self.mixed = {classes.find(at) for at in mixing}
-
-    def group(self, units: dict[int, IntArray], size: int, kind: GroupKind) -> _Made:
-        entries = self.entries
-        if len(units) == 1:
-            ((k, array),) = units.items()
-            rows = entries[k]
-            members = tuple([Member(dim, value, array) for _key, _at, dim, value in rows])
-            at_of = [at for _key, at, _dim, _value in rows]
-        else:
-            merged = [(row, array) for k, array in units.items() for row in entries[k]]
-            merged.sort(key=_first_of_row)
-            members = tuple([Member(dim, value, array) for (_key, _at, dim, value), array in merged])
-            at_of = [row[1] for row, _array in merged]
-        blockers: tuple[str, ...] = ()
-        if not self.pinned.isdisjoint(units):
-            pins = self.pins
-            blockers = tuple(dict.fromkeys(reason for at in at_of for reason in pins.get(at, ())))
-        notes: tuple[MixNote, ...] = ()
-        if not self.mixed.isdisjoint(units):
-            mixing = self.mixing
-            notes = tuple(dict.fromkeys(n for at in at_of for n in mixing.get(at, ())))
-        return _Made(members[0], size, members, blockers, kind, notes)
-
-
-_Key = tuple[bool, bool, int, int]
-
-
-def _first(row: tuple[_Key, int, DimRef, Value]) -> _Key:
-    return row[0]
-
-
-def _first_of_row(item: tuple[tuple[_Key, int, DimRef, Value], IntArray]) -> _Key:
-    return item[0][0]
