@@ -117,3 +117,33 @@ def assert_layer_attributes(model: nn.Module) -> None:
             assert m.weight.shape == (m.num_parameters,), name
         elif isinstance(m, nn.Embedding):
             assert tuple(m.weight.shape) == (m.num_embeddings, m.embedding_dim), name
+
+
+def canonical_graph(graph: Any) -> tuple[Any, ...]:
+    """A graph with its activation, constant and virtual ids numbered by first use.
+
+    Two traces of one model that differ only in calls left out of the graph (autograd's below a
+    layer run on real tensors) number their values differently; everything else must be equal.
+    """
+    names: dict[str, str] = {}
+    for value in graph.values:
+        if value.kind.value in ("parameter", "buffer", "input"):
+            names[value.id] = value.id
+    for op in graph.ops:
+        for v in (*op.inputs, *op.outputs, *op.axes):
+            names.setdefault(v, f"v{len(names)}")
+    by_id = {v.id: v for v in graph.values}
+    values = sorted((names[v.id], v.shape, v.dtype, v.kind.value, v.owner, v.name) for v in graph.values)
+    ops = [
+        (
+            op.kind.value,
+            op.target,
+            op.owner,
+            op.attrs,
+            tuple(names[i] for i in op.inputs),
+            tuple(names[o] for o in op.outputs),
+            tuple(by_id[a].shape for a in op.axes),
+        )
+        for op in graph.ops
+    ]
+    return values, ops, tuple(names[v] for v in graph.inputs), tuple(names[v] for v in graph.outputs)

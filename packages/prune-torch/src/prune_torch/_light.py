@@ -27,6 +27,7 @@ from prune_torch._errors import forget_frames
 from prune_torch._meta import MetaKernels
 from prune_torch._rebase import data_sized
 from prune_torch._restore import eval_flags
+from prune_torch._stand_ins import state
 from prune_torch._trace import (
     Calls,
     ExampleInputs,
@@ -35,6 +36,7 @@ from prune_torch._trace import (
     result_tensors,
     state_stand_ins,
 )
+from prune_torch._walk import walked
 
 __all__ = ["light_check"]
 
@@ -96,8 +98,7 @@ def _expected(before: Graph, calls: Calls, plan: Plan) -> tuple[Expected, dict[V
 
 def _state_matches(model: torch.nn.Module, before: Graph, plan: Plan) -> bool:
     shapes = plan.new_shapes()
-    tensors = dict(model.named_parameters())
-    tensors.update(model.named_buffers())
+    tensors = {path: tensor for path, _module, _name, tensor, _kind in state(model)}
     for value in before.values:
         if not value.is_state or value.kind is ValueKind.VIRTUAL or value.path not in tensors:
             continue
@@ -114,6 +115,13 @@ def light_check(
     ``calls`` are the aten calls of the trace ``before`` came from and ``plan`` is made on
     ``before``. The run leaves the model as it found it (modes, attributes, caches).
     """
+    with walked(model):
+        return _check(model, example_inputs, before, calls, plan)
+
+
+def _check(
+    model: torch.nn.Module, example_inputs: ExampleInputs, before: Graph, calls: Calls, plan: Plan
+) -> str | None:
     if not _state_matches(model, before, plan):
         return "a parameter or buffer does not have its predicted shape"
     expected, outputs = _expected(before, calls, plan)

@@ -23,6 +23,8 @@ from typing import Any
 
 import torch
 
+from prune_torch._walk import named_modules
+
 __all__ = ["Reads", "reading"]
 
 # module path → {attribute name: value} of the int attributes its forward read
@@ -88,7 +90,7 @@ def reading(model: torch.nn.Module) -> Iterator[Reads]:
     """
     paths: dict[int, str] = {}
     wanted: dict[type, set[str]] = {}
-    for path, module in model.named_modules():
+    for path, module in named_modules(model):
         paths.setdefault(id(module), path)
         names = _int_names(module)
         if names:
@@ -107,7 +109,7 @@ def reading(model: torch.nn.Module) -> Iterator[Reads]:
     finally:
         for cls, name in reversed(installed):
             delattr(cls, name)
-        modules = {id(m): m for m in model.modules()}
+        modules = {id(m): m for _, m in named_modules(model)}
         for key, names in seen.items():
             module = modules.get(key)
             if module is None:

@@ -8,10 +8,13 @@ of containers a model's code filled in place (timm's attention-bias dict keyed b
 from __future__ import annotations
 
 import contextlib
+import operator
 from collections.abc import Iterator
 from typing import Any
 
 import torch
+
+from prune_torch._walk import modules
 
 __all__ = ["eval_flags", "restoring"]
 
@@ -19,18 +22,24 @@ __all__ = ["eval_flags", "restoring"]
 @contextlib.contextmanager
 def restoring(model: torch.nn.Module) -> Iterator[None]:
     """Every module's attributes and its own containers' items as they were before the block, also on failure."""
-    saved = [(module, dict(module.__dict__)) for module in model.modules()]
-    contents = [_Contents(container) for module in model.modules() for container in _containers(module)]
+    every = modules(model)
+    saved = [(module, dict(module.__dict__)) for module in every]
+    contents = [_Contents(container) for module in every for container in _containers(module)]
     try:
         yield
     finally:
         for module, attributes in saved:
             current = module.__dict__
-            if len(current) != len(attributes) or any(attributes.get(k, current) is not v for k, v in current.items()):
+            if not _same_attributes(current, attributes):
                 current.clear()
                 current.update(attributes)
         for held in contents:
             held.restore()
+
+
+def _same_attributes(current: dict[str, Any], saved: dict[str, Any]) -> bool:
+    """The same names in the same order, each holding the very object it held (compared at C speed)."""
+    return list(current) == list(saved) and all(map(operator.is_, current.values(), saved.values()))
 
 
 # nn.Module's own bookkeeping (parameters, buffers, submodules, hooks): functional_call and the
@@ -81,7 +90,7 @@ def eval_flags(model: torch.nn.Module) -> Iterator[None]:
     The flags are set directly rather than through ``model.eval()``, so an overridden ``train()``
     (one that freezes some layers, or moves things) is not run, and a mix of modes comes back exactly.
     """
-    flags = [(module, module.training) for module in model.modules()]
+    flags = [(module, module.training) for module in modules(model)]
     try:
         for module, _ in flags:
             module.training = False

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import warnings
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -32,10 +33,14 @@ from prune_torch._aten import OpSpec, tensors_in
 from prune_torch._aten_table import READERS
 from prune_torch._constants import Constant, constants_of, reads_data
 from prune_torch._errors import TraceError
+from prune_torch._leaves import fast_leaves
 from prune_torch._lines import current_model_line, error_model_line
 from prune_torch._meta import MetaKernels
 from prune_torch._mha import PrunedMultiheadAttention, runs_stock_forward
 from prune_torch._restore import eval_flags, restoring
+from prune_torch._stand_ins import meta_stand_ins, on_meta, standing_in, state_stand_ins
+from prune_torch._stand_ins import state as own_state
+from prune_torch._walk import modules, named_modules, walked
 
 __all__ = [
     "Calls",
@@ -253,7 +258,7 @@ def _own_attention(model: torch.nn.Module) -> Iterator[None]:
     Same math, but its ops show the heads and widths that torch's forward ties to ``embed_dim``,
     and they are the ops the module runs once pruned, so plans line up with the re-trace.
     """
-    plain = [module for module in model.modules() if runs_stock_forward(module)]
+    plain = [module for module in modules(model) if runs_stock_forward(module)]
     try:
         for module in plain:
             module.__class__ = PrunedMultiheadAttention
@@ -266,7 +271,7 @@ def _own_attention(model: torch.nn.Module) -> Iterator[None]:
 @contextlib.contextmanager
 def _module_stack(model: torch.nn.Module, stack: list[str], recorder: _Recorder | None = None) -> Iterator[None]:
     paths: dict[int, str] = {}
-    for name, module in model.named_modules(remove_duplicate=False):
+    for name, module in named_modules(model, every_path=True):
         paths.setdefault(id(module), name)
 
     def enter(module: torch.nn.Module, inputs: Any) -> None:
@@ -286,32 +291,6 @@ def _module_stack(model: torch.nn.Module, stack: list[str], recorder: _Recorder 
     finally:
         pre.remove()
         post.remove()
-
-
-def _state(model: torch.nn.Module) -> list[tuple[str, str, str, torch.Tensor, ValueKind]]:
-    """(path, module, name, tensor, kind) for each unique parameter and buffer."""
-    seen: set[int] = set()
-    found = []
-    for kind, items in ((ValueKind.PARAMETER, model.named_parameters()), (ValueKind.BUFFER, model.named_buffers())):
-        for path, tensor in items:
-            if id(tensor) in seen:
-                continue
-            seen.add(id(tensor))
-            module, _, name = path.rpartition(".")
-            found.append((path, module, name, tensor, kind))
-    return found
-
-
-def _meta_stand_ins(state: list[tuple[str, str, str, torch.Tensor, ValueKind]]) -> dict[str, torch.Tensor]:
-    return {
-        path: torch.empty_like(tensor, device="meta").requires_grad_(tensor.requires_grad)
-        for path, _module, _name, tensor, _kind in state
-    }
-
-
-def state_stand_ins(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """Meta stand-ins for every parameter and buffer of ``model``, by path (for :func:`forward_under`)."""
-    return _meta_stand_ins(_state(model))
 
 
 def result_tensors(result: Any) -> list[torch.Tensor]:
@@ -342,16 +321,18 @@ def forward_under(
 ) -> Any:
     """One forward of ``model`` under the dispatch mode ``mode``, as a trace runs it; the model's state is put back.
 
-    ``stand_ins`` (meta tensors by parameter path) run it through ``functional_call``; ``None`` runs
+    ``stand_ins`` (meta tensors by parameter path) run it in place of the model's state; ``None`` runs
     the real tensors. ``mode`` also serves :class:`_WholeOps` and sealed modules (``paused``,
     ``_record``, ``seal``). ``stack`` follows the modules being run (no module hooks when
     ``None``). Raises :class:`TraceError` naming the module that failed.
     """
     try:
         hooks = _module_stack(model, stack, mode) if stack is not None else contextlib.nullcontext()
-        with restoring(model), _own_attention(model), hooks, mode, _WholeOps(mode):
+        leaves = fast_leaves(modules(model), mode) if stand_ins is not None else contextlib.nullcontext()
+        with restoring(model), _own_attention(model), hooks, leaves, _quiet(), mode, _WholeOps(mode):
             if stand_ins is not None:
-                return torch.func.functional_call(model, stand_ins, args, kwargs, tie_weights=True, strict=False)
+                with standing_in(model, stand_ins):
+                    return model(*args, **kwargs)
             return model(*args, **kwargs)
     except Exception as error:
         where = stack[-1] if stack else ""
@@ -359,6 +340,14 @@ def forward_under(
         raise TraceError(
             f"in module {where or '<root>'}{f' ({line})' if line else ''}: {type(error).__name__}: {error}", where
         ) from error
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """No warning about reading a value that requires grad: the run's grad mode is the trace's, not the model's."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Converting a tensor with requires_grad=True to a scalar")
+        yield
 
 
 Call = tuple[Any, tuple[tuple[ValueId | None, tuple[int, ...]], ...]]
@@ -378,8 +367,8 @@ class Calls:
 def _run(model: torch.nn.Module, example_inputs: ExampleInputs, meta: bool, lines: bool = False) -> tuple[Graph, Calls]:
     builder = GraphBuilder()
     names: dict[int, ValueId] = {}
-    state = _state(model)
-    stand_ins = _meta_stand_ins(state) if meta else None
+    state = own_state(model)
+    stand_ins = meta_stand_ins(state) if meta else None
     for path, module, name, tensor, kind in state:
         use = stand_ins[path] if stand_ins is not None else tensor
         names[id(use)] = builder.value(path, tuple(tensor.shape), _dtype(tensor), kind, module, name)
@@ -439,7 +428,7 @@ def refuse_script_modules(model: torch.nn.Module) -> None:
     no ``get_submodule``, and its code keeps sizes the pruner cannot update. Checked before any
     work, so a scripted model fails here rather than half-way through a prune.
     """
-    for path, module in model.named_modules():
+    for path, module in named_modules(model):
         if isinstance(module, torch.jit.ScriptModule):
             where = f"module {path!r}" if path else "the model"
             raise TraceError(
@@ -475,6 +464,13 @@ def trace_with_calls(
 
     ``lines`` also names the model's source line of every call that uses a plain number (slower).
     """
+    with walked(model):
+        return _trace_attempts(model, example_inputs, meta, lines)
+
+
+def _trace_attempts(
+    model: torch.nn.Module, example_inputs: ExampleInputs, meta: bool | None, lines: bool
+) -> tuple[Graph, Calls]:
     check_traceable(model)
     attempts = [True] if (meta is True or on_meta(model)) else ([False] if meta is False else [True, False])
     errors: list[str] = []
@@ -490,8 +486,3 @@ def trace_with_calls(
         except Exception as error:
             errors.append(f"{'meta' if use_meta else 'real'} run: {type(error).__name__}: {error}")
     raise TraceError(f"could not trace {type(model).__name__}: " + " | ".join(errors), module)
-
-
-def on_meta(model: torch.nn.Module) -> bool:
-    """Whether any of ``model``'s parameters or buffers lives on the meta device."""
-    return any(t.is_meta for t in model.parameters()) or any(t.is_meta for t in model.buffers())

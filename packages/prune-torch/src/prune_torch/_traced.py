@@ -13,6 +13,7 @@ from prune_graph import Graph, ValueId
 from prune_ops import GroupSet, find_groups
 from prune_torch._reads import reading
 from prune_torch._trace import ExampleInputs, check_traceable, trace_with_calls
+from prune_torch._walk import named_modules, walked
 
 __all__ = ["TracedGraph", "trace_model"]
 
@@ -66,14 +67,15 @@ def trace_model(model: torch.nn.Module, example_inputs: ExampleInputs, *, meta: 
     graph without tracing again: the int attributes the forward read (``"reads"``) and every aten
     call of the run (``"calls"``), against which the pruned model's re-run is checked.
     """
-    check_traceable(model)  # before watching its attributes
-    with reading(model) as reads:
-        graph, calls = trace_with_calls(model, example_inputs, meta=meta)
     paths: weakref.WeakKeyDictionary[torch.nn.Module, str] = weakref.WeakKeyDictionary()
     types: dict[str, type] = {}
-    for name, module in model.named_modules():
-        paths.setdefault(module, name)
-        types[name] = type(module)
+    with walked(model):
+        check_traceable(model)  # before watching its attributes
+        with reading(model) as reads:
+            graph, calls = trace_with_calls(model, example_inputs, meta=meta)
+        for name, module in named_modules(model):
+            paths.setdefault(module, name)
+            types[name] = type(module)
     return TracedGraph(
         graph.values,
         graph.ops,

@@ -1,0 +1,223 @@
+"""Stock torch layers handed to a trace's dispatch mode as the aten calls they make, without running their code.
+
+On the meta device a plain ``nn.Conv2d`` goes through ``F.conv2d``, torch-function handling, the
+C++ dispatcher and autograd to reach the dispatch mode as one ``aten.convolution`` call; a batch
+norm, an activation or a linear layer likewise. That path is most of a trace's cost on models of
+many small layers (mobilenet_v2, densenet121), and the call it ends in is fixed by the layer's
+attributes. So, while a trace or a light re-run runs on meta, each exact instance of a class in
+:data:`LEAVES` whose forward is torch's own gets an instance ``forward`` that gives the mode those
+calls directly: the same ops, the same arguments in the same order, and the results of the mode's
+own kernels. A layer whose input does not fit (another rank, a subclass of Tensor, a string
+padding, a batch norm using batch statistics) runs its own forward as before.
+
+The graph is the same op for op (``tests/torch/test_leaves.py`` compares each layer's calls with
+what its forward makes, and whole traces with the fast path on and off). What differs is only
+what autograd adds below a layer (a batch norm's empty reserve tensor, the ``detach`` of saved
+results), which a trace leaves out of the graph anyway, and that the outputs do not require grad.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import math
+import types
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+import torch
+from torch import nn
+
+__all__ = ["LEAVES", "fast_leaves", "stock_leaves"]
+
+aten = torch.ops.aten
+
+Call = tuple[Any, tuple[Any, ...], dict[str, Any]]
+"""One aten call: the overload, its positional and its keyword arguments."""
+
+Dispatch = Callable[[Any, tuple[Any, ...], dict[str, Any]], Any]
+"""Hands one aten call to the dispatch mode and returns its result."""
+
+Leaf = Callable[[Any, torch.Tensor, Dispatch], Any]
+"""Runs a layer on one input through ``Dispatch``; ``NotImplemented`` where the input does not fit."""
+
+_ENABLED = contextvars.ContextVar("prune_torch_fast_leaves", default=True)
+
+
+@contextlib.contextmanager
+def stock_leaves() -> Iterator[None]:
+    """Inside the block, traces run every layer's own forward (for comparing with the fast path).
+
+    >>> layer = torch.nn.Linear(2, 2)
+    >>> with stock_leaves(), fast_leaves([layer], mode=None):
+    ...     "forward" in vars(layer)
+    False
+    """
+    token = _ENABLED.set(False)
+    try:
+        yield
+    finally:
+        _ENABLED.reset(token)
+
+
+def _conv(module: Any, x: torch.Tensor, dispatch: Dispatch) -> Any:
+    spatial = len(module.kernel_size)
+    if x.dim() != spatial + 2 or module.padding_mode != "zeros" or isinstance(module.padding, str):
+        return NotImplemented
+    args = (
+        x,
+        module.weight,
+        module.bias,
+        list(module.stride),
+        list(module.padding),
+        list(module.dilation),
+        False,
+        [0] * spatial,
+        module.groups,
+    )
+    return dispatch(aten.convolution.default, args, {})
+
+
+_NORM_RANKS = {nn.BatchNorm1d: (2, 3), nn.BatchNorm2d: (4,), nn.BatchNorm3d: (5,)}
+
+
+def _batch_norm(module: Any, x: torch.Tensor, dispatch: Dispatch) -> Any:
+    # running statistics in eval mode only: batch statistics take another path through torch
+    if module.training or module.running_mean is None or x.dim() not in _NORM_RANKS[type(module)]:
+        return NotImplemented
+    momentum = 0.0 if module.momentum is None else module.momentum
+    args = (x, module.weight, module.bias, module.running_mean, module.running_var, False, momentum, module.eps)
+    return dispatch(aten.native_batch_norm.default, args, {})[0]
+
+
+def _layer_norm(module: Any, x: torch.Tensor, dispatch: Dispatch) -> Any:
+    args = (x, list(module.normalized_shape), module.weight, module.bias, module.eps)
+    return dispatch(aten.native_layer_norm.default, args, {})[0]
+
+
+def _linear(module: Any, x: torch.Tensor, dispatch: Dispatch) -> Any:
+    # torch's own decompositions of F.linear for these two forms; others (matmul) run as before
+    bias = module.bias
+    if x.dim() == 2:
+        weight_t = dispatch(aten.t.default, (module.weight,), {})
+        if bias is None:
+            return dispatch(aten.mm.default, (x, weight_t), {})
+        return dispatch(aten.addmm.default, (bias, x, weight_t), {})
+    if x.dim() == 3 and bias is not None and x.is_contiguous():
+        rows = dispatch(aten.view.default, (x, [math.prod(x.shape[:-1]), x.shape[-1]]), {})
+        weight_t = dispatch(aten.t.default, (module.weight,), {})
+        out = dispatch(aten.addmm.default, (bias, rows, weight_t), {})
+        return dispatch(aten.view.default, (out, [*x.shape[:-1], out.shape[-1]]), {})
+    return NotImplemented
+
+
+def _unary(plain: Any, in_place: Any) -> Leaf:
+    """An activation that is one aten call, in place when the layer says so."""
+
+    def leaf(module: Any, x: torch.Tensor, dispatch: Dispatch) -> Any:
+        return dispatch(in_place if getattr(module, "inplace", False) else plain, (x,), {})
+
+    return leaf
+
+
+def _hardtanh(module: Any, x: torch.Tensor, dispatch: Dispatch) -> Any:
+    func = aten.hardtanh_.default if module.inplace else aten.hardtanh.default
+    return dispatch(func, (x, module.min_val, module.max_val), {})
+
+
+def _gelu(module: Any, x: torch.Tensor, dispatch: Dispatch) -> Any:
+    kwargs = {} if module.approximate == "none" else {"approximate": module.approximate}
+    return dispatch(aten.gelu.default, (x,), kwargs)
+
+
+def _passthrough(module: Any, x: torch.Tensor, dispatch: Dispatch) -> Any:
+    # eval-mode dropout returns its input itself, and so does an identity: no aten call at all
+    return NotImplemented if module.training else x
+
+
+LEAVES: types.MappingProxyType[type, Leaf] = types.MappingProxyType(
+    {
+        nn.Conv1d: _conv,
+        nn.Conv2d: _conv,
+        nn.Conv3d: _conv,
+        nn.BatchNorm1d: _batch_norm,
+        nn.BatchNorm2d: _batch_norm,
+        nn.BatchNorm3d: _batch_norm,
+        nn.LayerNorm: _layer_norm,
+        nn.Linear: _linear,
+        nn.ReLU: _unary(aten.relu.default, aten.relu_.default),
+        nn.SiLU: _unary(aten.silu.default, aten.silu_.default),
+        nn.Hardswish: _unary(aten.hardswish.default, aten.hardswish_.default),
+        nn.Hardsigmoid: _unary(aten.hardsigmoid.default, aten.hardsigmoid_.default),
+        nn.Sigmoid: _unary(aten.sigmoid.default, aten.sigmoid_.default),
+        nn.Tanh: _unary(aten.tanh.default, aten.tanh_.default),
+        nn.ReLU6: _hardtanh,
+        nn.Hardtanh: _hardtanh,
+        nn.GELU: _gelu,
+        nn.Dropout: _passthrough,
+        nn.Identity: _passthrough,
+    }
+)
+"""The classes answered directly, each with how it runs; only exact instances, never subclasses."""
+
+# each class's forward as torch defines it: a class whose forward was replaced (patched by a
+# library) runs its own code
+_STOCK_FORWARD = {cls: cls.forward for cls in LEAVES}
+
+
+class _Forward:
+    """A layer's instance ``forward`` during one run: its aten calls straight to ``mode``, else its own code."""
+
+    __slots__ = ("leaf", "mode", "module", "stock")
+
+    def __init__(self, module: nn.Module, leaf: Leaf, mode: Any) -> None:
+        self.module = module
+        self.leaf = leaf
+        self.mode = mode
+        self.stock = _STOCK_FORWARD[type(module)]
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if len(args) == 1 and not kwargs:
+            with torch._C.DisableTorchFunction():
+                x = args[0]
+                if type(x) is torch.Tensor and x.is_meta and _mode_on_top(self.mode):
+                    out = self.leaf(self.module, x, self._dispatch)
+                    if out is not NotImplemented:
+                        return out
+        return self.stock(self.module, *args, **kwargs)
+
+    def _dispatch(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        # as the dispatcher calls a mode: with the mode off the stack while it answers
+        mode = torch._C._pop_torch_dispatch_stack(None)
+        try:
+            return self.mode.__torch_dispatch__(func, (), args, kwargs)
+        finally:
+            torch._C._push_on_torch_dispatch_stack(mode)
+
+
+def _mode_on_top(mode: Any) -> bool:
+    depth = torch._C._len_torch_dispatch_stack()
+    return depth > 0 and torch._C._get_dispatch_stack_at(depth - 1) is mode
+
+
+@contextlib.contextmanager
+def fast_leaves(modules: Iterable[nn.Module], mode: Any) -> Iterator[None]:
+    """Inside the block, each stock layer among ``modules`` hands its aten calls to ``mode`` directly.
+
+    Layers with hooks still run them: only ``forward`` changes, as an instance attribute, and it
+    is taken away again when the block ends.
+    """
+    changed = []
+    if _ENABLED.get():
+        for module in modules:
+            cls = type(module)
+            leaf = LEAVES.get(cls)
+            if leaf is None or cls.forward is not _STOCK_FORWARD[cls] or "forward" in module.__dict__:
+                continue
+            module.__dict__["forward"] = _Forward(module, leaf, mode)
+            changed.append(module)
+    try:
+        yield
+    finally:
+        for module in changed:
+            module.__dict__.pop("forward", None)
