@@ -11,8 +11,8 @@ reach, each with the unit of every index (``-1`` where an index belongs to anoth
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Collection
+import math
+from collections.abc import Collection, Sequence
 
 import attrs
 import numpy as np
@@ -94,22 +94,22 @@ def find_groups(graph: Graph, *, ignore: Collection[str] = (), prune_outputs: bo
             if part is not None:
                 factors_by_part.setdefault(find(part), []).append(f)
 
-    # roots: plain classes that are not fine, and atoms of joined classes grouped by support
-    # each seed with its count of units (the labels its arrays use) and the classes to start from
-    seeds: list[tuple[dict[int, IntArray], int, int]] = []
+    # roots: plain classes that are not fine, and atoms of joined classes grouped by support;
+    # each seed: its classes, the units of the first one's indices, and its count of units
+    seeds: list[tuple[Sequence[int], IntArray, int]] = []
     for k in dims_of:
         if k not in base and k not in fine_classes and size_of[k] > 0:
-            seeds.append(({k: np.arange(size_of[k], dtype=np.int64)}, size_of[k], 1))
+            seeds.append(((k,), np.arange(size_of[k], dtype=np.int64), size_of[k]))
     # a support holds a fine class for all its atoms or for none
     by_support = [(support, atom_roots) for support, atom_roots in supports if not fine_atom[atom_roots[0]]]
     context = _Context(classes, base, atom, size_of, factors_by_part)
     unit_of_atom = np.full(total, -1, dtype=np.int64)
     for support, atom_roots in by_support:
         unit_of_atom[atom_roots] = np.arange(len(atom_roots), dtype=np.int64)
-        seed = {joined_classes[j]: unit_of_atom[context.atoms_of[joined_classes[j]]] for j in support}
+        held_by = [joined_classes[j] for j in support]
         # every class of the support holds these atoms, with the same units: writing them through the
         # first class writes them for all, and reaches the others (they share an atom with it)
-        seeds.append((seed, len(atom_roots), 1))
+        seeds.append((held_by, unit_of_atom[context.atoms_of[held_by[0]]], len(atom_roots)))
         unit_of_atom[atom_roots] = -1
 
     joined = UnionFind(len(slots))
@@ -126,9 +126,13 @@ def find_groups(graph: Graph, *, ignore: Collection[str] = (), prune_outputs: bo
     mixing = {slots.slot(dim): notes for dim, notes in mixing_of(graph, read.mixes).items()}
     members_of = MemberOrder(graph, slots, dims_of, pins, mixing, classes)
     made: list[tuple[tuple[int, str], Found]] = []
-    for seed, count, start in seeds:
-        units, size = context.expand(dict(itertools.islice(seed.items(), start)), count)
-        kind = next((kind_of[k] for k in seed if k in kind_of), GroupKind.CHANNELS)
+    for seed_classes, seed_units, count in seeds:
+        units, size = context.expand(seed_classes[0], seed_units, count)
+        kind = (
+            next((kind_of[k] for k in seed_classes if k in kind_of), GroupKind.CHANNELS)
+            if kind_of
+            else GroupKind.CHANNELS
+        )
         found = members_of.group(units, size, kind)
         made.append((found.order_key, found))
     # sorted by root (state first, then path); the search order breaks ties, as a stable sort would
@@ -224,14 +228,16 @@ class _Context:
         for k, start in self.base.items():
             self.atoms_of[k] = self.atom[start : start + self.size_of[k]]
         self.scratch = np.full(len(self.atom), -1, dtype=np.int64)
+        coords_of: dict[tuple[tuple[int, ...], int], IntArray] = {}  # factors of one shape share them
         for k, factors in self.factors_by_part.items():
             for factor in factors:
                 fine = self.classes.find(factor.fine)
                 for axis, part in enumerate(factor.parts):
                     if part is not None and self.classes.find(part) == k:
-                        sizes = factor.link.sizes
-                        coords = (np.arange(factor.link.size) // int(np.prod(sizes[axis + 1 :]))) % sizes[axis]
-                        self.spreads.setdefault(k, []).append((fine, coords))
+                        key = (factor.link.sizes, axis)
+                        if key not in coords_of:
+                            coords_of[key] = _part_coords(*key)
+                        self.spreads.setdefault(k, []).append((fine, coords_of[key]))
 
     def meet(self, spaces: dict[int, list[int]], supports: Collection[list[int]]) -> None:
         """Fill ``neighbours`` from the distinct sets of classes that hold one atom."""
@@ -261,19 +267,17 @@ class _Context:
             if end > start and high >= 0
         }
 
-    def expand(self, seed: dict[int, IntArray], count: int) -> tuple[dict[int, IntArray], int]:
-        """Follow atoms and factors from the seed classes (``count`` units); merge units that meet.
+    def expand(self, first: int, seed: IntArray, count: int) -> tuple[dict[int, IntArray], int]:
+        """Follow atoms and factors from class ``first`` (``count`` units, ``seed`` the unit of each
+        of its indices, every unit there; the caller hands the array over); merge units that meet.
 
         Returns the classes that hold units, each with the unit of every index (``-1``: none), and
         how many units there are after merging (numbered from 0 in the order of the seed's).
         A joined class holds no array of its own while the search runs: its units are those of
         its atoms (``scratch``), so writing one class reaches every class sharing those atoms at once.
-        Every seed array holds each of the ``count`` units; the caller hands the arrays over.
         """
-        if len(seed) == 1:
-            ((k, array),) = seed.items()
-            if k not in self.base and k not in self.spreads:
-                return {k: array}, count  # a plain class that is no factor's part reaches nothing else
+        if first not in self.base and first not in self.spreads:
+            return {first: seed}, count  # a plain class that is no factor's part reaches nothing else
         units: dict[int, IntArray] = {}  # plain classes
         at = self.scratch
         written: list[IntArray] = []  # atoms to clear afterwards
@@ -331,8 +335,7 @@ class _Context:
                 queue.append(k)
 
         try:
-            for k, array in seed.items():
-                assign(k, array)
+            assign(first, seed)
             while queue:
                 k = queue.pop()
                 spreads = self.spreads.get(k)
@@ -346,7 +349,7 @@ class _Context:
             for where in written:
                 at[where] = -1
         if not merged:
-            # the seed's first class got every unit and kept it (atoms are written once): all are used
+            # the first class got every unit and kept it (atoms are written once): all are used
             return held, count
         # labels point to smaller labels: jumping along them reaches each label's root
         final = labels
@@ -403,6 +406,11 @@ def _sharing_atoms(atom: IntArray, owner: IntArray, chosen: list[int], count: in
     shared[1:] |= same
     shared[:-1] |= same
     return sorted(set((pairs[shared] % count).tolist()))
+
+
+def _part_coords(sizes: tuple[int, ...], axis: int) -> IntArray:
+    """For each index of a row-major product of ``sizes``, its index along ``axis``."""
+    return (np.arange(math.prod(sizes), dtype=np.int64) // math.prod(sizes[axis + 1 :])) % sizes[axis]
 
 
 def _sorted_unique(keys: IntArray) -> IntArray:

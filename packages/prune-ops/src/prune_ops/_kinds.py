@@ -29,6 +29,8 @@ def group_kinds(
     rotate one part and concatenate them again before the product). Classes are known by their
     root slots; ``window_ends`` holds the classes each offset or window joins.
     """
+    if not factors:
+        return {}  # kinds belong to the parts of factors only
     derived = _parameter_derived(graph)
     attention: set[int] = set()
     for op in graph.ops:

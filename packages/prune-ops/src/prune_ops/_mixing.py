@@ -9,7 +9,8 @@ mixing leaves the group alone unless the caller asks for approximate pruning.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Sequence
 
 import attrs
 
@@ -59,25 +60,27 @@ def normalisation_modules(graph: Graph) -> dict[str, int]:
     return found
 
 
-def _note(graph: Graph, mix: Mix, op: Op | None, norms: dict[str, int]) -> MixNote:
+def _note(graph: Graph, mix: Mix, op: Op | None, norms: Callable[[], dict[str, int]]) -> MixNote:
     how = mix.how
     module = op.owner if op is not None else ""
-    if how is Mixing.REDUCTION and op is not None and norms.get(module) == graph.dim_size(mix.dim):
+    if how is Mixing.REDUCTION and op is not None and norms().get(module) == graph.dim_size(mix.dim):
         how = Mixing.NORMALISATION
     return MixNote(how, op.target if op is not None else "?", module, mix.op)
 
 
 def mixing_of(graph: Graph, couplings: Sequence[Coupling]) -> dict[DimRef, tuple[MixNote, ...]]:
     """Every dim some op mixes, with the ops that mix it."""
+    mixes = [c for c in couplings if isinstance(c, Mix)]
+    if not mixes:
+        return {}
     ops = {op.id: op for op in graph.ops}
-    norms = normalisation_modules(graph)
+    norms = functools.cache(lambda: normalisation_modules(graph))  # only reductions ask
     found: dict[DimRef, list[MixNote]] = {}
-    for c in couplings:
-        if isinstance(c, Mix):
-            note = _note(graph, c, ops.get(c.op) if c.op is not None else None, norms)
-            notes = found.setdefault(c.dim, [])
-            if note not in notes:
-                notes.append(note)
+    for c in mixes:
+        note = _note(graph, c, ops.get(c.op) if c.op is not None else None, norms)
+        notes = found.setdefault(c.dim, [])
+        if note not in notes:
+            notes.append(note)
     return {dim: tuple(notes) for dim, notes in found.items()}
 
 
