@@ -12,7 +12,7 @@ import attrs
 from prune_graph._couplings import Coupling, FactorLink, Link, Pin
 from prune_graph._errors import GraphError
 from prune_graph._ops import Op, OpId
-from prune_graph._rules import couplings_of
+from prune_graph._rule_memo import graph_couplings
 from prune_graph._values import DimRef, Value, ValueId, ValueKind
 
 __all__ = ["Graph"]
@@ -162,14 +162,11 @@ class Graph:
     # -- couplings ------------------------------------------------------------------------
     @property
     def couplings(self) -> tuple[Coupling, ...]:
-        """Every coupling the ops imply (see :func:`prune_graph.couplings_of`)."""
+        """Every coupling the ops imply (what :func:`prune_graph.couplings_of` says of each op)."""
         if "couplings" not in self._memo:
-            found: list[Coupling] = []
             # the rules ask for thousands of shapes: a dict's own look-up, no Python call per shape
             shape = _Shapes((v.id, v.shape) for v in self.values).__getitem__
-            for op in self.ops:
-                found.extend(couplings_of(op, shape))
-            self._memo["couplings"] = tuple(found)
+            self._memo["couplings"] = graph_couplings(self.ops, shape)
         return self._memo["couplings"]  # type: ignore[no-any-return]
 
     def boundary_pins(self) -> tuple[Pin, ...]:

@@ -438,20 +438,30 @@ def couplings_of(op: Op, shape: ShapeOf, rules: Mapping[OpKind, Rule] = RULES) -
     >>> len(couplings_of(op, lambda v: shapes[v]))
     4
     """
+    found = rule_couplings(op, shape, rules)
+    return (*found, *unmentioned_pins(op, shape, found))
+
+
+def rule_couplings(op: Op, shape: ShapeOf, rules: Mapping[OpKind, Rule] = RULES) -> list[Coupling]:
+    """What the rule of ``op``'s kind says, its failures as ``GraphError`` naming the op."""
     rule = rules.get(op.kind)
     if rule is None:
         raise GraphError(f"op {op.where}: no coupling rule for kind {op.kind.value!r}")
     try:
-        found = list(rule(op, shape))
+        return list(rule(op, shape))
     except (IndexError, ValueError, ZeroDivisionError) as error:
         if isinstance(error, GraphError):
             raise
         raise GraphError(f"op {op.where}: its values do not fit a {op.kind.value} op ({error})") from error
+
+
+def unmentioned_pins(op: Op, shape: ShapeOf, found: Sequence[Coupling]) -> list[Pin]:
+    """Pins for the dims of size > 1 of ``op``'s values that ``found`` does not mention."""
     if op.kind is OpKind.CONSTANT:
         # a tensor made in the forward pass (an RNN's zero state) takes its size from the model's
         # attributes; it follows the channels it meets, and a size the adapter cannot update is
         # caught when the pruned model is traced again
-        return tuple(found)
+        return []
     seen = _mentioned(found)
     unmentioned = [
         (value, d)
@@ -459,13 +469,14 @@ def couplings_of(op: Op, shape: ShapeOf, rules: Mapping[OpKind, Rule] = RULES) -
         for d, size in enumerate(shape(value))
         if size > 1 and (value, d) not in seen
     ]
-    if unmentioned:
-        reason = _pin_reason(op)
-        found += [Pin(_ref(value, d), reason, op.id) for value, d in unmentioned]
-    return tuple(found)
+    if not unmentioned:
+        return []
+    reason = pin_reason(op)
+    return [Pin(_ref(value, d), reason, op.id) for value, d in unmentioned]
 
 
-def _pin_reason(op: Op) -> str:
+def pin_reason(op: Op) -> str:
+    """Why :func:`couplings_of` pins the dims of ``op`` its rule does not mention."""
     if op.kind is OpKind.OPAQUE:
         why = op.attr("why")
         return f"unsupported op {op.location}" + (f" ({why})" if isinstance(why, str) else "")
