@@ -165,7 +165,7 @@ class Graph:
         """Every coupling the ops imply (what :func:`prune_graph.couplings_of` says of each op)."""
         if "couplings" not in self._memo:
             # the rules ask for thousands of shapes: a dict's own look-up, no Python call per shape
-            shape = _Shapes((v.id, v.shape) for v in self.values).__getitem__
+            shape = _Shapes({v.id: v.shape for v in self.values}).__getitem__
             self._memo["couplings"] = graph_couplings(self.ops, shape)
         return self._memo["couplings"]  # type: ignore[no-any-return]
 

@@ -21,11 +21,9 @@ def _identity(size: int) -> Identity:
     return Identity(size)
 
 
-@functools.lru_cache(maxsize=1 << 14)
-def _ref(value: ValueId, dim: int) -> DimRef:
-    """One shared record per dim (frozen, compared by value): a graph names most dims in several
-    couplings, and a model traced again names them the same way."""
-    return DimRef(value, dim)
+# one shared record per dim (frozen, compared by value): a graph names most dims in several
+# couplings, and a model traced again names them the same way
+_ref = functools.lru_cache(maxsize=1 << 14)(DimRef)
 
 
 def _link(op: Op, a: ValueId, da: int, b: ValueId, db: int, size: int) -> Link:

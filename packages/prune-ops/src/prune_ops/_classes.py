@@ -111,14 +111,17 @@ class UnionFind:
         return self._root(i)
 
     def union(self, a: int, b: int) -> None:
-        ra, rb = self.find(a), self.find(b)
+        up = self.up
+        ra = a if up[a] == a else self.find(a)  # no call for a dim that is its own root
+        rb = b if up[b] == b else self.find(b)
         if ra != rb:
-            self.up[rb] = ra
+            up[rb] = ra
 
     def roots(self) -> list[tuple[int, int]]:
         """Every slot seen so far with the root of its class, in the order they were first seen."""
-        root = self._root
-        return [(i, root(i)) for i in self.seen]
+        up, root = self.up, self._root
+        # most dims hang right under their root: only deeper ones need the walk
+        return [(i, up[i] if up[up[i]] == up[i] else root(i)) for i in self.seen]
 
 
 def components(total: int, edges_a: list[IntArray], edges_b: list[IntArray]) -> IntArray:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from itertools import chain, repeat
 from operator import itemgetter
+from typing import TypeVar
 
 import attrs
 
@@ -20,6 +23,7 @@ _RANK = {kind: 0 if kind in _STATE else 2 if kind is ValueKind.VIRTUAL else 1 fo
 
 _Row = tuple[int, int, DimRef, Value]  # sort key, slot, dim, value
 _by_key = itemgetter(0)
+_T = TypeVar("_T")
 
 
 @attrs.frozen
@@ -64,14 +68,17 @@ class MemberOrder:
     ) -> None:
         value_at = slots.value_at
         step = len(slots)
-        self.entries: dict[int, list[_Row]] = {}
+        self.rows: dict[int, list[_Row]] = {}
+        # each class's rows in member order, and their columns for a group of that class alone
+        self.columns: dict[int, tuple[list[int], list[DimRef], list[Value]]] = {}
         for k, dims in dims_of.items():
             rows = []
             for at in dims:
                 value = value_at[at]
                 rows.append((_RANK[value.kind] * step + at, at, slots.ref(at), value))
             rows.sort(key=_by_key)
-            self.entries[k] = rows
+            self.rows[k] = rows
+            self.columns[k] = ([row[1] for row in rows], [row[2] for row in rows], [row[3] for row in rows])
         self.pins = pins
         self.mixing = mixing
         # classes with a pinned or mixed dim: only groups that reach one need the per-member look-ups
@@ -80,23 +87,24 @@ class MemberOrder:
 
     def group(self, units: dict[int, IntArray], size: int, kind: GroupKind) -> Found:
         """The group whose units are ``units`` (by class, the unit of every index)."""
-        entries = self.entries
         if len(units) == 1:
             ((k, array),) = units.items()
-            rows = entries[k]
-            members = tuple([Member(dim, value, array) for _key, _at, dim, value in rows])
-            at_of = [at for _key, at, _dim, _value in rows]
+            at_of, dims, values = self.columns[k]
+            members = tuple(map(Member, dims, values, repeat(array, len(dims))))
         else:
-            merged = [(*row, array) for k, array in units.items() for row in entries[k]]
+            merged = [(*row, array) for k, array in units.items() for row in self.rows[k]]
             merged.sort(key=_by_key)
             members = tuple([Member(dim, value, array) for _key, _at, dim, value, array in merged])
             at_of = [row[1] for row in merged]
         blockers: tuple[str, ...] = ()
         if not self.pinned.isdisjoint(units):
-            pins = self.pins
-            blockers = tuple(dict.fromkeys(reason for at in at_of for reason in pins.get(at, ())))
+            blockers = _listed(self.pins, at_of)
         notes: tuple[MixNote, ...] = ()
         if not self.mixed.isdisjoint(units):
-            mixing = self.mixing
-            notes = tuple(dict.fromkeys(n for at in at_of for n in mixing.get(at, ())))
+            notes = _listed(self.mixing, at_of)
         return Found(size, members, blockers, kind, notes)
+
+
+def _listed(table: Mapping[int, Sequence[_T]], at_of: list[int]) -> tuple[_T, ...]:
+    """What ``table`` holds for the slots ``at_of``, in their order, each thing once."""
+    return tuple(dict.fromkeys(chain.from_iterable(map(table.get, at_of, repeat((), len(at_of))))))

@@ -9,8 +9,7 @@ mixing leaves the group alone unless the caller asks for approximate pruning.
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Collection, Sequence
 
 import attrs
 
@@ -43,9 +42,14 @@ def normalisation_modules(graph: Graph) -> dict[str, int]:
     maybe a shift). That covers the RMSNorm and LayerNorm classes of transformers and timm that
     compute their statistics with ``pow``/``mean``/``rsqrt``.
     """
+    return _normalisation_modules(graph, None)
+
+
+def _normalisation_modules(graph: Graph, among: Collection[str] | None) -> dict[str, int]:
+    """:func:`normalisation_modules`, looking only at the modules ``among`` (all with ``None``)."""
     kinds: dict[str, set[OpKind]] = {}
     for op in graph.ops:
-        if op.owner:
+        if op.owner and (among is None or op.owner in among):
             kinds.setdefault(op.owner, set()).add(op.kind)
     params: dict[str, list[tuple[int, ...]]] = {}
     for value in graph.values:
@@ -60,10 +64,10 @@ def normalisation_modules(graph: Graph) -> dict[str, int]:
     return found
 
 
-def _note(graph: Graph, mix: Mix, op: Op | None, norms: Callable[[], dict[str, int]]) -> MixNote:
+def _note(graph: Graph, mix: Mix, op: Op | None, norms: dict[str, int]) -> MixNote:
     how = mix.how
     module = op.owner if op is not None else ""
-    if how is Mixing.REDUCTION and op is not None and norms().get(module) == graph.dim_size(mix.dim):
+    if how is Mixing.REDUCTION and op is not None and norms.get(module) == graph.dim_size(mix.dim):
         how = Mixing.NORMALISATION
     return MixNote(how, op.target if op is not None else "?", module, mix.op)
 
@@ -74,10 +78,13 @@ def mixing_of(graph: Graph, couplings: Sequence[Coupling]) -> dict[DimRef, tuple
     if not mixes:
         return {}
     ops = {op.id: op for op in graph.ops}
-    norms = functools.cache(lambda: normalisation_modules(graph))  # only reductions ask
+    mixing_ops = [ops.get(c.op) if c.op is not None else None for c in mixes]
+    # only a reduction may turn out to be a normalisation layer's: only its module is looked at
+    reducing = {op.owner for c, op in zip(mixes, mixing_ops) if op is not None and c.how is Mixing.REDUCTION}
+    norms = _normalisation_modules(graph, reducing) if reducing else {}
     found: dict[DimRef, list[MixNote]] = {}
-    for c in mixes:
-        note = _note(graph, c, ops.get(c.op) if c.op is not None else None, norms)
+    for c, op in zip(mixes, mixing_ops):
+        note = _note(graph, c, op, norms)
         notes = found.setdefault(c.dim, [])
         if note not in notes:
             notes.append(note)
