@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from itertools import chain, repeat
 from operator import itemgetter
-from typing import TypeVar
+from typing import TypeVar, cast
 
 import attrs
+import numpy as np
 
 from prune_graph import DimRef, Graph, Value, ValueKind
 from prune_ops._classes import DimSlots, UnionFind
@@ -52,8 +53,8 @@ class MemberOrder:
 
     Members are sorted by (parameter or buffer first, virtual last, place of the value in the
     graph, dim): one int per dim (slots run in value order, then dim), and no two dims share
-    it, so each class's rows are sorted once here and a group of one class takes them as they
-    are. What decides a dim's place, blockers and mixing notes is worked out once per class
+    it. Every class's dims are put in that order at once here, so a group of one class takes
+    them as they are. What decides blockers and mixing notes is worked out once per class
     here, not once per group it belongs to.
     """
 
@@ -66,19 +67,14 @@ class MemberOrder:
         mixing: dict[int, tuple[MixNote, ...]],
         classes: UnionFind,
     ) -> None:
-        value_at = slots.value_at
-        step = len(slots)
-        self.rows: dict[int, list[_Row]] = {}
-        # each class's rows in member order, and their columns for a group of that class alone
-        self.columns: dict[int, tuple[list[int], list[DimRef], list[Value]]] = {}
-        for k, dims in dims_of.items():
-            rows = []
-            for at in dims:
-                value = value_at[at]
-                rows.append((_RANK[value.kind] * step + at, at, slots.ref(at), value))
-            rows.sort(key=_by_key)
-            self.rows[k] = rows
-            self.columns[k] = ([row[1] for row in rows], [row[2] for row in rows], [row[3] for row in rows])
+        values = graph.values
+        value_rank = np.array([_RANK[v.kind] for v in values], dtype=np.int64)
+        slot_rank = np.repeat(value_rank, [len(v.shape) for v in values])
+        self.key = (slot_rank * len(slots) + np.arange(len(slots), dtype=np.int64)).tolist()
+        self.slots_of = _sorted_classes(dims_of, slot_rank, len(slots))
+        # every dim a class holds was met through a coupling, so it has its record
+        self.refs = cast(list[DimRef], slots.refs)
+        self.value_at = slots.value_at
         self.pins = pins
         self.mixing = mixing
         # classes with a pinned or mixed dim: only groups that reach one need the per-member look-ups
@@ -89,13 +85,16 @@ class MemberOrder:
         """The group whose units are ``units`` (by class, the unit of every index)."""
         if len(units) == 1:
             ((k, array),) = units.items()
-            at_of, dims, values = self.columns[k]
-            members = tuple(map(Member, dims, values, repeat(array, len(dims))))
+            at_of = self.slots_of[k]
+            arrays: Iterable[IntArray] = repeat(array, len(at_of))
         else:
-            merged = [(*row, array) for k, array in units.items() for row in self.rows[k]]
-            merged.sort(key=_by_key)
-            members = tuple([Member(dim, value, array) for _key, _at, dim, value, array in merged])
-            at_of = [row[1] for row in merged]
+            key = self.key
+            rows = sorted((key[at], at, array) for k, array in units.items() for at in self.slots_of[k])
+            at_of = [at for _key, at, _array in rows]
+            arrays = [array for _key, _at, array in rows]
+        dims = map(self.refs.__getitem__, at_of)
+        values = map(self.value_at.__getitem__, at_of)
+        members = tuple(map(Member, dims, values, arrays))
         blockers: tuple[str, ...] = ()
         if not self.pinned.isdisjoint(units):
             blockers = _listed(self.pins, at_of)
@@ -103,6 +102,18 @@ class MemberOrder:
         if not self.mixed.isdisjoint(units):
             notes = _listed(self.mixing, at_of)
         return Found(size, members, blockers, kind, notes)
+
+
+def _sorted_classes(dims_of: dict[int, list[int]], slot_rank: IntArray, count: int) -> dict[int, list[int]]:
+    """Each class's slots in member order: one sort of every slot by (class, member key)."""
+    if not dims_of:
+        return {}
+    at = np.array([a for dims in dims_of.values() for a in dims], dtype=np.int64)
+    owner = np.repeat(np.arange(len(dims_of), dtype=np.int64), [len(dims) for dims in dims_of.values()])
+    order = np.lexsort((slot_rank[at] * count + at, owner))
+    ordered = at[order].tolist()
+    bounds = np.cumsum([0, *(len(dims) for dims in dims_of.values())]).tolist()
+    return {k: ordered[start:end] for k, start, end in zip(dims_of, bounds, bounds[1:])}
 
 
 def _listed(table: Mapping[int, Sequence[_T]], at_of: list[int]) -> tuple[_T, ...]:
