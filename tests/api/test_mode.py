@@ -184,3 +184,31 @@ def test_a_plan_applies_by_names_whatever_its_value_positions() -> None:
     assert model.conv1.out_channels == 13
     with torch.no_grad():
         assert torch.equal(model.eval()(X), reference.eval()(X))
+
+
+class _TrainingProperty(nn.Module):
+    """A module whose ``training`` is a property: its setter must run, not a write to its dict."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 1)
+
+    @property
+    def training(self) -> bool:  # type: ignore[override]
+        return self.__dict__.get("_mode", True)
+
+    @training.setter
+    def training(self, value: bool) -> None:
+        self.__dict__.setdefault("set_to", []).append(value)
+        self.__dict__["_mode"] = value
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        assert not self.training, "traced in training mode"
+        return self.conv(x)
+
+
+def test_a_training_property_is_set_through_its_setter() -> None:
+    model = _TrainingProperty()
+    pt.trace(model, torch.randn(1, 3, 4, 4))
+    assert model.training
+    assert model.__dict__["set_to"][-2:] == [False, True]

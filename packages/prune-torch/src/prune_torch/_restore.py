@@ -8,6 +8,7 @@ of containers a model's code filled in place (timm's attention-bias dict keyed b
 from __future__ import annotations
 
 import contextlib
+import functools
 import operator
 from collections.abc import Iterator
 from typing import Any
@@ -90,11 +91,28 @@ def eval_flags(model: torch.nn.Module) -> Iterator[None]:
     The flags are set directly rather than through ``model.eval()``, so an overridden ``train()``
     (one that freezes some layers, or moves things) is not run, and a mix of modes comes back exactly.
     """
-    flags = [(module, module.training) for module in modules(model)]
+    flags = [(module, module.training, _plain_flag(type(module))) for module in modules(model)]
     try:
-        for module, _ in flags:
-            module.training = False
+        for module, _, plain in flags:
+            if plain:
+                module.__dict__["training"] = False
+            else:
+                module.training = False
         yield
     finally:
-        for module, training in flags:
-            module.training = training
+        for module, training, plain in flags:
+            if plain:
+                module.__dict__["training"] = training
+            else:
+                module.training = training
+
+
+@functools.cache
+def _plain_flag(cls: type) -> bool:
+    """Whether ``training`` is a plain instance attribute of ``cls``'s modules, set as nn.Module sets it.
+
+    Then it is written in the instance's dict directly (nn.Module's ``__setattr__`` checks every
+    attribute against its parameters, buffers and submodules first); a class with its own
+    ``__setattr__`` or a ``training`` property gets its setter.
+    """
+    return cls.__setattr__ is torch.nn.Module.__setattr__ and not any("training" in vars(k) for k in cls.__mro__)
