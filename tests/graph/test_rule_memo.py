@@ -33,8 +33,10 @@ def repeated_layers(layers: int = 4) -> Graph:
         )
         # x + y (two values) and z + z (one value twice) have the same shapes, but the couplings
         # of one cannot be filled in with the values of the other
+        squared = b.value(f"{m}.squared", (2, 8, 4, 4), "float32", A)
+        b.op(OpKind.ELEMENTWISE, "aten.add", [z, z], [squared], m)
         pair = b.value(f"{m}.pair", (2, 8, 4, 4), "float32", A)
-        b.op(OpKind.ELEMENTWISE, "aten.add", [y, z], [pair], m)
+        b.op(OpKind.ELEMENTWISE, "aten.add", [y, squared], [pair], m)
         same = b.value(f"{m}.twice", (2, 8, 4, 4), "float32", A)
         b.op(OpKind.ELEMENTWISE, "aten.add", [pair, pair], [same], m)
         added = b.value(f"{m}.add", (2, 8, 4, 4), "float32", A)
