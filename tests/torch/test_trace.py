@@ -306,3 +306,34 @@ def test_opaque_op_on_the_channel_dim_blocks_its_group(opaque: nn.Module, where:
     assert model.head.in_channels == 3
     assert_layer_attributes(model)
     _exact(original, model, report.plan, x)
+
+
+def test_a_trace_pauses_the_collector_and_leaves_it_as_it_was() -> None:
+    import gc
+
+    seen: list[bool] = []
+
+    class Watched(nn.Module):
+        def __init__(self, fail: bool = False) -> None:
+            super().__init__()
+            self.fail = fail
+            self.fc = nn.Linear(3, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            seen.append(gc.isenabled())
+            if self.fail:
+                raise ValueError("broken")
+            return self.fc(x)
+
+    pt.trace(Watched(), torch.randn(2, 3)).groups()
+    assert seen == [False]
+    assert gc.isenabled()
+    with pytest.raises(pt.TraceError, match="broken"):
+        pt.trace(Watched(fail=True), torch.randn(2, 3))
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        pt.trace(Watched(), torch.randn(2, 3))
+        assert not gc.isenabled()  # a caller's own pause is kept
+    finally:
+        gc.enable()

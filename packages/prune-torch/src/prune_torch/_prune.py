@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import gc
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import attrs
@@ -25,6 +23,7 @@ from prune_torch import _latency
 from prune_torch._calibrate import LossFn
 from prune_torch._compensate import add_compensation, plan_compensation
 from prune_torch._fits import apply_what_fits
+from prune_torch._gc import gc_paused
 from prune_torch._importance import ImportanceLike, resolve_importance
 from prune_torch._interactive import InteractivePruner, Proposal, interactive
 from prune_torch._optim import prune_optimizer
@@ -37,22 +36,6 @@ from prune_torch._traced import TracedGraph, trace_model
 from prune_torch._verify import verify_step
 
 __all__ = ["InteractivePruner", "Proposal", "Target", "interactive", "prune"]
-
-
-@contextlib.contextmanager
-def gc_paused() -> Iterator[None]:
-    """The cyclic garbage collector off inside the block, as it was after (also on failure).
-
-    A trace makes many small objects that live until the prune ends; the collector's passes over
-    them grow faster than linearly with the model's size. Reference counting still frees the rest.
-    """
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 def prune(

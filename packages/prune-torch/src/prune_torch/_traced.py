@@ -11,6 +11,7 @@ import torch
 
 from prune_graph import Graph, ValueId
 from prune_ops import GroupSet, find_groups
+from prune_torch._gc import gc_paused
 from prune_torch._reads import reading
 from prune_torch._trace import ExampleInputs, check_traceable, trace_with_calls
 from prune_torch._walk import named_modules, walked
@@ -37,7 +38,8 @@ class TracedGraph(Graph):
         """The graph's groups (memoised per ``ignore`` / ``prune_outputs``)."""
         key = f"groups:{sorted(ignore)}:{prune_outputs}"
         if key not in self.cache:
-            self.cache[key] = find_groups(self, ignore=ignore, prune_outputs=prune_outputs)
+            with gc_paused():
+                self.cache[key] = find_groups(self, ignore=ignore, prune_outputs=prune_outputs)
         return self.cache[key]  # type: ignore[no-any-return]
 
     def fingerprint(self, shapes: Mapping[ValueId, tuple[int, ...]] | None = None) -> str:
@@ -69,7 +71,7 @@ def trace_model(model: torch.nn.Module, example_inputs: ExampleInputs, *, meta: 
     """
     paths: weakref.WeakKeyDictionary[torch.nn.Module, str] = weakref.WeakKeyDictionary()
     types: dict[str, type] = {}
-    with walked(model):
+    with walked(model), gc_paused():
         check_traceable(model)  # before watching its attributes
         with reading(model) as reads:
             graph, calls = trace_with_calls(model, example_inputs, meta=meta)
