@@ -95,11 +95,12 @@ def find_groups(graph: Graph, *, ignore: Collection[str] = (), prune_outputs: bo
                 factors_by_part.setdefault(find(part), []).append(f)
 
     # roots: plain classes that are not fine, and atoms of joined classes grouped by support;
-    # each seed: its classes, the units of the first one's indices, and its count of units
-    seeds: list[tuple[Sequence[int], IntArray, int]] = []
+    # each seed: its classes, the units of the first one's indices, its count of units, and the
+    # units of every class it reaches when they are known without a search
+    seeds: list[tuple[Sequence[int], IntArray, int, dict[int, IntArray] | None]] = []
     for k in dims_of:
         if k not in base and k not in fine_classes and size_of[k] > 0:
-            seeds.append(((k,), np.arange(size_of[k], dtype=np.int64), size_of[k]))
+            seeds.append(((k,), np.arange(size_of[k], dtype=np.int64), size_of[k], None))
     # a support holds a fine class for all its atoms or for none
     by_support = [(support, atom_roots) for support, atom_roots in supports if not fine_atom[atom_roots[0]]]
     context = _Context(classes, base, atom, size_of, factors_by_part)
@@ -107,27 +108,21 @@ def find_groups(graph: Graph, *, ignore: Collection[str] = (), prune_outputs: bo
     for support, atom_roots in by_support:
         unit_of_atom[atom_roots] = np.arange(len(atom_roots), dtype=np.int64)
         held_by = [joined_classes[j] for j in support]
+        first_units = unit_of_atom[context.atoms_of[held_by[0]]]
         # every class of the support holds these atoms, with the same units: writing them through the
-        # first class writes them for all, and reaches the others (they share an atom with it)
-        seeds.append((held_by, unit_of_atom[context.atoms_of[held_by[0]]], len(atom_roots)))
+        # first class writes them for all, and reaches the others (they share an atom with it);
+        # with no factor to follow, the units reach exactly the classes of the support
+        ready = None if context.spreads else {k: unit_of_atom[context.atoms_of[k]] for k in held_by}
+        seeds.append((held_by, first_units, len(atom_roots), ready))
         unit_of_atom[atom_roots] = -1
-
-    joined = UnionFind(len(slots))
-    for src_class, dst_class in ends:
-        joined.union(src_class, dst_class)
-    spaces: dict[int, list[int]] = {}
-    for k in base:
-        spaces.setdefault(joined.find(k), []).append(k)
-    context.meet(
-        {k: members for members in spaces.values() for k in members},
-        [[joined_classes[j] for j in support] for support, _atoms in supports],
-    )
+    if context.spreads:
+        context.meet(_spaces(ends, base, len(slots)), [[joined_classes[j] for j in s] for s, _atoms in supports])
     kind_of = group_kinds(graph, slots, classes, factors, ends)
     mixing = {slots.slot(dim): notes for dim, notes in mixing_of(graph, read.mixes).items()}
     members_of = MemberOrder(graph, slots, dims_of, pins, mixing, classes)
     made: list[tuple[tuple[int, str], Found]] = []
-    for seed_classes, seed_units, count in seeds:
-        units, size = context.expand(seed_classes[0], seed_units, count)
+    for seed_classes, seed_units, count, ready in seeds:
+        units, size = (ready, count) if ready is not None else context.expand(seed_classes[0], seed_units, count)
         kind = (
             next((kind_of[k] for k in seed_classes if k in kind_of), GroupKind.CHANNELS)
             if kind_of
@@ -138,6 +133,17 @@ def find_groups(graph: Graph, *, ignore: Collection[str] = (), prune_outputs: bo
     # sorted by root (state first, then path); the search order breaks ties, as a stable sort would
     made.sort(key=lambda item: item[0])
     return GroupSet(graph, [found.group(i) for i, (_key, found) in enumerate(made)])
+
+
+def _spaces(ends: list[tuple[int, int]], base: dict[int, int], count: int) -> dict[int, list[int]]:
+    """For each joined class, the classes offsets and windows join it with (its space), in ``base`` order."""
+    joined = UnionFind(count)
+    for src_class, dst_class in ends:
+        joined.union(src_class, dst_class)
+    spaces: dict[int, list[int]] = {}
+    for k in base:
+        spaces.setdefault(joined.find(k), []).append(k)
+    return {k: members for members in spaces.values() for k in members}
 
 
 @attrs.define
