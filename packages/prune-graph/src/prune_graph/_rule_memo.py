@@ -87,8 +87,9 @@ def _copy(like: _First, values: tuple[ValueId, ...], op: Op) -> list[Coupling] |
         for c in like.made:
             if c.op != like.op:
                 return None
-            if type(c) is Link:
-                out.append(Link(moved(c.src), moved(c.dst), c.map, op_id))
+            if type(c) is Link:  # most couplings: moved without a call
+                src, dst = c.src, c.dst
+                out.append(Link(_ref(value_of[src.value], src.dim), _ref(value_of[dst.value], dst.dim), c.map, op_id))
             elif type(c) is FactorLink:
                 parts = tuple(None if p is None else moved(p) for p in c.parts)
                 out.append(FactorLink(moved(c.fine), parts, c.sizes, op_id))
@@ -100,7 +101,7 @@ def _copy(like: _First, values: tuple[ValueId, ...], op: Op) -> list[Coupling] |
                 return None  # a pin of the rule's own says why in the op's own words
         if like.pins:
             reason = pin_reason(op)
-            out += [Pin(moved(p.dim), reason, op_id) for p in like.pins]
+            out += [Pin(_ref(value_of[p.dim.value], p.dim.dim), reason, op_id) for p in like.pins]
     except KeyError:
         return None
     return out

@@ -17,6 +17,9 @@ from prune_ops._indices import IntArray
 __all__ = ["DimSlots", "SlotFactor", "UnionFind", "boundary_and_ignored", "components", "unify_factors"]
 
 
+_NOWHERE = (0, 0)  # the place of a value the graph lacks: no dim fits in it
+
+
 class DimSlots:
     """One int per (value, dim) of a graph, and the ``DimRef`` record of each slot met so far.
 
@@ -28,13 +31,11 @@ class DimSlots:
     """
 
     def __init__(self, graph: Graph) -> None:
-        self.start: dict[str, int] = {}
-        self.rank: dict[str, int] = {}
+        self.place: dict[str, tuple[int, int]] = {}  # each value's first slot and rank
         size: list[int] = []
         value_at: list[Value] = []
         for value in graph.values:
-            self.start[value.id] = len(size)
-            self.rank[value.id] = len(value.shape)
+            self.place[value.id] = (len(size), len(value.shape))
             size += value.shape
             value_at += [value] * len(value.shape)
         self.size = size
@@ -46,8 +47,8 @@ class DimSlots:
 
     def slot(self, dim: DimRef) -> int:
         """The slot of ``dim`` (remembering the record); a ``GraphError`` for a dim the graph lacks."""
-        start = self.start.get(dim.value)
-        if start is None or dim.dim >= self.rank[dim.value]:
+        start, rank = self.place.get(dim.value, _NOWHERE)
+        if dim.dim >= rank:
             raise GraphError(f"no dim {dim} in the graph (a coupling names a value or dim that does not exist)")
         at = start + dim.dim
         if self.refs[at] is None:
@@ -56,10 +57,10 @@ class DimSlots:
 
     def at(self, value: str, dim: int) -> int:
         """The slot of dim ``dim`` of ``value`` (which need not have been met)."""
-        rank = self.rank.get(value)
-        if rank is None or not 0 <= dim < rank:
+        start, rank = self.place.get(value, _NOWHERE)
+        if not 0 <= dim < rank:
             raise GraphError(f"no dim {dim} of value {value!r} in the graph")
-        return self.start[value] + dim
+        return start + dim
 
     def ref(self, at: int) -> DimRef:
         """The record of a slot met through :meth:`slot`."""

@@ -31,11 +31,11 @@ from prune_graph import (
     Window,
 )
 from prune_ops._classes import DimSlots, SlotFactor, UnionFind, boundary_and_ignored, components, unify_factors
-from prune_ops._groups import GroupKind, GroupSet
+from prune_ops._groups import Group, GroupKind, GroupSet, Member
 from prune_ops._indices import IntArray
 from prune_ops._kinds import group_kinds
-from prune_ops._members import Found, MemberOrder
-from prune_ops._mixing import mixing_of
+from prune_ops._members import MemberOrder, order_key
+from prune_ops._mixing import MixNote, mixing_of
 
 __all__ = ["find_groups"]
 
@@ -120,7 +120,7 @@ def find_groups(graph: Graph, *, ignore: Collection[str] = (), prune_outputs: bo
     kind_of = group_kinds(graph, slots, classes, factors, ends)
     mixing = {slots.slot(dim): notes for dim, notes in mixing_of(graph, read.mixes).items()}
     members_of = MemberOrder(graph, slots, dims_of, pins, mixing, classes)
-    made: list[tuple[tuple[int, str], Found]] = []
+    made: list[_Made] = []
     for seed_classes, seed_units, count, ready in seeds:
         units, size = (ready, count) if ready is not None else context.expand(seed_classes[0], seed_units, count)
         kind = (
@@ -128,11 +128,23 @@ def find_groups(graph: Graph, *, ignore: Collection[str] = (), prune_outputs: bo
             if kind_of
             else GroupKind.CHANNELS
         )
-        found = members_of.group(units, size, kind)
-        made.append((found.order_key, found))
+        members, blockers, notes = members_of.group(units)
+        made.append((order_key(members), size, members, blockers, kind, notes))
     # sorted by root (state first, then path); the search order breaks ties, as a stable sort would
-    made.sort(key=lambda item: item[0])
-    return GroupSet(graph, [found.group(i) for i, (_key, found) in enumerate(made)])
+    made.sort(key=_first)
+    groups = [
+        Group(i, members[0].dim, size, members, blockers, kind, notes)
+        for i, (_key, size, members, blockers, kind, notes) in enumerate(made)
+    ]
+    return GroupSet(graph, groups)
+
+
+# a group found, before its place (its id) among the sorted groups is known: its sort key first
+_Made = tuple[tuple[int, str], int, tuple[Member, ...], tuple[str, ...], GroupKind, tuple[MixNote, ...]]
+
+
+def _first(made: _Made) -> tuple[int, str]:
+    return made[0]
 
 
 def _spaces(ends: list[tuple[int, int]], base: dict[int, int], count: int) -> dict[int, list[int]]:

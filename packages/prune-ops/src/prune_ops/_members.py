@@ -7,16 +7,15 @@ from itertools import chain, repeat
 from operator import itemgetter
 from typing import TypeVar, cast
 
-import attrs
 import numpy as np
 
 from prune_graph import DimRef, Graph, Value, ValueKind
 from prune_ops._classes import DimSlots, UnionFind
-from prune_ops._groups import Group, GroupKind, Member
+from prune_ops._groups import Member
 from prune_ops._indices import IntArray
 from prune_ops._mixing import MixNote
 
-__all__ = ["Found", "MemberOrder"]
+__all__ = ["MemberOrder", "order_key"]
 
 _STATE = (ValueKind.PARAMETER, ValueKind.BUFFER)
 # where members of each kind of value come first: parameters and buffers, then the rest, virtual axes last
@@ -27,25 +26,10 @@ _by_key = itemgetter(0)
 _T = TypeVar("_T")
 
 
-@attrs.frozen
-class Found:
-    """A group found, before its place (its id) among the sorted groups is known."""
-
-    size: int
-    members: tuple[Member, ...]
-    blockers: tuple[str, ...]
-    kind: GroupKind
-    mixing: tuple[MixNote, ...]
-
-    @property
-    def order_key(self) -> tuple[int, str]:
-        """Groups are sorted by their root (the first member): state first, then by path."""
-        value = self.members[0].value
-        return (0 if value.kind in _STATE else 1, value.path)
-
-    def group(self, index: int) -> Group:
-        """The group, with its id."""
-        return Group(index, self.members[0].dim, self.size, self.members, self.blockers, self.kind, self.mixing)
+def order_key(members: tuple[Member, ...]) -> tuple[int, str]:
+    """Groups are sorted by their root (the first member): state first, then by path."""
+    value = members[0].value
+    return (0 if value.kind in _STATE else 1, value.path)
 
 
 class MemberOrder:
@@ -81,8 +65,9 @@ class MemberOrder:
         self.pinned = {classes.find(at) for at in pins}
         self.mixed = {classes.find(at) for at in mixing}
 
-    def group(self, units: dict[int, IntArray], size: int, kind: GroupKind) -> Found:
-        """The group whose units are ``units`` (by class, the unit of every index)."""
+    def group(self, units: dict[int, IntArray]) -> tuple[tuple[Member, ...], tuple[str, ...], tuple[MixNote, ...]]:
+        """The members, blockers and mixing notes of the group whose units are ``units`` (by
+        class, the unit of every index)."""
         if len(units) == 1:
             ((k, array),) = units.items()
             at_of = self.slots_of[k]
@@ -101,7 +86,7 @@ class MemberOrder:
         notes: tuple[MixNote, ...] = ()
         if not self.mixed.isdisjoint(units):
             notes = _listed(self.mixing, at_of)
-        return Found(size, members, blockers, kind, notes)
+        return members, blockers, notes
 
 
 def _sorted_classes(dims_of: dict[int, list[int]], slot_rank: IntArray, count: int) -> dict[int, list[int]]:
