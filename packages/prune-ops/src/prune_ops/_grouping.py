@@ -174,7 +174,9 @@ def _read(couplings: list[Coupling], slots: DimSlots) -> _Read:
     read = _Read(UnionFind(len(slots)))
     find, union, slot = read.classes.find, read.classes.union, slots.slot
     for c in couplings:
-        if isinstance(c, Link):
+        if type(c) is Link and type(c.map) is Identity:  # most couplings: no isinstance chain
+            union(slot(c.src), slot(c.dst))
+        elif isinstance(c, Link):
             src, dst = slot(c.src), slot(c.dst)
             if isinstance(c.map, Identity):
                 union(src, dst)
