@@ -7,6 +7,9 @@ the channels of the fine dim follow the channels of its parts, so only atoms tha
 fine side of a factor can be removed on their own: those are the units of groups. Atoms that
 appear in the same set of classes form one group; a group's members are every dim its units
 reach, each with the unit of every index (``-1`` where an index belongs to another group).
+
+The search knows a dim by its slot, an int (see :class:`~prune_ops._classes.DimSlots`), and a
+class by the slot of its root; records are looked up only to make the members.
 """
 
 from __future__ import annotations
@@ -27,7 +30,6 @@ from prune_graph import (
     Mix,
     Offset,
     Pin,
-    ValueKind,
     Window,
 )
 from prune_ops._classes import DimSlots, SlotFactor, UnionFind, boundary_and_ignored, components, unify_factors
@@ -38,8 +40,6 @@ from prune_ops._members import MemberOrder, order_key
 from prune_ops._mixing import MixNote, mixing_of
 
 __all__ = ["find_groups"]
-
-_STATE = (ValueKind.PARAMETER, ValueKind.BUFFER)
 
 
 def find_groups(graph: Graph, *, ignore: Collection[str] = (), prune_outputs: bool = False) -> GroupSet:
