@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from prune_graph import ValueKind
-from prune_torch._walk import modules, named_modules
+from prune_torch._walk import modules, named_modules, remembered
 
 __all__ = ["meta_stand_ins", "on_meta", "standing_in", "state", "state_stand_ins"]
 
@@ -25,8 +25,13 @@ State = list[tuple[str, str, str, torch.Tensor, ValueKind]]
 def state(model: torch.nn.Module) -> State:
     """(path, module, name, tensor, kind) for each unique parameter and buffer, in torch's order.
 
-    As ``named_parameters()`` then ``named_buffers()``, from the current walk (see ``_walk``).
+    As ``named_parameters()`` then ``named_buffers()``. Inside a walk (see ``_walk``) it is found
+    once, when first asked, before any stand-in is swapped in.
     """
+    return remembered(model, "state", _state)
+
+
+def _state(model: torch.nn.Module) -> State:
     seen: set[int] = set()
     found = []
     walk = named_modules(model)

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 import torch
 
-__all__ = ["modules", "named_modules", "walked"]
+__all__ = ["modules", "named_modules", "remembered", "walked"]
 
-_Walk = tuple[torch.nn.Module, list[tuple[str, torch.nn.Module]], list[tuple[str, torch.nn.Module]]]
+_Walk = tuple[torch.nn.Module, list[tuple[str, torch.nn.Module]], list[tuple[str, torch.nn.Module]], dict[str, Any]]
 _WALK: contextvars.ContextVar[_Walk | None] = contextvars.ContextVar("prune_torch_walk", default=None)
 
 
@@ -29,7 +30,7 @@ def _walk(model: torch.nn.Module) -> _Walk:
         if id(module) not in seen:
             seen.add(id(module))
             first.append((path, module))
-    return model, every, first
+    return model, every, first, {}
 
 
 @contextlib.contextmanager
@@ -62,3 +63,17 @@ def named_modules(model: torch.nn.Module, *, every_path: bool = False) -> list[t
 def modules(model: torch.nn.Module) -> list[torch.nn.Module]:
     """``model.modules()`` as a list: each module once."""
     return [module for _, module in named_modules(model)]
+
+
+T = TypeVar("T")
+
+
+def remembered(model: torch.nn.Module, key: str, find: Callable[[torch.nn.Module], T]) -> T:
+    """``find(model)``, found once per walk of ``model`` (each time outside one)."""
+    current = _WALK.get()
+    if current is None or current[0] is not model:
+        return find(model)
+    memo = current[3]
+    if key not in memo:
+        memo[key] = find(model)
+    return memo[key]  # type: ignore[no-any-return]
