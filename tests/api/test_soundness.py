@@ -246,8 +246,9 @@ def test_verify_rolls_back_and_names_the_group_when_a_kernel_lies(monkeypatch: p
     before = snapshot(model)
     real_slice = pt._apply._slice  # type: ignore[attr-defined]
 
-    def wrong_slice(tensor: torch.Tensor, entries: list) -> torch.Tensor:  # keeps the wrong channels of body.weight
-        out = real_slice(tensor, entries)
+    # keeps the wrong channels of body.weight
+    def wrong_slice(tensor: torch.Tensor, entries: list, *rest: object) -> torch.Tensor:
+        out = real_slice(tensor, entries, *rest)
         if any(e.path == "body.weight" and e.axis == 0 for e in entries):
             out = out.flip(0)
         return out

@@ -27,6 +27,13 @@ from prune_ops._errors import PruningError
 from prune_ops._groups import Group, Member
 from prune_ops._statistics import ChannelStats
 from prune_ops._summary import FloatArray, Summary, summarise
+from prune_ops._unit_scores import (
+    Reduction,
+    mean_of_stacked,
+    reduce_members,
+    unit_sums,
+    unit_sums_of_members,
+)
 
 __all__ = [
     "FPGM",
@@ -109,15 +116,6 @@ class MemberData:
 Importance = Callable[[Group, Sequence[MemberData]], FloatArray]
 
 
-class Reduction(enum.Enum):
-    """How to combine the per-member scores of a group."""
-
-    MEAN = "mean"
-    SUM = "sum"
-    MAX = "max"
-    FIRST = "first"
-
-
 class Normalisation(enum.Enum):
     """How to scale a group's scores before ranking across groups."""
 
@@ -126,68 +124,6 @@ class Normalisation(enum.Enum):
     MAX = "max"
     SUM = "sum"
     STANDARD = "standard"
-
-
-def _per_unit(member: Member, per_index: FloatArray, size: int) -> tuple[FloatArray, npt.NDArray[np.bool_]]:
-    """Sum per-index scores into units; also which units this member covers."""
-    valid = member.units >= 0
-    units = member.units[valid]
-    sums = np.bincount(units, weights=per_index[valid], minlength=size)
-    covered = np.zeros(size, dtype=bool)
-    covered[units] = True
-    return sums.astype(np.float64), covered
-
-
-_REDUCERS: Mapping[Reduction, Callable[[FloatArray], FloatArray]] = types.MappingProxyType(
-    {
-        Reduction.MEAN: lambda a: np.nanmean(a, axis=0),
-        Reduction.SUM: lambda a: np.nansum(a, axis=0),
-        Reduction.MAX: lambda a: np.nanmax(a, axis=0),
-        Reduction.FIRST: lambda a: a[0],
-    }
-)
-
-
-def reduce_members(rows: Sequence[tuple[FloatArray, npt.NDArray[np.bool_]]], size: int, how: Reduction) -> FloatArray:
-    """Combine per-member unit scores; units a member does not cover are left out of its row."""
-    if not rows:
-        raise PruningError("no parameter member to score (the group holds no parameters)")
-    if how is Reduction.MEAN:
-        mean = _mean_of_covered(rows, size)
-        if mean is not None:
-            return mean
-    stacked = np.full((len(rows), size), np.nan)
-    for i, (scores, covered) in enumerate(rows):
-        stacked[i, covered] = scores[covered]
-    if how is Reduction.FIRST:
-        first = np.full(size, np.nan)
-        for row in stacked:
-            first = np.where(np.isnan(first), row, first)
-        return np.asarray(np.nan_to_num(first), dtype=np.float64)
-    with np.errstate(all="ignore"):
-        import warnings
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            return np.asarray(np.nan_to_num(_REDUCERS[how](stacked)), dtype=np.float64)
-
-
-def _mean_of_covered(rows: Sequence[tuple[FloatArray, npt.NDArray[np.bool_]]], size: int) -> FloatArray | None:
-    """``nan_to_num(nanmean)`` of the rows over the units each covers, by the very sums ``np.nanmean`` takes.
-
-    Uncovered entries are zeros counted out, as ``nanmean`` makes them of NaNs, without its masks
-    and copies; ``None`` when a covered score is NaN itself (then ``nanmean`` decides).
-    """
-    stacked = np.zeros((len(rows), size))
-    count = np.zeros(size, dtype=np.intp)
-    for i, (scores, covered) in enumerate(rows):
-        stacked[i, covered] = scores[covered]
-        count += covered
-    if np.isnan(stacked).any():
-        return None
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean = np.divide(np.sum(stacked, axis=0), count)
-    return np.asarray(np.nan_to_num(mean), dtype=np.float64)
 
 
 _POWER_SUMS: Mapping[int, Summary] = types.MappingProxyType({1: Summary.ABS_SUM, 2: Summary.SQUARE_SUM})
@@ -238,13 +174,20 @@ class Magnitude:
         return (_POWER_SUMS[self.p],) if self.p in _POWER_SUMS else None
 
     def __call__(self, group: Group, data: Sequence[MemberData]) -> FloatArray:
+        if self.p in _POWER_SUMS and self.reduction is Reduction.MEAN and data:
+            # every member in one array pass: the same sums and means as the loop below
+            summaries = [d.summary(_POWER_SUMS[self.p], group.size) for d in data]
+            sums, covered = unit_sums_of_members([d.member for d in data], summaries, group.size)
+            mean = mean_of_stacked(sums ** (1.0 / self.p), covered.sum(axis=0, dtype=np.intp))
+            if mean is not None:
+                return mean
         rows = []
         for d in data:
             if self.p in _POWER_SUMS:
                 per_index = d.summary(_POWER_SUMS[self.p], group.size)
             else:
                 per_index = self.norm(_weight(d, "Magnitude"))
-            sums, covered = _per_unit(d.member, per_index, group.size)
+            sums, covered = unit_sums(d.member, per_index, group.size)
             rows.append((sums ** (1.0 / self.p), covered))
         return reduce_members(rows, group.size, self.reduction)
 
@@ -263,7 +206,7 @@ class BNScale:
         rows = []
         for d in data:
             if d.is_norm_scale and d.columns == 1:
-                rows.append(_per_unit(d.member, d.summary(Summary.ABS_SUM, group.size), group.size))
+                rows.append(unit_sums(d.member, d.summary(Summary.ABS_SUM, group.size), group.size))
         if not rows:
             raise PruningError(f"BN-scale importance: group {group.id} ({group.root_member.label}) has no norm scale")
         return reduce_members(rows, group.size, self.reduction)
@@ -283,7 +226,7 @@ class Taylor:
                     f"Taylor importance needs gradients; {d.member.label} has none (run backward on calibration data first)"
                 )
             weight = _weight(d, "Taylor")
-            rows.append(_per_unit(d.member, np.abs(np.sum(weight * d.grad, axis=1)), group.size))
+            rows.append(unit_sums(d.member, np.abs(np.sum(weight * d.grad, axis=1)), group.size))
         return reduce_members(rows, group.size, self.reduction)
 
 
@@ -303,7 +246,7 @@ def _activation_rows(
             raise PruningError(
                 f"{name} importance: {d.member.label} has {d.rows} indices but statistics of {stats.channels} channels"
             )
-        rows.append(_per_unit(d.member, per_index(d, stats), group.size))
+        rows.append(unit_sums(d.member, per_index(d, stats), group.size))
     if not rows:
         raise PruningError(
             f"{name} importance needs calibration statistics of a linear or conv that reads the channels of "
@@ -399,7 +342,7 @@ class GroupL2:
             raise PruningError(f"group {group.id} ({group.root_member.label}) holds no parameters to score")
         total = np.zeros(group.size)
         for d in data:
-            sums, _ = _per_unit(d.member, d.summary(Summary.SQUARE_SUM, group.size), group.size)
+            sums, _ = unit_sums(d.member, d.summary(Summary.SQUARE_SUM, group.size), group.size)
             total += sums
         return np.asarray(np.sqrt(total), dtype=np.float64)
 

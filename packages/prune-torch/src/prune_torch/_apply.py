@@ -164,15 +164,27 @@ def _plain_attributes(module: torch.nn.Module) -> dict[str, Any]:
     }
 
 
-def _kept(entry: PlanEntry, device: torch.device) -> torch.Tensor:
-    """The indices an entry keeps, as a long tensor on ``device``."""
-    kept = torch.from_numpy(complement(np.asarray(entry.removed, dtype=np.int64), entry.size))
-    return kept.to(device) if device.type != "cpu" else kept
+class _KeptIndices:
+    """The indices plan entries keep, as long tensors per device, made once per (size, removed).
+
+    A layer's weight, bias and running statistics lose the same indices: one tensor serves them all.
+    """
+
+    def __init__(self) -> None:
+        self._found: dict[tuple[int, tuple[int, ...], torch.device], torch.Tensor] = {}
+
+    def of(self, entry: PlanEntry, device: torch.device) -> torch.Tensor:
+        key = (entry.size, entry.removed, device)
+        kept = self._found.get(key)
+        if kept is None:
+            kept = torch.from_numpy(complement(np.asarray(entry.removed, dtype=np.int64), entry.size))
+            kept = self._found[key] = kept.to(device) if device.type != "cpu" else kept
+        return kept
 
 
-def _slice(tensor: torch.Tensor, entries: list[PlanEntry]) -> torch.Tensor:
+def _slice(tensor: torch.Tensor, entries: list[PlanEntry], kept: _KeptIndices) -> torch.Tensor:
     for entry in entries:
-        tensor = tensor.index_select(entry.axis, _kept(entry, tensor.device))
+        tensor = tensor.index_select(entry.axis, kept.of(entry, tensor.device))
     return tensor
 
 
@@ -201,7 +213,8 @@ def _sharing(model: torch.nn.Module, targets: list[_Target]) -> Iterator[torch.n
     named = {id(t.module) for t in targets}
     tensors = {id(t.tensor) for t in targets if t.tensor is not None}
     for module in model.modules():
-        if id(module) not in named and any(id(p) in tensors for p in module.parameters(recurse=False)):
+        # the module's own parameters (``parameters(recurse=False)`` without its generators)
+        if id(module) not in named and any(id(p) in tensors for p in module._parameters.values()):
             yield module
 
 
@@ -320,8 +333,10 @@ def _slice_all(model: torch.nn.Module, targets: list[_Target], snapshot: _Snapsh
     for t in targets:
         if t.tensor is not None:
             by_tensor.setdefault(id(t.tensor), []).append(t)
-    for module in _modules_of(targets):
+    modules = list(_modules_of(targets))
+    for module in modules:
         snapshot.remember(module)
+    kept = _KeptIndices()
     for group in by_tensor.values():
         first = group[0]
         entries = [t.entry for t in group]
@@ -329,8 +344,8 @@ def _slice_all(model: torch.nn.Module, targets: list[_Target], snapshot: _Snapsh
         param = first.module._parameters.get(name) if name in first.module._parameters else None
         if param is not None:
             snapshot.tensors.append((first.module, name, param.data, param.grad, True))
-            new_data = _slice(param.data, entries)
-            new_grad = _slice(param.grad, entries) if param.grad is not None else None
+            new_data = _slice(param.data, entries, kept)
+            new_grad = _slice(param.grad, entries, kept) if param.grad is not None else None
             set_data(param, new_data)
             param.grad = new_grad
         else:
@@ -338,11 +353,11 @@ def _slice_all(model: torch.nn.Module, targets: list[_Target], snapshot: _Snapsh
             if buffer is None:
                 raise ApplyError(f"buffer {first.entry.path} is None")
             snapshot.tensors.append((first.module, name, buffer, None, False))
-            first.module._buffers[name] = _slice(buffer, entries)
+            first.module._buffers[name] = _slice(buffer, entries, kept)
     for t in targets:
         if t.tensor is None and t.entry.tensor in ("groups", "num_groups"):
             setattr(t.module, t.entry.tensor, t.entry.size_after)
-    for module in _modules_of(targets):
+    for module in modules:
         sync_attributes(module, LAYER_RULES)
     for module in _sharing(model, targets):
         snapshot.remember(module)

@@ -17,7 +17,7 @@ module.
 from __future__ import annotations
 
 import types
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import attrs
@@ -212,6 +212,7 @@ def channel_updates(graph: Graph, plan: Plan) -> list[SizeUpdate]:
     # the scopes of a module: its path and every enclosing one ("" the model); a module is inside
     # a scope exactly when the scope is one of these (no module, a model input: inside none)
     known: dict[str, tuple[str, ...]] = {}
+    known_sets: dict[str, frozenset[str]] = {}
 
     def scopes_of(module: str) -> tuple[str, ...]:
         found = known.get(module)
@@ -220,23 +221,32 @@ def channel_updates(graph: Graph, plan: Plan) -> list[SizeUpdate]:
             found = known[module] = ("", *(".".join(parts[: k + 1]) for k in range(len(parts))))
         return found
 
+    def scope_set(module: str) -> frozenset[str]:
+        found = known_sets.get(module)
+        if found is None:
+            found = known_sets[module] = frozenset(scopes_of(module))
+        return found
+
+    outputs = frozenset(graph.outputs)
     for op in graph.ops:
         scopes = scopes_of(op.owner)
         for x in op.inputs:
             if x not in activations:
                 continue
             producer = producer_module.get(x)
-            around = frozenset(scopes_of(producer)) if producer is not None else frozenset()
+            around = scope_set(producer) if producer is not None else frozenset()
             for path in scopes:
                 if path == op.owner or path not in around:
                     touched.setdefault(path, set()).add(x)
         for y in op.outputs:
             if y not in activations:
                 continue
-            readers = [c.owner for c in graph.consumers(y)]
-            returned = y in graph.outputs
+            # a scope every reader is inside (with no reader: every scope)
+            readers = [scope_set(c.owner) for c in graph.consumers(y)]
+            shared = frozenset.intersection(*readers) if readers else None
+            returned = y in outputs
             for path in scopes:
-                if path == op.owner or returned or any(path not in scopes_of(m) for m in readers):
+                if path == op.owner or returned or (shared is not None and path not in shared):
                     touched.setdefault(path, set()).add(y)
     found: list[SizeUpdate] = []
     for path, values in sorted(touched.items()):
@@ -272,8 +282,9 @@ def update_sizes(model: torch.nn.Module, updates: list[SizeUpdate], remember: An
     planned: dict[tuple[str, str], tuple[int, int]] = {}
     guesses: dict[tuple[str, str], tuple[int, set[int]]] = {}
     reads = reads or {}
+    submodule = _submodules(model)
     for update in updates:
-        module = model.get_submodule(update.module) if update.module else model
+        module = submodule(update.module)
         if isinstance(module, torch.nn.MultiheadAttention) and update.role != "heads":
             # its widths and head dims are read from its tensors (prune_torch._mha); only the count is kept
             continue
@@ -302,13 +313,26 @@ def update_sizes(model: torch.nn.Module, updates: list[SizeUpdate], remember: An
             planned[key] = (old, news.pop())
     touched: set[int] = set()
     for (path, name), (_old, new) in planned.items():
-        module = model.get_submodule(path) if path else model
+        module = submodule(path)
         if id(module) not in touched:
             remember(module)
             touched.add(id(module))
         setattr(module, name, new)
     _no_nested_tensors(model, remember)
     _update_config(model, updates, remember)
+
+
+def _submodules(model: torch.nn.Module) -> Callable[[str], torch.nn.Module]:
+    """``model.get_submodule``, each path looked up once (a module has many updates)."""
+    found: dict[str, torch.nn.Module] = {"": model}
+
+    def submodule(path: str) -> torch.nn.Module:
+        module = found.get(path)
+        if module is None:
+            module = found[path] = model.get_submodule(path)
+        return module
+
+    return submodule
 
 
 def _int_value(module: torch.nn.Module, name: str) -> int | None:
