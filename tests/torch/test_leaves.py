@@ -215,3 +215,19 @@ def test_real_runs_and_unfit_inputs_run_the_layer_itself(monkeypatch: pytest.Mon
 
 def test_the_table_holds_only_torch_layers() -> None:
     assert all(cls.__module__.startswith("torch.nn.modules") for cls in LEAVES)
+
+
+def test_what_a_hook_writes_on_a_stock_layer_is_put_back() -> None:
+    # a stock layer is not snapshotted by the trace, unless something of the user's runs in its call
+    conv, norm = nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4)
+    conv.register_forward_hook(lambda module, args, out: setattr(module, "cached", out))
+    model = nn.Sequential(conv, norm).eval()
+    handle = torch.nn.modules.module.register_module_forward_hook(
+        lambda module, args, out: setattr(module, "seen", True) if module is norm else None
+    )
+    try:
+        pt.trace(model, torch.randn(1, 3, 4, 4))
+    finally:
+        handle.remove()
+    assert not hasattr(conv, "cached")
+    assert not hasattr(norm, "seen")

@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import torch
+import torch.nn.modules.module as _module_globals
 from torch import nn
 
 __all__ = ["LEAVES", "fast_leaves", "stock_leaves"]
@@ -163,6 +164,22 @@ LEAVES: types.MappingProxyType[type, Leaf] = types.MappingProxyType(
 # each class's forward as torch defines it: a class whose forward was replaced (patched by a
 # library) runs its own code
 _STOCK_FORWARD = {cls: cls.forward for cls in LEAVES}
+
+
+def keeps_its_attributes(module: nn.Module) -> bool:
+    """Whether running ``module`` cannot change its attributes: a stock layer as torch wrote it, with no hooks.
+
+    Nothing outside torch runs in its call (no hook of its own, no global module hook), so a trace
+    need not save and restore its attributes.
+    """
+    cls = type(module)
+    return (
+        cls in _STOCK_FORWARD
+        and cls.forward is _STOCK_FORWARD[cls]
+        and "forward" not in module.__dict__
+        and not (module._forward_pre_hooks or module._forward_hooks)
+        and not (_module_globals._global_forward_pre_hooks or _module_globals._global_forward_hooks)
+    )
 
 
 class _Forward:

@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from prune_torch._leaves import keeps_its_attributes
 from prune_torch._walk import modules
 
 __all__ = ["eval_flags", "restoring"]
@@ -23,7 +24,8 @@ __all__ = ["eval_flags", "restoring"]
 @contextlib.contextmanager
 def restoring(model: torch.nn.Module) -> Iterator[None]:
     """Every module's attributes and its own containers' items as they were before the block, also on failure."""
-    every = modules(model)
+    # stock layers with no hooks run torch's own forward, which writes no attribute
+    every = [module for module in modules(model) if not keeps_its_attributes(module)]
     saved = [(module, dict(module.__dict__)) for module in every]
     contents = [_Contents(container) for module in every for container in _containers(module)]
     try:
