@@ -120,77 +120,82 @@ def check(
     detections = bool(options.pop("detections", False))
 
     def out_of_time(_signum: int, _frame: Any) -> None:
-        raise TimeoutError(f"over the {TIME_LIMIT} s budget per model on this machine")
+        raise OutOfTime(TIME_LIMIT)
 
     signal.signal(signal.SIGALRM, out_of_time)
     signal.alarm(TIME_LIMIT)
     try:
-        torch.manual_seed(0)
-        model = build().eval()
-        inputs = make_inputs()
-        stage = "trace"
-        start = time.perf_counter()
-        graph = pt.trace(model, inputs)
-        row["trace_s"] = time.perf_counter() - start
-        groups = graph.groups()
-        row["groups"] = f"{len(groups.prunable)}/{sum(1 for g in groups if g.parameters)}"
-        opaque = sorted({f"{op.target} in {op.owner or '<root>'}" for op in graph.ops if op.kind.value == "opaque"})
-        original = copy.deepcopy(model)
-        reference_shapes = [tuple(t.shape) for t in _run(model, inputs)]
-        stage = "prune"
-        start = time.perf_counter()
-        report = pt.prune(model, inputs, ratio=0.5, importance="l2", show_progress=False, **options)
-        row["prune_s"] = time.perf_counter() - start
-        before, after = report.before, report.after
-        row.update(params=(before.parameters, after.parameters), macs=(before.macs, after.macs))
-        mixed = sum(1 for note in report.skipped if "would change the kept channels' values" in note)
-        row["approximate"] = f"{len(report.approximate)}/{mixed}"
-        row["plan"] = plan_digest(report.plan)
-        stage = "forward"
-        shapes = [tuple(t.shape) for t in _run(model, inputs)]
-        if len(shapes) != len(reference_shapes) or (shapes != reference_shapes and not detections):
-            raise AssertionError(f"output shapes changed: {reference_shapes} → {shapes}")
-        stage = "equivalence"
         try:
-            result = _equivalence(original, model, report, inputs)
-            row["equivalence"] = f"{result.max_rel:.1e}"
+            torch.manual_seed(0)
+            model = build().eval()
+            inputs = make_inputs()
+            stage = "trace"
+            start = time.perf_counter()
+            graph = pt.trace(model, inputs)
+            row["trace_s"] = time.perf_counter() - start
+            groups = graph.groups()
+            row["groups"] = f"{len(groups.prunable)}/{sum(1 for g in groups if g.parameters)}"
+            opaque = sorted({f"{op.target} in {op.owner or '<root>'}" for op in graph.ops if op.kind.value == "opaque"})
+            original = copy.deepcopy(model)
+            reference_shapes = [tuple(t.shape) for t in _run(model, inputs)]
+            stage = "prune"
+            start = time.perf_counter()
+            report = pt.prune(model, inputs, ratio=0.5, importance="l2", show_progress=False, **options)
+            row["prune_s"] = time.perf_counter() - start
+            before, after = report.before, report.after
+            row.update(params=(before.parameters, after.parameters), macs=(before.macs, after.macs))
+            mixed = sum(1 for note in report.skipped if "would change the kept channels' values" in note)
+            row["approximate"] = f"{len(report.approximate)}/{mixed}"
+            row["plan"] = plan_digest(report.plan)
+            stage = "forward"
+            shapes = [tuple(t.shape) for t in _run(model, inputs)]
+            if len(shapes) != len(reference_shapes) or (shapes != reference_shapes and not detections):
+                raise AssertionError(f"output shapes changed: {reference_shapes} → {shapes}")
+            stage = "equivalence"
+            try:
+                result = _equivalence(original, model, report, inputs)
+                row["equivalence"] = f"{result.max_rel:.1e}"
+            except Exception as error:
+                if not detections:
+                    raise
+                # float64 can keep another set of boxes than float32 did: then there is nothing to compare by position
+                result = None
+                row["equivalence"] = "n/a"
+                row["note"] = f"detections of the silenced original not comparable ({str(error).splitlines()[0][:120]})"
+            stage = "save/load"
+            row["reload"] = reload_check(model, build, inputs)
+            if result is not None and not result.ok and report.approximate:
+                row["result"] = "pass"
+                row["blocker"] = (
+                    f"{len(report.approximate)} approximate group(s) pruned across a normalisation layer: "
+                    "equality with the silenced original not expected"
+                )
+            elif result is not None and not result.ok:
+                row["result"] = "pass*"
+                row["blocker"] = f"outputs differ from the silenced original (max rel {result.max_rel:.1e})"
+            elif after.parameters >= before.parameters:
+                row["result"] = "pass*"
+                row["blocker"] = "nothing prunable: " + (opaque[0] if opaque else "every group is blocked")
+            else:
+                row["result"] = "pass"
+            if report.skipped and not row["blocker"]:
+                # the count first: the notes are cut to fit the table
+                count = f"{len(report.skipped)} groups, the first: " if len(report.skipped) > 1 else ""
+                row["blocker"] = (count + "; ".join(report.skipped))[:300]
+            if row.get("note") and not row["blocker"]:
+                row["blocker"] = row["note"]
+            if after.parameters > KEPT_LIMIT * before.parameters:
+                row["blocker"] = "; ".join(filter(None, [_why_kept(graph, before.parameters), row["blocker"]]))[:300]
         except Exception as error:
-            if not detections:
-                raise
-            # float64 can keep another set of boxes than float32 did: then there is nothing to compare by position
-            result = None
-            row["equivalence"] = "n/a"
-            row["note"] = f"detections of the silenced original not comparable ({str(error).splitlines()[0][:120]})"
-        stage = "save/load"
-        row["reload"] = reload_check(model, build, inputs)
-        if result is not None and not result.ok and report.approximate:
-            row["result"] = "pass"
-            row["blocker"] = (
-                f"{len(report.approximate)} approximate group(s) pruned across a normalisation layer: "
-                "equality with the silenced original not expected"
-            )
-        elif result is not None and not result.ok:
-            row["result"] = "pass*"
-            row["blocker"] = f"outputs differ from the silenced original (max rel {result.max_rel:.1e})"
-        elif after.parameters >= before.parameters:
-            row["result"] = "pass*"
-            row["blocker"] = "nothing prunable: " + (opaque[0] if opaque else "every group is blocked")
-        else:
-            row["result"] = "pass"
-        if report.skipped and not row["blocker"]:
-            # the count first: the notes are cut to fit the table
-            count = f"{len(report.skipped)} groups, the first: " if len(report.skipped) > 1 else ""
-            row["blocker"] = (count + "; ".join(report.skipped))[:300]
-        if row.get("note") and not row["blocker"]:
-            row["blocker"] = row["note"]
-        if after.parameters > KEPT_LIMIT * before.parameters:
-            row["blocker"] = "; ".join(filter(None, [_why_kept(graph, before.parameters), row["blocker"]]))[:300]
-    except Exception as error:
-        # a trace error lists the meta run, then the real run: the last attempt is the blocker
-        message = str(error).splitlines()[0].split(" | ")[-1]
-        row["blocker"] = f"{stage}: {type(error).__name__}: {message[:200]}"
-        if stage == "save/load":
-            row["reload"] = "✗"
+            # a trace error lists the meta run, then the real run: the last attempt is the blocker
+            message = str(error).splitlines()[0].split(" | ")[-1]
+            row["blocker"] = f"{stage}: {type(error).__name__}: {message[:200]}"
+            if stage == "save/load":
+                row["reload"] = "✗"
+            if "--debug" in sys.argv:
+                traceback.print_exc()
+    except OutOfTime as error:  # outside the inner try: also when it strikes in that try's handler
+        row["blocker"] = f"{stage}: {error}"
         if "--debug" in sys.argv:
             traceback.print_exc()
     finally:
@@ -200,6 +205,20 @@ def check(
 
 
 TIME_LIMIT = 420
+
+
+class OutOfTime(BaseException):
+    """A model ran past ``TIME_LIMIT`` (raised by the alarm).
+
+    A ``BaseException``, like ``KeyboardInterrupt``: the code under test catches ``Exception`` where
+    a model's forward may fail (a trace, a fit's try) and would take a ``TimeoutError`` for one more
+    failure and go on; this one passes through it and stops the model.
+    """
+
+    def __init__(self, seconds: int) -> None:
+        super().__init__(f"timeout after {seconds} s (the limit per model on this machine)")
+
+
 KEPT_LIMIT = 0.8
 """A row that keeps more of its parameters at ratio 0.5 says why."""
 
@@ -397,7 +416,10 @@ def merge_table(rows: list[dict[str, Any]], path: Path) -> None:
         head.append(line)
     rerun = ", ".join(r["model"] for r in rows)
     head.insert(3, f"Rows run again with `--merge` on {time.strftime('%Y-%m-%d')} (the code of that day): {rerun}.")
-    path.write_text("\n".join(head[: start + 2] + table + _totals(results) + rest[after_totals:]))
+    tail = rest[after_totals:]
+    while tail and not tail[0]:  # the totals end with a blank line: keep one, or each merge adds one
+        tail = tail[1:]
+    path.write_text("\n".join(head[: start + 2] + table + _totals(results) + [""] + tail))
 
 
 def main() -> int:

@@ -106,11 +106,11 @@ def test_the_group_a_module_cannot_follow_is_found_among_those_touching_it(count
     assert "fixed.inner" in fit.skipped[0]
     assert "left unpruned: the pruned model no longer runs" in fit.skipped[0]
     assert "expected 16 channels" in fit.skipped[0]
-    assert "found in module fixed with 3 apply(s)" in fit.skipped[0]
-    # one failed apply, a bisection over 3 suspects (2 tries), the apply that fits
-    assert fit.applies == len(counted) == 4
+    assert "found in module fixed with 2 apply(s)" in fit.skipped[0]
+    # one failed apply, a bisection over 3 suspects (one try: the first suspect is the culprit), the apply that fits
+    assert fit.applies == len(counted) == 3
     assert fit.cost_note is not None
-    assert "3 extra apply(s)" in fit.cost_note
+    assert "2 extra apply(s)" in fit.cost_note
     assert model.fixed.inner.out_channels == 16
     assert model.fixed.outer.out_channels == 6
     assert model.stem.out_channels == 4
@@ -181,3 +181,47 @@ def test_a_failure_in_a_module_no_chosen_group_touches_is_raised_and_the_model_l
     assert model.a.weight is weight
     assert model.a.weight.shape == (8, 3, 1, 1)
     assert model.a.out_channels == 8
+
+
+class WatchingBlock(nn.Module):
+    """Two convs of its own, and a failure when another module's width changes."""
+
+    def __init__(self, watched: nn.Conv2d) -> None:
+        super().__init__()
+        self.watched = [watched]  # a list, not a submodule
+        self.c1 = nn.Conv2d(4, 6, 1)
+        self.c2 = nn.Conv2d(6, 4, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.watched[0].out_channels != 8:
+            raise RuntimeError("the watched layer changed")
+        return self.c2(torch.relu(self.c1(x)))
+
+
+class WatchedBlock(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Conv2d(3, 8, 1)
+        self.b = nn.Conv2d(8, 4, 1)
+        self.block = WatchingBlock(self.a)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.block(torch.relu(self.b(torch.relu(self.a(x)))))
+
+
+def test_a_failure_the_suspects_do_not_cause_is_raised_when_the_module_fails_again(counted: list[int]) -> None:
+    """The groups touching ``block`` (b's, c1's) are suspects, but ``a``'s alone breaks it.
+
+    The bisection blames the first suspect; the apply without it fails in ``block`` again, and
+    then applying the other groups alone shows that no suspect is the cause: the error is raised.
+    """
+    model = WatchedBlock().eval()
+    graph, plan, chosen, x = _setup(model)
+    assert sorted(_owner(g) for g, _ in chosen) == ["a", "b", "block.c1"]
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(ApplyError, match="watched layer changed"):
+        fits.apply_what_fits(model, graph, plan, chosen, x)
+    # the failed apply, one bisection try, the apply without the first suspect, ``a`` alone
+    assert len(counted) == 4
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+    assert (model.a.out_channels, model.b.out_channels, model.block.c1.out_channels) == (8, 4, 6)

@@ -10,6 +10,11 @@ root module, or no module named) makes every chosen group a suspect: the same bi
 
 Each failure names one module, the first that breaks in forward order: a model with the same
 broken code in k blocks costs k failed applies before the one that fits, never a group search.
+
+A failure the suspects do not cause (the other groups alone break the module) is raised. That is
+checked only when the same module fails again after a culprit was left alone there, not after every
+bisection: the check is an apply that usually gets past the module, so it runs the whole model
+(tens of seconds on a detector), where a failing try stops at the module.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from prune_torch._trace import ExampleInputs
 __all__ = ["Fit", "apply_what_fits"]
 
 Chosen = Sequence[tuple[Group, np.ndarray]]
+_NOWHERE = "\0no module"  # no culprit found yet (``None`` and ``""`` name the model's own code)
 
 
 @attrs.frozen
@@ -93,8 +99,8 @@ def apply_what_fits(
     ``apply_options`` go to every ``apply`` call (``traced=graph`` spares each its own trace and
     group search). Returns the plan that was applied, the groups it pruned and a note per group
     left alone. A group whose size the model turns into a number (:class:`SizeConstantError`) is
-    left alone too, unless ``accept_constants``: then it is pruned and listed in ``approximate``. Raises the first ``ApplyError`` when no group can be blamed (the failure does not
-    depend on the chosen groups).
+    left alone too, unless ``accept_constants``: then it is pruned and listed in ``approximate``. Raises the
+    ``ApplyError`` when no group can be blamed (the failure does not depend on the chosen groups).
 
     Example::
 
@@ -107,6 +113,7 @@ def apply_what_fits(
     counter = _Counter(model, graph, example_inputs, apply_options)
     start = time.perf_counter()
     found, since = 0, start  # applies and time when the last culprit was found
+    last: str | None = _NOWHERE  # the module where the last culprit was found
     while True:
         error = counter.attempt(plan)
         if error is None:
@@ -121,10 +128,12 @@ def apply_what_fits(
         if not suspects:
             raise error
         others = [(g, u) for g, u in active if not any(g is s for s, _ in suspects)]
-        culprit = _bisect(counter, others, suspects, where)
-        if culprit is None:
+        # the same module failing again: first make sure the failure depends on the suspects at all
+        # (checked here, not after every bisection: a try that gets past the module runs the whole model)
+        if where == last and others and counter.fails_at(others, where):
             raise error
-        group = culprit[0]
+        group = _bisect(counter, others, suspects, where)[0]
+        last = where
         forget_frames(error)  # read for its message only from here: its frames would keep a forward alive
         if accept_constants and isinstance(error, SizeConstantError):
             counter.accepted |= {error.change.key}
@@ -171,12 +180,14 @@ class _Counter:
         return error.module == where
 
 
-def _bisect(counter: _Counter, others: Chosen, suspects: Chosen, where: str | None) -> tuple[Group, Any] | None:
+def _bisect(counter: _Counter, others: Chosen, suspects: Chosen, where: str | None) -> tuple[Group, Any]:
     """The first suspect whose change (with ``others`` and the suspects before it) makes ``where`` fail.
 
     Applying ``others`` with every suspect fails at ``where``; a failure there is taken to grow
     with the groups applied (one more group never un-breaks a module), so the smallest failing
-    prefix of the suspects ends with a culprit. ``None`` when ``others`` alone fail there already.
+    prefix of the suspects ends with a culprit. When ``others`` alone fail there already, that is
+    the first suspect, wrongly: the next apply, without it, fails at ``where`` again, and
+    ``apply_what_fits`` then tries ``others`` alone and raises.
     """
     if len(suspects) == 1:
         return suspects[0]
@@ -187,6 +198,4 @@ def _bisect(counter: _Counter, others: Chosen, suspects: Chosen, where: str | No
             high = middle
         else:
             low = middle
-    if high == 1 and others and counter.fails_at(others, where):
-        return None
     return suspects[high - 1]

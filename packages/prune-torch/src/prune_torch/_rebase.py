@@ -92,7 +92,8 @@ def data_sized(graph: Graph) -> set[ValueId]:
     A count can also leave the data through Python (``torch.zeros(len(boxes), 256, 7, 7)`` in
     torchvision's RoI pooling; ``labels.view(1, -1).expand_as(scores)``): once a data-sized value
     exists, a tensor made or reshaped from plain sizes whose new first dim equals the first dim of a
-    data-sized value (above 1) counts as data-sized too.
+    data-sized value (above 1) counts as data-sized too, and so does a stack of that many tensors
+    (``torch.stack([paste(m) for m in masks])``: a Python list as long as the count).
     """
     tainted: set[ValueId] = set()
     counts: set[int] = set()  # first dims of data-sized values
@@ -102,6 +103,10 @@ def data_sized(graph: Graph) -> set[ValueId]:
         counts.update(s[0] for s in (graph.shape(o) for o in op.outputs) if s and s[0] > 1)
 
     def from_count(op: Op) -> bool:
+        if op.target == "aten.stack":
+            # one tensor per detection, made from plain sizes and stacked (torchvision's pasted masks):
+            # the number of tensors in the list is the count
+            return len(op.inputs) in counts
         if op.target not in _SIZED_BY_ARGUMENTS:
             return False
         given = {graph.shape(i)[0] for i in op.inputs if graph.shape(i)}  # a first dim passed through
