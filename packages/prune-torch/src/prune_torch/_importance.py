@@ -146,6 +146,7 @@ class SummaryCache:
         self.modules: dict[str, torch.nn.Module] | None = None
         self.wanted: dict[int, tuple[Summary, ...] | None] = {}
         self.wanted_by: object = None  # the importance ``wanted`` is for
+        self.readers: dict[str, tuple[OpKind | None, int | None]] = {}  # by value: see ``_reader``
 
     @classmethod
     def of_groups(cls, groups: Iterable[Group]) -> SummaryCache:
@@ -189,47 +190,76 @@ def member_data(
     cache = cache if cache is not None else SummaryCache()
     if tensors is None and cache.modules is None:
         cache.modules = dict(model.named_modules(remove_duplicate=False))
+    if cache.wanted_by is not importance:
+        cache.wanted, cache.wanted_by = {}, importance
     found = []
     for member in group.parameters:
         if member.value.kind is not ValueKind.PARAMETER:
             continue
-        dim = member.dim.dim
-        shape = member.value.shape
-        wanted = None
-        if importance is not None:
-            if cache.wanted_by is not importance:
-                cache.wanted, cache.wanted_by = {}, importance
-            columns = math.prod(shape) // max(shape[dim], 1)
-            if columns not in cache.wanted:
-                cache.wanted[columns] = summaries_wanted(importance, columns)
-            wanted = cache.wanted[columns]
-        summaries = {}
-        for summary in wanted or ():
-            known = cache.get(member.value.id, dim, summary)
-            if known is not None:
-                summaries[summary] = known
-        tensor = None
-        if wanted is None or len(summaries) < len(wanted):
-            tensor = _read(model, member, tensors, cache.modules)
+        wanted = _wanted(member, importance, cache) if importance is not None else None
+        summaries = _summaries(model, member, wanted, tensors, cache, group.size) if wanted is not None else {}
         weight = grad = None
-        for summary in wanted or ():
-            if tensor is None or summary in summaries:
-                continue
-            if summary is Summary.DISTANCE_SUM:
-                summaries[summary] = summarise_tensor(tensor, member, summary, group.size)
-            else:
-                summaries[summary] = cache.make(member.value.id, tensor, dim, summary)
-        if wanted is None and tensor is not None:
-            rows = tensor.detach().movedim(dim, 0).reshape(tensor.shape[dim], -1)
-            weight = rows.to("cpu", torch.float64).numpy()
-            if isinstance(tensor, torch.nn.Parameter) and tensor.grad is not None:
-                grad = tensor.grad.detach().movedim(dim, 0).reshape(rows.shape).to("cpu", torch.float64).numpy()
-        consumers = graph.consumers(member.value.id)
+        if wanted is None:
+            weight, grad = _rows(_read(model, member, tensors, cache.modules), member.dim.dim)
+        role, slot = _reader(graph, member.value.id, cache)
+        activations = statistics.get(member.value.path, member.dim.dim) if statistics is not None else None
+        found.append(MemberData(member, weight, grad, role, slot, activations, summaries))
+    return found
+
+
+def _wanted(member: Member, importance: object, cache: SummaryCache) -> tuple[Summary, ...] | None:
+    """What ``importance`` reads of the member (see ``prune_ops.summaries_wanted``), asked once per width."""
+    shape = member.value.shape
+    columns = math.prod(shape) // max(shape[member.dim.dim], 1)
+    if columns not in cache.wanted:
+        cache.wanted[columns] = summaries_wanted(importance, columns)
+    return cache.wanted[columns]
+
+
+def _summaries(
+    model: torch.nn.Module,
+    member: Member,
+    wanted: tuple[Summary, ...],
+    tensors: Callable[[Member], torch.Tensor] | None,
+    cache: SummaryCache,
+    size: int,
+) -> dict[Summary, np.ndarray]:
+    """The ``wanted`` summaries of the member's tensor: from the cache, the tensor read only for the others."""
+    key, dim = member.value.id, member.dim.dim
+    summaries = {}
+    tensor = None
+    for summary in wanted:
+        known = cache.get(key, dim, summary)
+        if known is not None:
+            summaries[summary] = known
+            continue
+        if tensor is None:
+            tensor = _read(model, member, tensors, cache.modules)
+        if summary is Summary.DISTANCE_SUM:
+            summaries[summary] = summarise_tensor(tensor, member, summary, size)
+        else:
+            summaries[summary] = cache.make(key, tensor, dim, summary)
+    return summaries
+
+
+def _rows(tensor: torch.Tensor, dim: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """The tensor and its gradient (if any) as float64 numpy rows, the member's axis first."""
+    rows = tensor.detach().movedim(dim, 0).reshape(tensor.shape[dim], -1)
+    weight = rows.to("cpu", torch.float64).numpy()
+    grad = None
+    if isinstance(tensor, torch.nn.Parameter) and tensor.grad is not None:
+        grad = tensor.grad.detach().movedim(dim, 0).reshape(rows.shape).to("cpu", torch.float64).numpy()
+    return weight, grad
+
+
+def _reader(graph: Graph, value: str, cache: SummaryCache) -> tuple[OpKind | None, int | None]:
+    """The kind of the first op that reads ``value`` and the value's slot among its inputs."""
+    found = cache.readers.get(value)
+    if found is None:
+        consumers = graph.consumers(value)
         role = consumers[0].kind if consumers else None
-        slot = consumers[0].inputs.index(member.value.id) if consumers else None
-        activations = statistics.get(member.value.path, dim) if statistics is not None else None
-        kind = role if isinstance(role, OpKind) else None
-        found.append(MemberData(member, weight, grad, kind, slot, activations, summaries))
+        slot = consumers[0].inputs.index(value) if consumers else None
+        found = cache.readers[value] = (role if isinstance(role, OpKind) else None, slot)
     return found
 
 
