@@ -35,6 +35,7 @@ class Removal:
 def removal_of(graph: Graph, chosen: Iterable[tuple[Group, npt.ArrayLike]]) -> Removal:
     """Combine unit choices of several groups; check nothing blocked or emptied."""
     units: list[tuple[Group, IntArray]] = []
+    parts: dict[DimRef, list[IntArray]] = {}
     for group, picked in chosen:
         picked = check_indices(picked, group.size, f"group {group.id} ({group.root_member.label})", allow_empty=True)
         if not picked.size:
@@ -44,86 +45,28 @@ def removal_of(graph: Graph, chosen: Iterable[tuple[Group, npt.ArrayLike]]) -> R
                 f"group {group.id} ({group.root_member.label}) cannot be pruned: {'; '.join(group.blockers)}"
             )
         units.append((group, picked))
-    space = _DimSpace(graph, [group for group, _ in units])
-    merged = space.merged(units)
+        for dim, removed in group.removal(picked).items():
+            parts.setdefault(dim, []).append(removed)
+    # a dim several groups reach (through a concat or a residual) is merged once, not once per group:
+    # marked in a mask of the dim's size, read back sorted and unique
+    merged: dict[DimRef, IntArray] = {}
+    for dim, found in parts.items():
+        size = graph.dim_size(dim)
+        if len(found) == 1:
+            merged[dim] = found[0]
+            continue
+        mask = np.zeros(size, dtype=bool)
+        for removed in found:
+            mask[removed] = True
+        merged[dim] = np.flatnonzero(mask).astype(np.int64, copy=False)
     for dim, removed in merged.items():
-        size = space.size(dim)
+        size = graph.dim_size(dim)
         if removed.size >= size:
             value = graph.value(dim.value)
             raise InvalidIndicesError(
                 f"{value.path}[{dim.dim}]: removing all {size} channels would leave none (keep at least one)"
             )
     return Removal(tuple(units), merged)
-
-
-class _DimSpace:
-    """Every dim the groups' members touch, end to end in one index space.
-
-    A dim several groups reach (through a concat or a residual) is merged once, not once per
-    group: the indices each group removes are marked in one mask over the space and read back
-    sorted and unique per dim, all in array operations.
-    """
-
-    def __init__(self, graph: Graph, groups: list[Group]) -> None:
-        # keyed by the dim's plain fields: hashing a tuple of them is cheaper than hashing the record
-        self.ids: dict[tuple[str, int], int] = {}
-        self.dims: list[DimRef] = []
-        self.sizes: list[int] = []
-        # per group: the space's id of each member's dim
-        self.member_ids: list[IntArray] = []
-        for group in groups:
-            found = []
-            for member in group.members:
-                dim = member.dim
-                at = self.ids.get((dim.value, dim.dim))
-                if at is None:
-                    at = self.ids[(dim.value, dim.dim)] = len(self.dims)
-                    self.dims.append(dim)
-                    self.sizes.append(graph.dim_size(dim))
-                found.append(at)
-            self.member_ids.append(np.asarray(found, dtype=np.int64))
-        self.offsets = np.zeros(len(self.sizes) + 1, dtype=np.int64)
-        np.cumsum(self.sizes, out=self.offsets[1:])
-
-    def size(self, dim: DimRef) -> int:
-        """The size of a dim in the space."""
-        return self.sizes[self.ids[(dim.value, dim.dim)]]
-
-    def merged(self, units: list[tuple[Group, IntArray]]) -> dict[DimRef, IntArray]:
-        """Indices each dim loses, in the order the dims are first reached (group by group, member by member)."""
-        if not units:
-            return {}
-        places, reached = [], []
-        for (group, picked), ids in zip(units, self.member_ids):
-            member_at, index = _hits(group, picked)
-            dim_ids = ids[member_at]
-            places.append(self.offsets[dim_ids] + index)
-            reached.append(dim_ids)
-        mask = np.zeros(int(self.offsets[-1]), dtype=bool)
-        mask[np.concatenate(places)] = True
-        marked = np.flatnonzero(mask).astype(np.int64, copy=False)
-        bounds = np.searchsorted(marked, self.offsets).tolist()
-        every = np.concatenate(reached)
-        ids, first = np.unique(every, return_index=True)
-        order = ids[np.argsort(first, kind="stable")].tolist()
-        starts = self.offsets.tolist()
-        return {self.dims[i]: marked[bounds[i] : bounds[i + 1]] - starts[i] for i in order}
-
-
-def _hits(group: Group, picked: IntArray) -> tuple[IntArray, IntArray]:
-    """For every index ``picked`` units hold in the group's members: the member's position, and the index."""
-    lengths = [len(m.units) for m in group.members]
-    if not lengths:
-        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-    starts = np.zeros(len(lengths) + 1, dtype=np.int64)
-    np.cumsum(lengths, out=starts[1:])
-    flat = np.concatenate([m.units for m in group.members])
-    # the table's extra last entry, never set, is where a -1 (another group's index) lands
-    table = np.zeros(group.size + 1, dtype=bool)
-    table[picked] = True
-    where = np.flatnonzero(table[flat])
-    member_at = np.searchsorted(starts, where, side="right") - 1
-    return member_at, where - starts[member_at]
 
 
 def propagate(
