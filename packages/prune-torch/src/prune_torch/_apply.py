@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import attrs
@@ -87,10 +87,15 @@ class _Target:
     tensor: torch.Tensor | None  # None for virtual axes
 
 
-def _resolve(model: torch.nn.Module, plan: Plan) -> list[_Target]:
-    """Find every tensor the plan names and check its shape and indices, before touching anything."""
+_VIRTUAL = ValueKind.VIRTUAL.value
+
+
+def _resolve(model: torch.nn.Module, plan: Plan, modules: Mapping[str, torch.nn.Module]) -> list[_Target]:
+    """Find every tensor the plan names and check its shape and indices, before touching anything.
+
+    ``modules``: the model's modules by path (``named_modules(remove_duplicate=False)``).
+    """
     targets = []
-    modules = dict(model.named_modules(remove_duplicate=False))
     # (size, removed) pairs already found valid: a layer's weight, bias and statistics share them
     checked: set[tuple[int, tuple[int, ...]]] = set()
     for entry in plan.entries:
@@ -100,7 +105,7 @@ def _resolve(model: torch.nn.Module, plan: Plan) -> list[_Target]:
                 f"plan entry {entry.path}[{entry.axis}]: the model has no module {entry.owner!r} "
                 "(was the plan made for another model?)"
             )
-        if entry.kind == ValueKind.VIRTUAL.value:
+        if entry.kind == _VIRTUAL:
             targets.append(_Target(entry, module, None))
             continue
         tensor = getattr(module, entry.tensor, None)
@@ -292,7 +297,8 @@ def apply_accepting(
     refuse_script_modules(model)  # before anything, also when no trace is needed
     if plan.is_empty:
         return
-    targets = _resolve(model, plan)
+    modules = dict(model.named_modules(remove_duplicate=False))
+    targets = _resolve(model, plan, modules)
     inputs = example_inputs if example_inputs is not None else _inputs_for(model, plan)
     before: Graph | None = None
     calls: Calls | None = None
@@ -313,7 +319,7 @@ def apply_accepting(
         _slice_all(model, targets, snapshot)
         if before is not None:
             _sync_stateless(model, before, local, snapshot)
-            update_sizes(model, size_updates(before, local, groups), snapshot.remember, reads)
+            update_sizes(model, size_updates(before, local, groups), snapshot.remember, reads, modules)
         if verify and before is not None and inputs is not None:
             _verify(model, inputs, before, calls, local, accepted)
     except BaseException:

@@ -84,7 +84,7 @@ def _per_index(tensor: torch.Tensor, dims: tuple[int, ...], summary: Summary) ->
     rows, columns = tensor.shape[0], tensor.shape[1]
     step = max(1, _chunk(tensor) // max(tensor.numel() // max(rows, 1), 1))
     firsts = []
-    second = torch.zeros(0)
+    second: torch.Tensor | None = None
     for start in range(0, rows, step):
         part = _powered(tensor.narrow(0, start, min(step, rows - start)), summary)
         if leading == [0]:
@@ -94,11 +94,11 @@ def _per_index(tensor: torch.Tensor, dims: tuple[int, ...], summary: Summary) ->
         matrix = matrix.sum(2) if matrix.shape[2] > 1 else matrix[:, :, 0]
         if 0 in leading:
             firsts.append(matrix.sum(1))
-        second = matrix.sum(0) if start == 0 else second + matrix.sum(0)
+        second = matrix.sum(0) if second is None else second + matrix.sum(0)
     if 0 in leading:
         out[0] = torch.cat(firsts) if len(firsts) > 1 else firsts[0]
     if 1 in leading:
-        out[1] = second
+        out[1] = second if second is not None else torch.zeros(0)  # no rows to sum
     return out
 
 

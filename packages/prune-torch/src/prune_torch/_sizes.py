@@ -49,6 +49,8 @@ ROLE_NAMES: Mapping[str, frozenset[str]] = types.MappingProxyType(
     }
 )
 
+_ROLE_NAMED: frozenset[str] = frozenset().union(*ROLE_NAMES.values())
+
 # the names model configs (Hugging Face's among them) give these sizes, family by family
 CONFIG_NAMES: Mapping[str, frozenset[str]] = types.MappingProxyType(
     {
@@ -272,17 +274,24 @@ def _broadcast_dim(graph: Graph, value: str, dim: int) -> bool:
     return dim >= lead and source[dim - lead] == 1
 
 
-def update_sizes(model: torch.nn.Module, updates: list[SizeUpdate], remember: Any, reads: Reads | None = None) -> None:
+def update_sizes(
+    model: torch.nn.Module,
+    updates: list[SizeUpdate],
+    remember: Any,
+    reads: Reads | None = None,
+    modules: Mapping[str, torch.nn.Module] | None = None,
+) -> None:
     """Set the matching attributes of each module and, where uniform, of ``model.config``.
 
     ``remember(obj)`` is called before an object's attributes change, so the caller can restore them.
     ``reads``: the int attributes each module's forward read (:func:`prune_torch._reads.reading`);
     a size no known name holds follows in the one read attribute that holds it.
+    ``modules``: the model's modules by path, when the caller has them already.
     """
     planned: dict[tuple[str, str], tuple[int, int]] = {}
     guesses: dict[tuple[str, str], tuple[int, set[int]]] = {}
     reads = reads or {}
-    submodule = _submodules(model)
+    submodule = _submodules(model, modules or {})
     for update in updates:
         module = submodule(update.module)
         if isinstance(module, torch.nn.MultiheadAttention) and update.role != "heads":
@@ -322,9 +331,9 @@ def update_sizes(model: torch.nn.Module, updates: list[SizeUpdate], remember: An
     _update_config(model, updates, remember)
 
 
-def _submodules(model: torch.nn.Module) -> Callable[[str], torch.nn.Module]:
-    """``model.get_submodule``, each path looked up once (a module has many updates)."""
-    found: dict[str, torch.nn.Module] = {"": model}
+def _submodules(model: torch.nn.Module, known: Mapping[str, torch.nn.Module]) -> Callable[[str], torch.nn.Module]:
+    """``model.get_submodule``, each path looked up once (a module has many updates); ``known`` by path first."""
+    found: dict[str, torch.nn.Module] = {**known, "": model}
 
     def submodule(path: str) -> torch.nn.Module:
         module = found.get(path)
@@ -348,8 +357,9 @@ def _guess_from_reads(
 ) -> None:
     """The one attribute the forward read with the old value follows; two such, or none, are left alone."""
     # a name the role table knows is that role's, never another size that happens to be equal
-    known = set().union(*ROLE_NAMES.values())
-    names = [n for n, v in read.items() if v == update.old and type(module.__dict__.get(n)) is int and n not in known]
+    names = [
+        n for n, v in read.items() if v == update.old and type(module.__dict__.get(n)) is int and n not in _ROLE_NAMED
+    ]
     if len(names) != 1:
         return
     key = (update.module, names[0])
