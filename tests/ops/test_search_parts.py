@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import attrs
 import numpy as np
 import pytest
 from hypothesis import given
@@ -10,6 +11,8 @@ from hypothesis import strategies as st
 from prune_graph import DimRef, Graph, GraphError, Value, ValueId, ValueKind
 from prune_ops._classes import DimSlots, UnionFind
 from prune_ops._grouping import _atoms_by_support, _sorted_unique
+from prune_ops._groups import Member
+from prune_ops._members import _new_members
 
 
 def reference_supports(atom: list[int], owner: list[int]) -> list[tuple[tuple[int, ...], list[int]]]:
@@ -80,3 +83,18 @@ def test_union_find_lists_dims_in_the_order_first_seen() -> None:
     assert 3 not in classes
     assert 4 in classes
     assert classes.find(2) == classes.find(5)
+
+
+def test_members_made_in_bulk_equal_members_made_by_init() -> None:
+    graph = small_graph()
+    dims = [DimRef(ValueId("x"), 1), DimRef(ValueId("w"), 0)]
+    values = [graph.value("x"), graph.value("w")]
+    arrays = [np.array([0, -1, 1]), np.arange(4)]
+    made = _new_members(2, iter(dims), iter(values), iter(arrays))
+    expected = tuple(map(Member, dims, values, arrays))
+    assert [type(m) for m in made] == [Member, Member]
+    assert [(m.dim, m.value, m.units) for m in made] == [(m.dim, m.value, m.units) for m in expected]
+    # every field is set: a field added to Member must be added to _new_members too
+    assert [f.name for f in attrs.fields(Member)] == ["dim", "value", "units"]
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        made[0].dim = dims[1]  # type: ignore[misc]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from itertools import chain, repeat
 from operator import itemgetter
@@ -79,7 +80,7 @@ class MemberOrder:
             arrays = [array for _key, _at, array in rows]
         dims = map(self.refs.__getitem__, at_of)
         values = map(self.value_at.__getitem__, at_of)
-        members = tuple(map(Member, dims, values, arrays))
+        members = _new_members(len(at_of), dims, values, arrays)
         blockers: tuple[str, ...] = ()
         if not self.pinned.isdisjoint(units):
             blockers = _listed(self.pins, at_of)
@@ -87,6 +88,26 @@ class MemberOrder:
         if not self.mixed.isdisjoint(units):
             notes = _listed(self.mixing, at_of)
         return members, blockers, notes
+
+
+# Member's fields written straight into its slots: a graph makes thousands of members, and
+# attrs' frozen __init__ (a bound setattr per field, in a Python call) was most of their cost
+_new = object.__new__
+_set_dim = Member.dim.__set__  # type: ignore[attr-defined]
+_set_value = Member.value.__set__  # type: ignore[attr-defined]
+_set_units = Member.units.__set__  # type: ignore[attr-defined]
+
+
+def _new_members(
+    count: int, dims: Iterable[DimRef], values: Iterable[Value], arrays: Iterable[IntArray]
+) -> tuple[Member, ...]:
+    """``tuple(map(Member, dims, values, arrays))`` without a Python call per member (Member has
+    no validator or converter to skip; a test checks the two agree)."""
+    members = tuple(map(_new, repeat(Member, count)))
+    deque(map(_set_dim, members, dims), 0)
+    deque(map(_set_value, members, values), 0)
+    deque(map(_set_units, members, arrays), 0)
+    return members
 
 
 def _sorted_classes(dims_of: dict[int, list[int]], slot_rank: IntArray, count: int) -> dict[int, list[int]]:
