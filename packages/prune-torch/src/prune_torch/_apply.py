@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import attrs
@@ -213,13 +213,19 @@ def _modules_of(targets: list[_Target]) -> Iterator[torch.nn.Module]:
             yield t.module
 
 
-def _sharing(model: torch.nn.Module, targets: list[_Target]) -> Iterator[torch.nn.Module]:
-    """Modules not named by the plan that hold one of its tensors (an LM head tied to the embedding)."""
-    named = {id(t.module) for t in targets}
+def _sharing(modules: Iterable[torch.nn.Module], targets: list[_Target]) -> Iterator[torch.nn.Module]:
+    """Modules not named by the plan that hold one of its tensors (an LM head tied to the embedding).
+
+    ``modules``: the model's modules (a module met twice is looked at once).
+    """
+    seen = {id(t.module) for t in targets}
     tensors = {id(t.tensor) for t in targets if t.tensor is not None}
-    for module in model.modules():
+    for module in modules:
+        if id(module) in seen:
+            continue
+        seen.add(id(module))
         # the module's own parameters (``parameters(recurse=False)`` without its generators)
-        if id(module) not in named and any(id(p) in tensors for p in module._parameters.values()):
+        if any(id(p) in tensors for p in module._parameters.values()):
             yield module
 
 
@@ -316,7 +322,7 @@ def apply_accepting(
         local = rebase(before, groups, plan)
     snapshot = _Snapshot()
     try:
-        _slice_all(model, targets, snapshot)
+        _slice_all(modules, targets, snapshot)
         if before is not None:
             _sync_stateless(model, before, local, snapshot)
             update_sizes(model, size_updates(before, local, groups), snapshot.remember, reads, modules)
@@ -333,14 +339,17 @@ def _made_on(traced: TracedGraph, plan: Plan) -> bool:
     return "calls" in traced.cache and plan.fingerprint == traced.fingerprint()
 
 
-def _slice_all(model: torch.nn.Module, targets: list[_Target], snapshot: _Snapshot) -> None:
-    """Slice every tensor the plan names, and set the size attributes that follow from them."""
+def _slice_all(modules: Mapping[str, torch.nn.Module], targets: list[_Target], snapshot: _Snapshot) -> None:
+    """Slice every tensor the plan names, and set the size attributes that follow from them.
+
+    ``modules``: the model's modules by path, where modules that share a tensor are found.
+    """
     by_tensor: dict[int, list[_Target]] = {}
     for t in targets:
         if t.tensor is not None:
             by_tensor.setdefault(id(t.tensor), []).append(t)
-    modules = list(_modules_of(targets))
-    for module in modules:
+    owners = list(_modules_of(targets))
+    for module in owners:
         snapshot.remember(module)
     kept = _KeptIndices()
     for group in by_tensor.values():
@@ -363,9 +372,9 @@ def _slice_all(model: torch.nn.Module, targets: list[_Target], snapshot: _Snapsh
     for t in targets:
         if t.tensor is None and t.entry.tensor in ("groups", "num_groups"):
             setattr(t.module, t.entry.tensor, t.entry.size_after)
-    for module in modules:
+    for module in owners:
         sync_attributes(module, LAYER_RULES)
-    for module in _sharing(model, targets):
+    for module in _sharing(modules.values(), targets):
         snapshot.remember(module)
         sync_attributes(module, LAYER_RULES)
 

@@ -96,15 +96,22 @@ def _head_ratio_applies(group: Group, opts: Options) -> bool:
     return opts.head_ratio is not None and group.kind in (GroupKind.HEADS, GroupKind.QUERY_HEADS)
 
 
-def _group_amount(graph: TracedGraph, group: Group, opts: Options, scale: float) -> float:
-    """This step's fraction for a group: its own ratio (per-module, heads, or global), spread over the steps."""
+def _group_ratio(graph: TracedGraph, group: Group, opts: Options) -> float:
+    """A group's own ratio: per-module (``opts.ratios``), heads (``opts.head_ratio``), or the global one."""
     ratio = opts.ratio
     if _head_ratio_applies(group, opts):
         ratio = opts.head_ratio  # type: ignore[assignment]
+    if not opts.ratios:
+        return ratio
     for module in _owners(graph, group):
         for path, value in opts.ratios.items():
             if module == path or module.startswith(path + "."):
                 ratio = value
+    return ratio
+
+
+def _group_amount(ratio: float, opts: Options, scale: float) -> float:
+    """This step's fraction for a group of the given ratio, scaled (cost targets) and spread over the steps."""
     ratio = min(ratio * scale, opts.max_ratio)
     return 1 - (1 - ratio) ** (1 / opts.steps)
 
@@ -128,15 +135,16 @@ def _score(
 
 
 def _choose(
-    graph: TracedGraph, scored: list[tuple[Group, np.ndarray]], opts: Options, scale: float
+    scored: list[tuple[Group, np.ndarray]], opts: Options, scale: float, ratios: list[float]
 ) -> list[tuple[Group, np.ndarray]]:
+    """Units to remove per group at ``scale`` times the ratio; ``ratios``: each group's own (``_group_ratio``)."""
     if opts.global_ranking or opts.isomorphic:
         amount = 1 - (1 - min(opts.ratio * scale, opts.max_ratio)) ** (1 / opts.steps)
         choose = choose_isomorphic if opts.isomorphic else choose_global
         return harmonise_head_dims(choose(scored, amount, opts.round_to, opts.max_ratio), scored)
     groups = [g for g, _ in scored]
     amounts = split_between_factors(
-        groups, [_group_amount(graph, g, opts, scale) for g in groups], [_head_ratio_applies(g, opts) for g in groups]
+        groups, [_group_amount(r, opts, scale) for r in ratios], [_head_ratio_applies(g, opts) for g in groups]
     )
     chosen = choose_local(scored, amounts, opts.round_to)
     return harmonise_head_dims(chosen, scored)
@@ -161,8 +169,9 @@ def plan_for_step(
         kept = {id(g) for g, _ in removal.units}
         return make_plan(graph, removal), [(g, u if id(g) in kept else u[:0]) for g, u in chosen]
 
+    ratios = [_group_ratio(graph, g, opts) for g, _ in scored]  # the same at every scale the search tries
     if opts.target is Target.CHANNELS:
-        return finish(_choose(graph, scored, opts, 1.0))
+        return finish(_choose(scored, opts, 1.0, ratios))
     base = original or costs(graph)
     step_target = 1 - (1 - opts.ratio) ** ((step + 1) / opts.steps)
 
@@ -174,7 +183,7 @@ def plan_for_step(
 
     upper = opts.max_ratio / max(opts.ratio, 1e-9)
     chosen, got = meet_target(
-        lambda scale: _choose(graph, scored, opts, scale), removed, step_target, upper, opts.tolerance
+        lambda scale: _choose(scored, opts, scale, ratios), removed, step_target, upper, opts.tolerance
     )
     if step == opts.steps - 1 and abs(got - step_target) > opts.tolerance:
         warnings.warn(
