@@ -17,6 +17,7 @@ import attrs
 
 from prune_graph._couplings import Broadcast, Coupling, FactorLink, Link, Mix, Pin
 from prune_graph._ops import Op, OpId
+from prune_graph._quick import quick_link, quick_pin
 from prune_graph._rule_parts import ShapeOf, _ref
 from prune_graph._rules import pin_reason, rule_couplings, unmentioned_pins
 from prune_graph._values import DimRef, ValueId
@@ -89,7 +90,9 @@ def _copy(like: _First, values: tuple[ValueId, ...], op: Op) -> list[Coupling] |
                 return None
             if type(c) is Link:  # most couplings: moved without a call
                 src, dst = c.src, c.dst
-                out.append(Link(_ref(value_of[src.value], src.dim), _ref(value_of[dst.value], dst.dim), c.map, op_id))
+                out.append(
+                    quick_link(_ref(value_of[src.value], src.dim), _ref(value_of[dst.value], dst.dim), c.map, op_id)
+                )
             elif type(c) is FactorLink:
                 parts = tuple(None if p is None else moved(p) for p in c.parts)
                 out.append(FactorLink(moved(c.fine), parts, c.sizes, op_id))
@@ -101,7 +104,7 @@ def _copy(like: _First, values: tuple[ValueId, ...], op: Op) -> list[Coupling] |
                 return None  # a pin of the rule's own says why in the op's own words
         if like.pins:
             reason = pin_reason(op)
-            out += [Pin(_ref(value_of[p.dim.value], p.dim.dim), reason, op_id) for p in like.pins]
+            out += [quick_pin(_ref(value_of[p.dim.value], p.dim.dim), reason, op_id) for p in like.pins]
     except KeyError:
         return None
     return out

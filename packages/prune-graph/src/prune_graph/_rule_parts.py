@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 from prune_graph._couplings import Coupling, FactorLink, Link
 from prune_graph._index_maps import Identity
 from prune_graph._ops import Op
+from prune_graph._quick import quick_link, quick_ref
 from prune_graph._values import DimRef, ValueId
 
 __all__ = ["ShapeOf"]
@@ -23,11 +24,11 @@ def _identity(size: int) -> Identity:
 
 # one shared record per dim (frozen, compared by value): a graph names most dims in several
 # couplings, and a model traced again names them the same way
-_ref = functools.lru_cache(maxsize=1 << 14)(DimRef)
+_ref = functools.lru_cache(maxsize=1 << 14)(quick_ref)
 
 
 def _link(op: Op, a: ValueId, da: int, b: ValueId, db: int, size: int) -> Link:
-    return Link(_ref(a, da), _ref(b, db), _identity(size), op.id)
+    return quick_link(_ref(a, da), _ref(b, db), _identity(size), op.id)
 
 
 def _link_same(op: Op, shape: ShapeOf, a: ValueId, da: int, b: ValueId, db: int) -> list[Coupling]:
@@ -56,5 +57,5 @@ def _factor(op: Op, fine: DimRef, parts: Sequence[DimRef | None], sizes: Sequenc
         return []
     if len(kept) == 1:
         part, size = kept[0]
-        return [] if part is None else [Link(part, fine, _identity(size), op.id)]
+        return [] if part is None else [quick_link(part, fine, _identity(size), op.id)]
     return [FactorLink(fine, tuple(p for p, _ in kept), tuple(s for _, s in kept), op.id)]

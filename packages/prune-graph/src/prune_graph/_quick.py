@@ -1,0 +1,61 @@
+"""Records the rules make by the thousand, made without attrs' ``__init__``.
+
+A frozen attrs ``__init__`` sets each field through a bound ``object.__setattr__`` (and runs the
+validators); the rules make a ``DimRef``, ``Link`` or ``Pin`` for every dim an op couples, which
+was about half the cost of a graph's couplings. These write the slots directly. They make the
+same records (equal, same hash, same repr: a test checks each against the class) and run only
+the checks their callers do not already guarantee.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from prune_graph._couplings import Link, Pin
+from prune_graph._index_maps import IndexMapLike
+from prune_graph._ops import OpId
+from prune_graph._values import DimRef, ValueId
+
+__all__ = ["quick_link", "quick_pin", "quick_ref"]
+
+_new = object.__new__
+
+
+def _setter(cls: type, name: str) -> Callable[[object, object], None]:
+    setter: Callable[[object, object], None] = cls.__dict__[name].__set__
+    return setter  # the slot's own descriptor: no frozen __setattr__ on the way
+
+
+_ref_value, _ref_dim, _ref_hash = (_setter(DimRef, n) for n in ("value", "dim", "_attrs_cached_hash"))
+_link_src, _link_dst, _link_map, _link_op = (_setter(Link, n) for n in ("src", "dst", "map", "op"))
+_pin_dim, _pin_reason, _pin_op = (_setter(Pin, n) for n in ("dim", "reason", "op"))
+
+
+def quick_ref(value: ValueId, dim: int) -> DimRef:
+    """``DimRef(value, dim)``; anything but a non-negative int goes through the class (and its error)."""
+    if type(dim) is not int or dim < 0:
+        return DimRef(value, dim)
+    ref = _new(DimRef)
+    _ref_value(ref, value)
+    _ref_dim(ref, dim)
+    _ref_hash(ref, None)
+    return ref
+
+
+def quick_link(src: DimRef, dst: DimRef, index_map: IndexMapLike, op: OpId | None) -> Link:
+    """``Link(src, dst, index_map, op)`` (Link has no validator to run)."""
+    link = _new(Link)
+    _link_src(link, src)
+    _link_dst(link, dst)
+    _link_map(link, index_map)
+    _link_op(link, op)
+    return link
+
+
+def quick_pin(dim: DimRef, reason: str, op: OpId | None) -> Pin:
+    """``Pin(dim, reason, op)`` (Pin has no validator to run)."""
+    pin = _new(Pin)
+    _pin_dim(pin, dim)
+    _pin_reason(pin, reason)
+    _pin_op(pin, op)
+    return pin

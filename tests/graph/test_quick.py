@@ -1,0 +1,39 @@
+"""Records made without attrs' __init__ are the records the classes make."""
+
+from __future__ import annotations
+
+import attrs
+import pytest
+
+from prune_graph import DimRef, GraphError, Identity, Link, OpId, Pin, ValueId
+from prune_graph._quick import quick_link, quick_pin, quick_ref
+
+
+def same_record(quick: object, made: object) -> None:
+    assert type(quick) is type(made)
+    assert quick == made
+    assert hash(quick) == hash(made)
+    assert repr(quick) == repr(made)
+    # every field is written: a field added to the class must be added to its quick maker too
+    assert all(getattr(quick, f.name) == getattr(made, f.name) for f in attrs.fields(type(made)))
+
+
+def test_quick_records_equal_the_classes() -> None:
+    a, b = quick_ref(ValueId("a"), 1), quick_ref(ValueId("b"), 0)
+    same_record(a, DimRef(ValueId("a"), 1))
+    assert a < b  # ordered like the class
+    same_record(quick_link(a, b, Identity(3), OpId("op0")), Link(a, b, Identity(3), OpId("op0")))
+    same_record(quick_link(a, b, Identity(3), None), Link(a, b, Identity(3)))
+    same_record(quick_pin(a, "why", OpId("op0")), Pin(a, "why", OpId("op0")))
+    same_record(quick_pin(a, "why", None), Pin(a, "why"))
+
+
+def test_quick_records_stay_frozen() -> None:
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        quick_ref(ValueId("a"), 1).dim = 2  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("dim", [-1, True, 1.0, "1"])
+def test_a_quick_ref_of_a_bad_dim_is_the_class_error(dim: object) -> None:
+    with pytest.raises(GraphError, match="'dim' must be a non-negative int"):
+        quick_ref(ValueId("a"), dim)  # type: ignore[arg-type]
