@@ -36,10 +36,12 @@ from prune_ops._classes import DimSlots, SlotFactor, UnionFind, boundary_and_ign
 from prune_ops._groups import Group, GroupKind, GroupSet, Member
 from prune_ops._indices import IntArray
 from prune_ops._kinds import group_kinds
-from prune_ops._members import MemberOrder, order_key
+from prune_ops._members import MemberOrder
 from prune_ops._mixing import MixNote, mixing_of
 
 __all__ = ["find_groups"]
+
+_NOWHERE = (0, 0)  # the place of a value the graph lacks (see DimSlots)
 
 
 def find_groups(graph: Graph, *, ignore: Collection[str] = (), prune_outputs: bool = False) -> GroupSet:
@@ -120,7 +122,7 @@ def find_groups(graph: Graph, *, ignore: Collection[str] = (), prune_outputs: bo
     kind_of = group_kinds(graph, slots, classes, factors, ends)
     mixing = {slots.slot(dim): notes for dim, notes in mixing_of(graph, read.mixes).items()}
     members_of = MemberOrder(graph, slots, dims_of, pins, mixing, classes)
-    made: list[_Made] = []
+    found: list[tuple[tuple[int, str], int, tuple[str, ...], GroupKind, tuple[MixNote, ...]]] = []
     for seed_classes, seed_units, count, ready in seeds:
         units, size = (ready, count) if ready is not None else context.expand(seed_classes[0], seed_units, count)
         kind = (
@@ -128,8 +130,12 @@ def find_groups(graph: Graph, *, ignore: Collection[str] = (), prune_outputs: bo
             if kind_of
             else GroupKind.CHANNELS
         )
-        members, blockers, notes = members_of.group(units)
-        made.append((order_key(members), size, members, blockers, kind, notes))
+        order, blockers, notes = members_of.group(units)
+        found.append((order, size, blockers, kind, notes))
+    made = [
+        (order, size, members, blockers, kind, notes)
+        for (order, size, blockers, kind, notes), members in zip(found, members_of.members())
+    ]
     # sorted by root (state first, then path); the search order breaks ties, as a stable sort would
     made.sort(key=_first)
     groups = [
@@ -173,9 +179,30 @@ def _read(couplings: list[Coupling], slots: DimSlots) -> _Read:
     """Join identity links into classes and sort the other couplings, every dim seen in coupling order."""
     read = _Read(UnionFind(len(slots)))
     find, union, slot = read.classes.find, read.classes.union, slots.slot
+    up, place, refs = read.classes.up, slots.place, slots.refs
     for c in couplings:
-        if type(c) is Link and type(c.map) is Identity:  # most couplings: no isinstance chain
-            union(slot(c.src), slot(c.dst))
+        if type(c) is Link and type(c.map) is Identity:
+            # most couplings: DimSlots.slot and UnionFind.union written out, no call on the way
+            from_dim, to_dim = c.src, c.dst
+            src_start, src_rank = place.get(from_dim.value, _NOWHERE)
+            dst_start, dst_rank = place.get(to_dim.value, _NOWHERE)
+            if from_dim.dim >= src_rank or to_dim.dim >= dst_rank:
+                slot(from_dim)  # the error that names the dim
+                slot(to_dim)
+            a, b = src_start + from_dim.dim, dst_start + to_dim.dim
+            if refs[a] is None:
+                refs[a] = from_dim
+            if refs[b] is None:
+                refs[b] = to_dim
+            # a dim is its own root or hangs right under it, mostly: only deeper or new ones need find
+            root_a = up[a]
+            if root_a < 0 or up[root_a] != root_a:
+                root_a = find(a)
+            root_b = up[b]
+            if root_b < 0 or up[root_b] != root_b:
+                root_b = find(b)
+            if root_a != root_b:
+                up[root_b] = root_a
         elif isinstance(c, Link):
             src, dst = slot(c.src), slot(c.dst)
             if isinstance(c.map, Identity):

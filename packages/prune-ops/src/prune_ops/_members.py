@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
-from itertools import chain, repeat
+from itertools import chain, pairwise, repeat
 from operator import itemgetter
 from typing import TypeVar, cast
 
@@ -27,14 +27,13 @@ _by_key = itemgetter(0)
 _T = TypeVar("_T")
 
 
-def order_key(members: tuple[Member, ...]) -> tuple[int, str]:
-    """Groups are sorted by their root (the first member): state first, then by path."""
-    value = members[0].value
-    return (0 if value.kind in _STATE else 1, value.path)
+def order_key(root: Value) -> tuple[int, str]:
+    """Groups are sorted by the value of their root (the first member): state first, then by path."""
+    return (0 if root.kind in _STATE else 1, root.path)
 
 
 class MemberOrder:
-    """Makes a group's members from the classes its units reach, in member order.
+    """Makes groups' members from the classes their units reach, in member order.
 
     Members are sorted by (parameter or buffer first, virtual last, place of the value in the
     graph, dim): one int per dim (slots run in value order, then dim), and no two dims share
@@ -65,29 +64,42 @@ class MemberOrder:
         # classes with a pinned or mixed dim: only groups that reach one need the per-member look-ups
         self.pinned = {classes.find(at) for at in pins}
         self.mixed = {classes.find(at) for at in mixing}
+        # every group's member slots and unit arrays end to end, and where each group's end:
+        # one bulk make for all members (a make per group cost more than its members, mostly few)
+        self._at: list[int] = []
+        self._arrays: list[IntArray] = []
+        self._ends = [0]
 
-    def group(self, units: dict[int, IntArray]) -> tuple[tuple[Member, ...], tuple[str, ...], tuple[MixNote, ...]]:
-        """The members, blockers and mixing notes of the group whose units are ``units`` (by
-        class, the unit of every index)."""
+    def group(self, units: dict[int, IntArray]) -> tuple[tuple[int, str], tuple[str, ...], tuple[MixNote, ...]]:
+        """Lay out the members of the group whose units are ``units`` (by class, the unit of every
+        index); returns the group's sort key (:func:`order_key`), blockers and mixing notes.
+
+        The members themselves are made for every group at once by :meth:`members`.
+        """
         if len(units) == 1:
             ((k, array),) = units.items()
             at_of = self.slots_of[k]
-            arrays: Iterable[IntArray] = repeat(array, len(at_of))
+            self._arrays.extend(repeat(array, len(at_of)))
         else:
             key = self.key
             rows = sorted((key[at], at, array) for k, array in units.items() for at in self.slots_of[k])
             at_of = [at for _key, at, _array in rows]
-            arrays = [array for _key, _at, array in rows]
-        dims = map(self.refs.__getitem__, at_of)
-        values = map(self.value_at.__getitem__, at_of)
-        members = _new_members(len(at_of), dims, values, arrays)
+            self._arrays.extend(array for _key, _at, array in rows)
+        self._at.extend(at_of)
+        self._ends.append(len(self._at))
         blockers: tuple[str, ...] = ()
         if not self.pinned.isdisjoint(units):
             blockers = _listed(self.pins, at_of)
         notes: tuple[MixNote, ...] = ()
         if not self.mixed.isdisjoint(units):
             notes = _listed(self.mixing, at_of)
-        return members, blockers, notes
+        return order_key(self.value_at[at_of[0]]), blockers, notes
+
+    def members(self) -> list[tuple[Member, ...]]:
+        """The members of every group laid out so far, in the order of the :meth:`group` calls."""
+        at = self._at
+        made = _new_members(len(at), map(self.refs.__getitem__, at), map(self.value_at.__getitem__, at), self._arrays)
+        return [made[start:end] for start, end in pairwise(self._ends)]
 
 
 # Member's fields written straight into its slots: a graph makes thousands of members, and
