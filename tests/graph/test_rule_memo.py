@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prune_graph import Graph, GraphBuilder, OpKind, Pin, ValueKind, couplings_of
+from prune_graph import DimRef, Graph, GraphBuilder, Link, OpKind, Pin, RepeatedCouplings, ValueKind, couplings_of
 
 A = ValueKind.ACTIVATION
 P = ValueKind.PARAMETER
@@ -67,3 +67,22 @@ def test_pins_name_each_op_of_a_repeat():
     graph = repeated_layers()
     reasons = {c.reason for c in graph.couplings if isinstance(c, Pin) and "custom.op" in c.reason}
     assert reasons == {f"unsupported op custom.op in layer{i} (no rule)" for i in range(4)}
+
+
+def test_repeats_are_described_without_records_and_make_the_same_records():
+    graph = repeated_layers()
+    parts = graph.couplings_by_op
+    assert len(parts) == len(graph.ops)
+    repeats = [p for p in parts if isinstance(p, RepeatedCouplings)]
+    assert len(repeats) >= 3  # the plain ops of the later layers
+    made = tuple(c for p in parts for c in (p.couplings() if isinstance(p, RepeatedCouplings) else p))
+    assert made == graph.couplings == op_by_op(graph)
+    for repeat in repeats:
+        links = [c for c in repeat.couplings() if isinstance(c, Link)]
+        assert [(c.src, c.dst) for c in links] == [
+            (DimRef(repeat.values[a], da), DimRef(repeat.values[b], db)) for a, da, b, db in repeat.links
+        ]
+        pins = [c for c in repeat.couplings() if isinstance(c, Pin)]
+        assert [(c.dim, c.reason, c.op) for c in pins] == [
+            (DimRef(repeat.values[i], d), repeat.reason, repeat.op.id) for i, d in repeat.pinned
+        ]

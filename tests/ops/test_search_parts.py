@@ -7,8 +7,10 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from tests.graph.test_rule_memo import repeated_layers
 
-from prune_graph import DimRef, Graph, GraphError, Value, ValueId, ValueKind
+from prune_graph import DimRef, Graph, GraphError, RepeatedCouplings, Value, ValueId, ValueKind, from_json, to_json
+from prune_ops import GroupSet, find_groups
 from prune_ops._classes import DimSlots, UnionFind
 from prune_ops._grouping import _atoms_by_support, _sorted_unique
 from prune_ops._groups import Member
@@ -98,3 +100,22 @@ def test_members_made_in_bulk_equal_members_made_by_init() -> None:
     assert [f.name for f in attrs.fields(Member)] == ["dim", "value", "units"]
     with pytest.raises(attrs.exceptions.FrozenInstanceError):
         made[0].dim = dims[1]  # type: ignore[misc]
+
+
+def test_groups_read_from_repeats_equal_groups_read_from_records() -> None:
+    graph = repeated_layers()
+    assert any(isinstance(p, RepeatedCouplings) for p in graph.couplings_by_op)
+    records = from_json(to_json(graph))
+    # the same graph with every op's couplings as records: the search reads no repeat there
+    records._memo["by_op"] = tuple(
+        p.couplings() if isinstance(p, RepeatedCouplings) else p for p in graph.couplings_by_op
+    )
+    for options in ({}, {"prune_outputs": True}, {"ignore": ("layer1",)}):
+        assert described(find_groups(graph, **options)) == described(find_groups(records, **options))
+
+
+def described(groups: GroupSet) -> list[object]:
+    return [
+        (g.id, g.root, g.size, g.kind, g.blockers, g.mixing, [(m.dim, m.value, m.units.tolist()) for m in g.members])
+        for g in groups
+    ]

@@ -24,6 +24,8 @@ from prune_graph._index_maps import (
 )
 from prune_graph._ops import AttrValue, Op, OpId, OpKind
 from prune_graph._reshape import reshape_groups
+from prune_graph._rule_memo import RepeatedCouplings
+from prune_graph._rule_parts import dim_ref
 from prune_graph._rules import RULES, Rule, ShapeOf, couplings_of
 from prune_graph._serialize import SCHEMA, from_json, to_json
 from prune_graph._validate import problems, validate
@@ -54,6 +56,7 @@ __all__ = [
     "OpId",
     "OpKind",
     "Pin",
+    "RepeatedCouplings",
     "Rule",
     "SchemaError",
     "ShapeOf",
@@ -64,6 +67,7 @@ __all__ = [
     "block_expand",
     "compose",
     "couplings_of",
+    "dim_ref",
     "from_json",
     "normalise_indices",
     "problems",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -12,7 +12,7 @@ import attrs
 from prune_graph._couplings import Coupling, FactorLink, Link, Pin
 from prune_graph._errors import GraphError
 from prune_graph._ops import Op, OpId
-from prune_graph._rule_memo import graph_couplings
+from prune_graph._rule_memo import RepeatedCouplings, coupling_parts, flat_couplings
 from prune_graph._values import DimRef, Value, ValueId, ValueKind
 
 __all__ = ["Graph"]
@@ -164,10 +164,20 @@ class Graph:
     def couplings(self) -> tuple[Coupling, ...]:
         """Every coupling the ops imply (what :func:`prune_graph.couplings_of` says of each op)."""
         if "couplings" not in self._memo:
+            self._memo["couplings"] = flat_couplings(self.couplings_by_op)
+        return self._memo["couplings"]  # type: ignore[no-any-return]
+
+    @property
+    def couplings_by_op(self) -> tuple[Sequence[Coupling] | RepeatedCouplings, ...]:
+        """The couplings op by op, in op order: each op's records, or for an op that repeats an
+        earlier one with identity links and pins only, a :class:`RepeatedCouplings` that says what
+        they join without making them (the group search reads these; :attr:`couplings` has the records).
+        """
+        if "by_op" not in self._memo:
             # the rules ask for thousands of shapes: a dict's own look-up, no Python call per shape
             shape = _Shapes({v.id: v.shape for v in self.values}).__getitem__
-            self._memo["couplings"] = graph_couplings(self.ops, shape)
-        return self._memo["couplings"]  # type: ignore[no-any-return]
+            self._memo["by_op"] = coupling_parts(self.ops, shape)
+        return self._memo["by_op"]  # type: ignore[no-any-return]
 
     def boundary_pins(self) -> tuple[Pin, ...]:
         """Pins for the dims of model inputs and outputs (size > 1), which pruning keeps by default."""

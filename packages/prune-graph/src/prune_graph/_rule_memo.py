@@ -6,26 +6,30 @@ couplings from the rules, on its own values: the rules read nothing else of an o
 names that go into their pins' reasons and errors. So the couplings of the first such op are
 kept, and every op like it gets copies with its own values and op id; the pins for dims the
 rule leaves unmentioned are made with each op's own reason. A rule result with pins of its
-own (their reasons name the op) is never copied.
+own (their reasons name the op) is never copied. Most repeats link dims one to one and pin the
+rest: those are described by a :class:`RepeatedCouplings` (which of the op's dims each joins)
+and their records made only when :attr:`Graph.couplings` asks for them; the group search never does.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from typing import cast
 
 import attrs
 
 from prune_graph._couplings import Broadcast, Coupling, FactorLink, Link, Mix, Pin
+from prune_graph._index_maps import Identity
 from prune_graph._ops import Op, OpId
 from prune_graph._quick import quick_link, quick_pin
 from prune_graph._rule_parts import ShapeOf, _ref
 from prune_graph._rules import pin_reason, rule_couplings, unmentioned_pins
 from prune_graph._values import DimRef, ValueId
 
-__all__ = ["graph_couplings"]
+__all__ = ["RepeatedCouplings", "coupling_parts", "flat_couplings"]
 
 
-@attrs.frozen
+@attrs.define
 class _First:
     """The first op of its kind and shapes: its values, what its rule made and its unmentioned dims."""
 
@@ -33,16 +37,57 @@ class _First:
     values: tuple[ValueId, ...]
     made: list[Coupling]
     pins: list[Pin]
+    # its identity links and unmentioned dims by place among its values, when it has no other
+    # coupling (worked out at the first repeat; None: its repeats get records at once)
+    plan: tuple[tuple[tuple[int, int, int, int], ...], tuple[tuple[int, int], ...]] | None = None
+    planned: bool = False
 
 
-def graph_couplings(ops: Iterable[Op], shape: ShapeOf) -> tuple[Coupling, ...]:
-    """Every op's couplings (as :func:`prune_graph.couplings_of` makes them), in op order."""
+@attrs.frozen(eq=False)
+class RepeatedCouplings:
+    """The couplings of an op like one met before: that op's, on this op's own values.
+
+    Most ops repeat an earlier one, and most such ops only link dims one to one: their couplings
+    are described here without making the records. ``links`` holds the identity links as
+    (place in ``values``, dim, place in ``values``, dim) and ``pinned`` the dims the rule leaves
+    unmentioned as (place in ``values``, dim), pinned for :attr:`reason`.
+    :meth:`couplings` makes the records, equal to what the rules make for ``op``.
+    """
+
+    op: Op
+    values: tuple[ValueId, ...]
+    links: tuple[tuple[int, int, int, int], ...]
+    pinned: tuple[tuple[int, int], ...]
+    _like: _First = attrs.field(repr=False)
+
+    @property
+    def reason(self) -> str:
+        """Why the ``pinned`` dims are pinned."""
+        return pin_reason(self.op)
+
+    def couplings(self) -> list[Coupling]:
+        """The records: identity links, then pins, in the order the rules make them."""
+        op_id = self.op.id
+        values = self.values
+        out: list[Coupling] = [
+            quick_link(_ref(values[a], da), _ref(values[b], db), cast(Link, c).map, op_id)
+            for (a, da, b, db), c in zip(self.links, self._like.made)  # the made ones are these links
+        ]
+        if self.pinned:
+            reason = self.reason
+            out += [quick_pin(_ref(values[i], d), reason, op_id) for i, d in self.pinned]
+        return out
+
+
+def coupling_parts(ops: Iterable[Op], shape: ShapeOf) -> tuple[Sequence[Coupling] | RepeatedCouplings, ...]:
+    """Every op's couplings, op by op: the records, or a :class:`RepeatedCouplings` for an op
+    like one before it whose couplings are identity links and pins only."""
     first: dict[object, _First | None] = {}  # None: the couplings of ops like this one are not copied
-    found: list[Coupling] = []
+    found: list[Sequence[Coupling] | RepeatedCouplings] = []
     for op in ops:
         values = (*op.inputs, *op.outputs, *op.axes)
         key = (
-            op.kind,
+            id(op.kind),  # an enum member hashes through a Python call; it is one object for good
             op.target,
             op.attrs,
             len(op.inputs),
@@ -52,18 +97,48 @@ def graph_couplings(ops: Iterable[Op], shape: ShapeOf) -> tuple[Coupling, ...]:
         )
         like = first.get(key)
         if like is not None:
+            if not like.planned:
+                like.plan = _plan(like)
+                like.planned = True
+            if like.plan is not None:
+                found.append(RepeatedCouplings(op, values, like.plan[0], like.plan[1], like))
+                continue
             copied = _copy(like, values, op)
             if copied is not None:
-                found += copied
+                found.append(copied)
                 continue
             first[key] = None
         made = rule_couplings(op, shape)
         pins = unmentioned_pins(op, shape, made)
         if key not in first:
             first[key] = _First(op.id, values, made, pins)
-        found += made
-        found += pins
+        found.append([*made, *pins])
     return tuple(found)
+
+
+def flat_couplings(parts: Iterable[Sequence[Coupling] | RepeatedCouplings]) -> tuple[Coupling, ...]:
+    """The records of :func:`coupling_parts`, one after another."""
+    found: list[Coupling] = []
+    for part in parts:
+        found += part.couplings() if isinstance(part, RepeatedCouplings) else part
+    return tuple(found)
+
+
+def _plan(like: _First) -> tuple[tuple[tuple[int, int, int, int], ...], tuple[tuple[int, int], ...]] | None:
+    """``like``'s identity links and pins by place among its values, or ``None`` when it makes anything else."""
+    place: dict[ValueId, int] = {}
+    for i, value in enumerate(like.values):
+        place.setdefault(value, i)  # a repeated value: the same place in every repeat (see _repeats)
+    links = []
+    try:
+        for c in like.made:
+            if type(c) is not Link or type(c.map) is not Identity or c.op != like.op:
+                return None
+            links.append((place[c.src.value], c.src.dim, place[c.dst.value], c.dst.dim))
+        pinned = tuple((place[p.dim.value], p.dim.dim) for p in like.pins)
+    except KeyError:
+        return None  # a dim of a value that is not the op's
+    return tuple(links), pinned
 
 
 def _repeats(values: tuple[ValueId, ...]) -> tuple[int, ...]:

@@ -11,7 +11,7 @@ from prune_graph._ops import Op
 from prune_graph._quick import quick_link, quick_ref
 from prune_graph._values import DimRef, ValueId
 
-__all__ = ["ShapeOf"]
+__all__ = ["ShapeOf", "dim_ref"]
 
 ShapeOf = Callable[[ValueId], tuple[int, ...]]
 
@@ -25,6 +25,15 @@ def _identity(size: int) -> Identity:
 # one shared record per dim (frozen, compared by value): a graph names most dims in several
 # couplings, and a model traced again names them the same way
 _ref = functools.lru_cache(maxsize=1 << 14)(quick_ref)
+
+
+def dim_ref(value: ValueId, dim: int) -> DimRef:
+    """``DimRef(value, dim)``, shared: the record the coupling rules use for that dim.
+
+    >>> dim_ref(ValueId("x"), 1) == DimRef(ValueId("x"), 1)
+    True
+    """
+    return _ref(value, dim)
 
 
 def _link(op: Op, a: ValueId, da: int, b: ValueId, db: int, size: int) -> Link:

@@ -20,28 +20,16 @@ from collections.abc import Collection, Sequence
 import attrs
 import numpy as np
 
-from prune_graph import (
-    Broadcast,
-    Coupling,
-    FactorLink,
-    Graph,
-    Identity,
-    Link,
-    Mix,
-    Offset,
-    Pin,
-    Window,
-)
+from prune_graph import Graph, Link, Offset, Window
 from prune_ops._classes import DimSlots, SlotFactor, UnionFind, boundary_and_ignored, components, unify_factors
 from prune_ops._groups import Group, GroupKind, GroupSet, Member
 from prune_ops._indices import IntArray
 from prune_ops._kinds import group_kinds
 from prune_ops._members import MemberOrder
 from prune_ops._mixing import MixNote, mixing_of
+from prune_ops._reading import read_couplings
 
 __all__ = ["find_groups"]
-
-_NOWHERE = (0, 0)  # the place of a value the graph lacks (see DimSlots)
 
 
 def find_groups(graph: Graph, *, ignore: Collection[str] = (), prune_outputs: bool = False) -> GroupSet:
@@ -51,9 +39,9 @@ def find_groups(graph: Graph, *, ignore: Collection[str] = (), prune_outputs: bo
     detection head); their input channels can still change. Model inputs are never pruned,
     outputs only with ``prune_outputs``.
     """
-    couplings: list[Coupling] = [*graph.couplings, *boundary_and_ignored(graph, ignore, prune_outputs)]
+    parts = (*graph.couplings_by_op, boundary_and_ignored(graph, ignore, prune_outputs))
     slots = DimSlots(graph)
-    read = _read(couplings, slots)
+    read = read_couplings(parts, slots)
     classes, pins, factors = read.classes, read.pins, read.factors
     for at, reason in unify_factors(classes, factors):
         pins.setdefault(at, []).append(reason)
@@ -162,71 +150,6 @@ def _spaces(ends: list[tuple[int, int]], base: dict[int, int], count: int) -> di
     for k in base:
         spaces.setdefault(joined.find(k), []).append(k)
     return {k: members for members in spaces.values() for k in members}
-
-
-@attrs.define
-class _Read:
-    """The couplings as the search needs them: classes joined, pins, windows, factors and mixing ops."""
-
-    classes: UnionFind
-    pins: dict[int, list[str]] = attrs.field(factory=dict)
-    windows: list[tuple[Link, int, int]] = attrs.field(factory=list)  # with the slots of src and dst
-    factors: list[SlotFactor] = attrs.field(factory=list)
-    mixes: list[Mix] = attrs.field(factory=list)
-
-
-def _read(couplings: list[Coupling], slots: DimSlots) -> _Read:
-    """Join identity links into classes and sort the other couplings, every dim seen in coupling order."""
-    read = _Read(UnionFind(len(slots)))
-    find, union, slot = read.classes.find, read.classes.union, slots.slot
-    up, place, refs = read.classes.up, slots.place, slots.refs
-    for c in couplings:
-        if type(c) is Link and type(c.map) is Identity:
-            # most couplings: DimSlots.slot and UnionFind.union written out, no call on the way
-            from_dim, to_dim = c.src, c.dst
-            src_start, src_rank = place.get(from_dim.value, _NOWHERE)
-            dst_start, dst_rank = place.get(to_dim.value, _NOWHERE)
-            if from_dim.dim >= src_rank or to_dim.dim >= dst_rank:
-                slot(from_dim)  # the error that names the dim
-                slot(to_dim)
-            a, b = src_start + from_dim.dim, dst_start + to_dim.dim
-            if refs[a] is None:
-                refs[a] = from_dim
-            if refs[b] is None:
-                refs[b] = to_dim
-            # a dim is its own root or hangs right under it, mostly: only deeper or new ones need find
-            root_a = up[a]
-            if root_a < 0 or up[root_a] != root_a:
-                root_a = find(a)
-            root_b = up[b]
-            if root_b < 0 or up[root_b] != root_b:
-                root_b = find(b)
-            if root_a != root_b:
-                up[root_b] = root_a
-        elif isinstance(c, Link):
-            src, dst = slot(c.src), slot(c.dst)
-            if isinstance(c.map, Identity):
-                union(src, dst)
-            else:
-                find(src)
-                find(dst)
-                read.windows.append((c, src, dst))
-        elif isinstance(c, FactorLink):
-            factor = SlotFactor(c, slots)
-            find(factor.fine)
-            for part in factor.parts:
-                if part is not None:
-                    find(part)
-            read.factors.append(factor)
-        elif isinstance(c, Pin):
-            at = slot(c.dim)
-            find(at)
-            read.pins.setdefault(at, []).append(c.reason)
-        elif isinstance(c, (Mix, Broadcast)):
-            find(slot(c.dim))
-            if isinstance(c, Mix):
-                read.mixes.append(c)
-    return read
 
 
 def _atom_edges(

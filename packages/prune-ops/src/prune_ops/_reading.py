@@ -1,0 +1,144 @@
+"""Couplings read into the search's terms: dims joined into classes, the rest sorted by kind.
+
+Identity links join dims into classes (a union-find over slots); pins, windows and offsets,
+factors and mixing ops are kept with their dims as slots. A :class:`~prune_graph.RepeatedCouplings`
+is read from its places and dims, with no records made.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import attrs
+
+from prune_graph import (
+    Broadcast,
+    Coupling,
+    FactorLink,
+    Identity,
+    Link,
+    Mix,
+    Pin,
+    RepeatedCouplings,
+    dim_ref,
+)
+from prune_ops._classes import DimSlots, SlotFactor, UnionFind
+
+__all__ = ["Read", "read_couplings"]
+
+_NOWHERE = (0, 0)  # the place of a value the graph lacks (see DimSlots)
+
+
+@attrs.define
+class Read:
+    """The couplings as the search needs them: classes joined, pins, windows, factors and mixing ops."""
+
+    classes: UnionFind
+    pins: dict[int, list[str]] = attrs.field(factory=dict)
+    windows: list[tuple[Link, int, int]] = attrs.field(factory=list)  # with the slots of src and dst
+    factors: list[SlotFactor] = attrs.field(factory=list)
+    mixes: list[Mix] = attrs.field(factory=list)
+
+
+def read_couplings(parts: Iterable[Sequence[Coupling] | RepeatedCouplings], slots: DimSlots) -> Read:
+    """Join identity links into classes and sort the other couplings, every dim seen in coupling order."""
+    read = Read(UnionFind(len(slots)))
+    find, slot = read.classes.find, slots.slot
+    up, place, refs = read.classes.up, slots.place, slots.refs
+    for part in parts:
+        if isinstance(part, RepeatedCouplings):
+            _read_repeat(part, read, slots)
+            continue
+        for c in part:
+            if type(c) is Link and type(c.map) is Identity:
+                # most couplings: DimSlots.slot and UnionFind.union written out, no call on the way
+                from_dim, to_dim = c.src, c.dst
+                src_start, src_rank = place.get(from_dim.value, _NOWHERE)
+                dst_start, dst_rank = place.get(to_dim.value, _NOWHERE)
+                if from_dim.dim >= src_rank or to_dim.dim >= dst_rank:
+                    slot(from_dim)  # the error that names the dim
+                    slot(to_dim)
+                a, b = src_start + from_dim.dim, dst_start + to_dim.dim
+                if refs[a] is None:
+                    refs[a] = from_dim
+                if refs[b] is None:
+                    refs[b] = to_dim
+                # a dim is its own root or hangs right under it, mostly: only deeper or new ones need find
+                root_a = up[a]
+                if root_a < 0 or up[root_a] != root_a:
+                    root_a = find(a)
+                root_b = up[b]
+                if root_b < 0 or up[root_b] != root_b:
+                    root_b = find(b)
+                if root_a != root_b:
+                    up[root_b] = root_a
+                continue
+            if type(c) is Pin:  # the next most common: pins of dims an op sets itself
+                at = slot(c.dim)
+                find(at)
+                pins = read.pins.get(at)
+                if pins is None:
+                    read.pins[at] = [c.reason]
+                else:
+                    pins.append(c.reason)
+                continue
+            _read_other(c, read, slots)
+    return read
+
+
+def _read_repeat(part: RepeatedCouplings, read: Read, slots: DimSlots) -> None:
+    """What ``read_couplings`` does with the records of ``part``, without them."""
+    up, find, refs = read.classes.up, read.classes.find, slots.refs
+    values = part.values
+    # the op's values were looked up for its shapes, so they are in the graph; its dims fit them
+    starts = [slots.place[value][0] for value in values]
+    for value_a, dim_a, value_b, dim_b in part.links:
+        a, b = starts[value_a] + dim_a, starts[value_b] + dim_b
+        if refs[a] is None:
+            refs[a] = dim_ref(values[value_a], dim_a)
+        if refs[b] is None:
+            refs[b] = dim_ref(values[value_b], dim_b)
+        root_a = up[a]
+        if root_a < 0 or up[root_a] != root_a:
+            root_a = find(a)
+        root_b = up[b]
+        if root_b < 0 or up[root_b] != root_b:
+            root_b = find(b)
+        if root_a != root_b:
+            up[root_b] = root_a
+    if part.pinned:
+        reason = part.reason
+        for value, dim in part.pinned:
+            at = starts[value] + dim
+            if refs[at] is None:
+                refs[at] = dim_ref(values[value], dim)
+            find(at)
+            read.pins.setdefault(at, []).append(reason)
+
+
+def _read_other(c: Coupling, read: Read, slots: DimSlots) -> None:
+    """What ``read_couplings`` does with a coupling other than a plain identity link."""
+    find, slot = read.classes.find, slots.slot
+    if isinstance(c, Pin):
+        at = slot(c.dim)
+        find(at)
+        read.pins.setdefault(at, []).append(c.reason)
+    elif isinstance(c, Link):
+        src, dst = slot(c.src), slot(c.dst)
+        if isinstance(c.map, Identity):
+            read.classes.union(src, dst)
+        else:
+            find(src)
+            find(dst)
+            read.windows.append((c, src, dst))
+    elif isinstance(c, FactorLink):
+        factor = SlotFactor(c, slots)
+        find(factor.fine)
+        for part in factor.parts:
+            if part is not None:
+                find(part)
+        read.factors.append(factor)
+    elif isinstance(c, (Mix, Broadcast)):
+        find(slot(c.dim))
+        if isinstance(c, Mix):
+            read.mixes.append(c)
