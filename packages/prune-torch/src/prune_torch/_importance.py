@@ -54,37 +54,6 @@ def _powered(tensor: torch.Tensor, summary: Summary) -> torch.Tensor:
     return part.abs_() if summary is Summary.ABS_SUM else part.square_()
 
 
-class _Scratch:
-    """One float64 buffer on the CPU that the slices of every tensor of a scoring pass are powered in.
-
-    A fresh float64 copy per slice costs an allocation and, for big slices, the first touch of
-    every page; the values and their layout (contiguous, from offset 0) are the same either way.
-    """
-
-    def __init__(self) -> None:
-        self._buffer = torch.empty(0, dtype=torch.float64)
-
-    def powered(self, tensor: torch.Tensor, summary: Summary) -> torch.Tensor:
-        """:func:`_powered` of ``tensor`` in the buffer (valid until the next call)."""
-        if not _fits_scratch(tensor):
-            return _powered(tensor, summary)
-        if self._buffer.numel() < tensor.numel():
-            self._buffer = torch.empty(tensor.numel(), dtype=torch.float64)
-        part = self._buffer[: tensor.numel()].view(tensor.shape).copy_(tensor)
-        return part.abs_() if summary is Summary.ABS_SUM else part.square_()
-
-
-def _fits_scratch(tensor: torch.Tensor) -> bool:
-    """Whether a copy into the buffer is laid out as ``_powered``'s own: a contiguous real CPU tensor."""
-    return (
-        tensor.device.type == "cpu"
-        and tensor.is_floating_point()
-        and tensor.is_contiguous()
-        and not tensor.is_neg()
-        and not tensor.is_conj()
-    )
-
-
 _NUMPY_FLOATS = (torch.float32, torch.float64)
 
 
@@ -92,14 +61,11 @@ def _numpy(values: torch.Tensor | np.ndarray) -> np.ndarray:
     return values if isinstance(values, np.ndarray) else values.cpu().numpy()
 
 
-def _per_index(
-    tensor: torch.Tensor, dims: tuple[int, ...], summary: Summary, scratch: _Scratch | None = None
-) -> dict[int, torch.Tensor | np.ndarray]:
+def _per_index(tensor: torch.Tensor, dims: tuple[int, ...], summary: Summary) -> dict[int, torch.Tensor | np.ndarray]:
     """Σ|w| or Σw² over every axis but one, for each axis in ``dims``, in one float64 pass over ``tensor``.
 
     Axes 0 and 1 (a layer's outputs and inputs) come from one matrix of sums over the other
-    axes; any other axis is reduced on its own. Big tensors go a slice of axis 0 at a time,
-    powered in ``scratch`` when given (only sums of a slice leave the loop).
+    axes; any other axis is reduced on its own. Big tensors go a slice of axis 0 at a time.
     """
     if tensor.dim() <= 1:
         if tensor.device.type == "cpu" and tensor.dtype in _NUMPY_FLOATS and not tensor.is_neg():
@@ -120,8 +86,7 @@ def _per_index(
     firsts = []
     second: torch.Tensor | None = None
     for start in range(0, rows, step):
-        piece = tensor.narrow(0, start, min(step, rows - start))
-        part = scratch.powered(piece, summary) if scratch is not None else _powered(piece, summary)
+        part = _powered(tensor.narrow(0, start, min(step, rows - start)), summary)
         if leading == [0]:
             firsts.append(part.reshape(part.shape[0], -1).sum(1))
             continue
@@ -177,7 +142,6 @@ class SummaryCache:
     def __init__(self, axes: Mapping[str, frozenset[int]] | None = None) -> None:
         self._axes = axes or {}
         self._found: dict[tuple[str, Summary], dict[int, np.ndarray]] = {}
-        self._scratch = _Scratch()
         # for one scoring pass: the model's modules by path, and what the importance reads by columns
         self.modules: dict[str, torch.nn.Module] | None = None
         self.wanted: dict[int, tuple[Summary, ...] | None] = {}
@@ -199,8 +163,7 @@ class SummaryCache:
 
     def make(self, key: str, tensor: torch.Tensor, dim: int, summary: Summary) -> np.ndarray:
         """The summary along ``dim``, with those along the tensor's other axes the groups hold kept for later."""
-        axes = tuple(sorted(self._axes.get(key, frozenset()) | {dim}))
-        made = _per_index(tensor.detach(), axes, summary, self._scratch)
+        made = _per_index(tensor.detach(), tuple(sorted(self._axes.get(key, frozenset()) | {dim})), summary)
         self._found.setdefault((key, summary), {}).update((d, _numpy(v)) for d, v in made.items())
         return self._found[(key, summary)][dim]
 
