@@ -110,12 +110,14 @@ def _distance_sums(tensor: torch.Tensor, dim: int, units: np.ndarray, size: int)
     vectors = torch.zeros(size, rows.shape[1], dtype=torch.float64, device=rows.device)
     vectors.index_add_(0, index[valid], rows[valid])
     covered = vectors[torch.bincount(index[valid], minlength=size) > 0]
-    # the difference tensor is units × covered × columns: bounded by taking units a block at a time
-    step = max(1, _chunk(covered) // max(covered.numel(), 1))
-    sums = []
-    for start in range(0, size, step):
-        block = vectors[start : start + step]
-        sums.append((block[:, None, :] - covered[None, :, :]).square().sum(2).sqrt().sum(1))
+    # cdist without the matrix-product shortcut takes each difference itself, as the definition
+    # does, and never holds a units × covered × columns tensor (a broadcast difference did, a block
+    # of units at a time: slow, and its many large temporaries grew resnet50's process past 16 GB)
+    step = max(1, _chunk(covered) // max(covered.shape[0], 1))
+    sums = [
+        torch.cdist(vectors[start : start + step], covered, compute_mode="donot_use_mm_for_euclid_dist").sum(1)
+        for start in range(0, size, step)
+    ]
     return torch.cat(sums)
 
 
