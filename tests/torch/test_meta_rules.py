@@ -8,7 +8,6 @@ for an in-place op the very tensor it was given. Where torch refuses a call, the
 
 from __future__ import annotations
 
-import contextvars
 from typing import Any
 
 import pytest
@@ -18,7 +17,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 import prune_torch as pt
-from prune_torch import _leaves
+from prune_torch._leaves import stock_leaves
 from prune_torch._meta import RULES, MetaKernels, torch_meta_kernels
 from prune_torch.examples import resnet_like
 
@@ -586,12 +585,12 @@ def test_trace_is_the_same_with_the_fast_path(name: str, monkeypatch: pytest.Mon
 
     monkeypatch.setattr(MetaKernels, "run", watched)
     # stock layers take their own path either way (their fast path has its own test, test_leaves.py)
-    monkeypatch.setattr(_leaves, "_ENABLED", contextvars.ContextVar("off", default=False))
-    fast = pt.trace(model, inputs)
-    assert any(k.by_rule for k in used), "the trace did not go through the shape rules"
-    used.clear()
-    with torch_meta_kernels():
-        slow = pt.trace(model, inputs)
+    with stock_leaves():
+        fast = pt.trace(model, inputs)
+        assert any(k.by_rule for k in used), "the trace did not go through the shape rules"
+        used.clear()
+        with torch_meta_kernels():
+            slow = pt.trace(model, inputs)
     assert used
     assert not any(k.by_rule or k.hits or k.misses for k in used)
     assert fast.fingerprint() == slow.fingerprint()

@@ -27,14 +27,13 @@ from prune_torch._errors import forget_frames
 from prune_torch._meta import MetaKernels
 from prune_torch._rebase import data_sized
 from prune_torch._restore import eval_flags
-from prune_torch._stand_ins import state
+from prune_torch._stand_ins import state, state_stand_ins
 from prune_torch._trace import (
     Calls,
     ExampleInputs,
     forward_under,
     inputs_on,
     result_tensors,
-    state_stand_ins,
 )
 from prune_torch._walk import walked
 

@@ -45,7 +45,7 @@ def _same_attributes(current: dict[str, Any], saved: dict[str, Any]) -> bool:
     return list(current) == list(saved) and all(map(operator.is_, current.values(), saved.values()))
 
 
-# nn.Module's own bookkeeping (parameters, buffers, submodules, hooks): functional_call and the
+# nn.Module's own bookkeeping (parameters, buffers, submodules, hooks): the stand-in swap and the
 # hooks manage those; only containers a model's code added are the model's state
 _TORCH_CONTAINERS = frozenset(torch.nn.Module().__dict__)
 

@@ -38,8 +38,7 @@ from prune_torch._lines import current_model_line, error_model_line
 from prune_torch._meta import MetaKernels
 from prune_torch._mha import PrunedMultiheadAttention, runs_stock_forward
 from prune_torch._restore import eval_flags, restoring
-from prune_torch._stand_ins import meta_stand_ins, on_meta, standing_in, state_stand_ins
-from prune_torch._stand_ins import state as own_state
+from prune_torch._stand_ins import meta_stand_ins, on_meta, standing_in, state
 from prune_torch._walk import modules, named_modules, walked
 
 __all__ = [
@@ -48,11 +47,9 @@ __all__ = [
     "check_traceable",
     "forward_under",
     "inputs_on",
-    "on_meta",
     "refuse_script_modules",
     "result_tensors",
     "split_inputs",
-    "state_stand_ins",
     "trace",
     "trace_with_calls",
 ]
@@ -367,9 +364,9 @@ class Calls:
 def _run(model: torch.nn.Module, example_inputs: ExampleInputs, meta: bool, lines: bool = False) -> tuple[Graph, Calls]:
     builder = GraphBuilder()
     names: dict[int, ValueId] = {}
-    state = own_state(model)
-    stand_ins = meta_stand_ins(state) if meta else None
-    for path, module, name, tensor, kind in state:
+    held = state(model)
+    stand_ins = meta_stand_ins(held) if meta else None
+    for path, module, name, tensor, kind in held:
         use = stand_ins[path] if stand_ins is not None else tensor
         names[id(use)] = builder.value(path, tuple(tensor.shape), _dtype(tensor), kind, module, name)
     args, kwargs = inputs_on(example_inputs, meta)
