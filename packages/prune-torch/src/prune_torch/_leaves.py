@@ -166,17 +166,23 @@ LEAVES: types.MappingProxyType[type, Leaf] = types.MappingProxyType(
 _STOCK_FORWARD = {cls: cls.forward for cls in LEAVES}
 
 
+def _stock_leaf(module: nn.Module) -> Leaf | None:
+    """How ``module`` runs, when it is an exact instance of a class in :data:`LEAVES` running torch's forward."""
+    cls = type(module)
+    leaf = LEAVES.get(cls)
+    if leaf is None or cls.forward is not _STOCK_FORWARD[cls] or "forward" in module.__dict__:
+        return None
+    return leaf
+
+
 def keeps_its_attributes(module: nn.Module) -> bool:
     """Whether running ``module`` cannot change its attributes: a stock layer as torch wrote it, with no hooks.
 
     Nothing outside torch runs in its call (no hook of its own, no global module hook), so a trace
     need not save and restore its attributes.
     """
-    cls = type(module)
     return (
-        cls in _STOCK_FORWARD
-        and cls.forward is _STOCK_FORWARD[cls]
-        and "forward" not in module.__dict__
+        _stock_leaf(module) is not None
         and not (module._forward_pre_hooks or module._forward_hooks)
         and not (_module_globals._global_forward_pre_hooks or _module_globals._global_forward_hooks)
     )
@@ -227,9 +233,8 @@ def fast_leaves(modules: Iterable[nn.Module], mode: Any) -> Iterator[None]:
     changed = []
     if _ENABLED.get():
         for module in modules:
-            cls = type(module)
-            leaf = LEAVES.get(cls)
-            if leaf is None or cls.forward is not _STOCK_FORWARD[cls] or "forward" in module.__dict__:
+            leaf = _stock_leaf(module)
+            if leaf is None:
                 continue
             module.__dict__["forward"] = _Forward(module, leaf, mode)
             changed.append(module)
