@@ -37,3 +37,14 @@ def test_quick_records_stay_frozen() -> None:
 def test_a_quick_ref_of_a_bad_dim_is_the_class_error(dim: object) -> None:
     with pytest.raises(GraphError, match="'dim' must be a non-negative int"):
         quick_ref(ValueId("a"), dim)  # type: ignore[arg-type]
+
+
+def test_without_the_slots_the_classes_make_the_records(monkeypatch: pytest.MonkeyPatch) -> None:
+    # an attrs release with another class layout: the makers fall back to the classes themselves
+    from prune_graph import _quick
+
+    monkeypatch.setattr(_quick, "_SLOTS", False)
+    a, b = quick_ref(ValueId("a"), 1), quick_ref(ValueId("b"), 0)
+    same_record(a, DimRef(ValueId("a"), 1))
+    same_record(quick_link(a, b, Identity(3), None), Link(a, b, Identity(3)))
+    same_record(quick_pin(a, "why", None), Pin(a, "why"))

@@ -26,14 +26,18 @@ def _setter(cls: type, name: str) -> Callable[[object, object], None]:
     return setter  # the slot's own descriptor: no frozen __setattr__ on the way
 
 
-_ref_value, _ref_dim, _ref_hash = (_setter(DimRef, n) for n in ("value", "dim", "_attrs_cached_hash"))
-_link_src, _link_dst, _link_map, _link_op = (_setter(Link, n) for n in ("src", "dst", "map", "op"))
-_pin_dim, _pin_reason, _pin_op = (_setter(Pin, n) for n in ("dim", "reason", "op"))
+try:
+    _ref_value, _ref_dim, _ref_hash = (_setter(DimRef, n) for n in ("value", "dim", "_attrs_cached_hash"))
+    _link_src, _link_dst, _link_map, _link_op = (_setter(Link, n) for n in ("src", "dst", "map", "op"))
+    _pin_dim, _pin_reason, _pin_op = (_setter(Pin, n) for n in ("dim", "reason", "op"))
+    _SLOTS = True
+except KeyError:  # an attrs release that lays out its classes otherwise: the classes' own __init__
+    _SLOTS = False
 
 
 def quick_ref(value: ValueId, dim: int) -> DimRef:
     """``DimRef(value, dim)``; anything but a non-negative int goes through the class (and its error)."""
-    if type(dim) is not int or dim < 0:
+    if not _SLOTS or type(dim) is not int or dim < 0:
         return DimRef(value, dim)
     ref = _new(DimRef)
     _ref_value(ref, value)
@@ -44,6 +48,8 @@ def quick_ref(value: ValueId, dim: int) -> DimRef:
 
 def quick_link(src: DimRef, dst: DimRef, index_map: IndexMapLike, op: OpId | None) -> Link:
     """``Link(src, dst, index_map, op)`` (Link has no validator to run)."""
+    if not _SLOTS:
+        return Link(src, dst, index_map, op)
     link = _new(Link)
     _link_src(link, src)
     _link_dst(link, dst)
@@ -54,6 +60,8 @@ def quick_link(src: DimRef, dst: DimRef, index_map: IndexMapLike, op: OpId | Non
 
 def quick_pin(dim: DimRef, reason: str, op: OpId | None) -> Pin:
     """``Pin(dim, reason, op)`` (Pin has no validator to run)."""
+    if not _SLOTS:
+        return Pin(dim, reason, op)
     pin = _new(Pin)
     _pin_dim(pin, dim)
     _pin_reason(pin, reason)
