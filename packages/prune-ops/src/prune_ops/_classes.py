@@ -113,8 +113,13 @@ class UnionFind:
 
     def union(self, a: int, b: int) -> None:
         up = self.up
-        ra = a if up[a] == a else self.find(a)  # no call for a dim that is its own root
-        rb = b if up[b] == b else self.find(b)
+        # a dim is its own root or hangs right under it, mostly: only deeper or new ones need find
+        ra = up[a]
+        if ra < 0 or up[ra] != ra:
+            ra = self.find(a)
+        rb = up[b]
+        if rb < 0 or up[rb] != rb:
+            rb = self.find(b)
         if ra != rb:
             up[rb] = ra
 

@@ -43,15 +43,15 @@ class Read:
 def read_couplings(parts: Iterable[Sequence[Coupling] | RepeatedCouplings], slots: DimSlots) -> Read:
     """Join identity links into classes and sort the other couplings, every dim seen in coupling order."""
     read = Read(UnionFind(len(slots)))
-    find, slot = read.classes.find, slots.slot
-    up, place, refs = read.classes.up, slots.place, slots.refs
+    find, union, slot = read.classes.find, read.classes.union, slots.slot
+    place, refs = slots.place, slots.refs
     for part in parts:
         if isinstance(part, RepeatedCouplings):
             _read_repeat(part, read, slots)
             continue
         for c in part:
             if type(c) is Link and type(c.map) is Identity:
-                # most couplings: DimSlots.slot and UnionFind.union written out, no call on the way
+                # most couplings: DimSlots.slot written out, no call on the way
                 from_dim, to_dim = c.src, c.dst
                 src_start, src_rank = place.get(from_dim.value, _NOWHERE)
                 dst_start, dst_rank = place.get(to_dim.value, _NOWHERE)
@@ -63,15 +63,7 @@ def read_couplings(parts: Iterable[Sequence[Coupling] | RepeatedCouplings], slot
                     refs[a] = from_dim
                 if refs[b] is None:
                     refs[b] = to_dim
-                # a dim is its own root or hangs right under it, mostly: only deeper or new ones need find
-                root_a = up[a]
-                if root_a < 0 or up[root_a] != root_a:
-                    root_a = find(a)
-                root_b = up[b]
-                if root_b < 0 or up[root_b] != root_b:
-                    root_b = find(b)
-                if root_a != root_b:
-                    up[root_b] = root_a
+                union(a, b)
                 continue
             if type(c) is Pin:  # the next most common: pins of dims an op sets itself
                 at = slot(c.dim)
@@ -88,7 +80,7 @@ def read_couplings(parts: Iterable[Sequence[Coupling] | RepeatedCouplings], slot
 
 def _read_repeat(part: RepeatedCouplings, read: Read, slots: DimSlots) -> None:
     """What ``read_couplings`` does with the records of ``part``, without them."""
-    up, find, refs = read.classes.up, read.classes.find, slots.refs
+    find, union, refs = read.classes.find, read.classes.union, slots.refs
     values = part.values
     # the op's values were looked up for its shapes, so they are in the graph; its dims fit them
     starts = [slots.place[value][0] for value in values]
@@ -98,14 +90,7 @@ def _read_repeat(part: RepeatedCouplings, read: Read, slots: DimSlots) -> None:
             refs[a] = dim_ref(values[value_a], dim_a)
         if refs[b] is None:
             refs[b] = dim_ref(values[value_b], dim_b)
-        root_a = up[a]
-        if root_a < 0 or up[root_a] != root_a:
-            root_a = find(a)
-        root_b = up[b]
-        if root_b < 0 or up[root_b] != root_b:
-            root_b = find(b)
-        if root_a != root_b:
-            up[root_b] = root_a
+        union(a, b)
     if part.pinned:
         reason = part.reason
         for value, dim in part.pinned:
