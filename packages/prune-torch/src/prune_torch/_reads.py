@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from prune_torch._layers import rule_for
 from prune_torch._walk import named_modules
 
 __all__ = ["Reads", "reading"]
@@ -90,8 +91,14 @@ def reading(model: torch.nn.Module) -> Iterator[Reads]:
     """
     paths: dict[int, str] = {}
     wanted: dict[type, set[str]] = {}
+    ruled: dict[type, bool] = {}
     for path, module in named_modules(model):
         paths.setdefault(id(module), path)
+        cls = type(module)
+        if cls not in ruled:
+            ruled[cls] = rule_for(module) is not None
+        if ruled[cls]:
+            continue  # a layer with a rule takes its sizes from its tensors: what its forward reads is never asked
         names = _int_names(module)
         if names:
             wanted.setdefault(type(module), set()).update(names)
