@@ -5,8 +5,8 @@ from __future__ import annotations
 import attrs
 import pytest
 
-from prune_graph import DimRef, GraphError, Identity, Link, OpId, Pin, ValueId
-from prune_graph._quick import quick_link, quick_pin, quick_ref
+from prune_graph import DimRef, GraphError, Identity, Link, Op, OpId, OpKind, Pin, Value, ValueId, ValueKind
+from prune_graph._quick import quick_link, quick_op, quick_pin, quick_ref, quick_value
 
 
 def same_record(quick: object, made: object) -> None:
@@ -26,6 +26,10 @@ def test_quick_records_equal_the_classes() -> None:
     same_record(quick_link(a, b, Identity(3), None), Link(a, b, Identity(3)))
     same_record(quick_pin(a, "why", OpId("op0")), Pin(a, "why", OpId("op0")))
     same_record(quick_pin(a, "why", None), Pin(a, "why"))
+    value = Value(ValueId("x"), (2,), "float32", ValueKind.INPUT)
+    same_record(quick_value(ValueId("x"), (2,), "float32", ValueKind.INPUT, "", ""), value)
+    op = Op(OpId("op0"), OpKind.CONV, "t", (ValueId("x"),), (), "", {"groups": 2})
+    same_record(quick_op(OpId("op0"), OpKind.CONV, "t", (ValueId("x"),), (), "", {"groups": 2}, ()), op)
 
 
 def test_quick_records_stay_frozen() -> None:
@@ -48,3 +52,39 @@ def test_without_the_slots_the_classes_make_the_records(monkeypatch: pytest.Monk
     same_record(a, DimRef(ValueId("a"), 1))
     same_record(quick_link(a, b, Identity(3), None), Link(a, b, Identity(3)))
     same_record(quick_pin(a, "why", None), Pin(a, "why"))
+    value = Value(ValueId("x"), (2,), "float32", ValueKind.INPUT)
+    same_record(quick_value(ValueId("x"), (2,), "float32", ValueKind.INPUT, "", ""), value)
+    op = Op(OpId("op0"), OpKind.CONV, "t", (ValueId("x"),), (), "", {"groups": 2})
+    same_record(quick_op(OpId("op0"), OpKind.CONV, "t", (ValueId("x"),), (), "", {"groups": 2}, ()), op)
+
+
+def test_quick_values_and_ops_equal_the_classes() -> None:
+    args = (ValueId("x"), (2, 3), "float32", ValueKind.ACTIVATION, "layer", "")
+    same_record(quick_value(*args), Value(*args))
+    attributes = {"groups": 2, "dims": [1, 2], "mixes": False}
+    inputs, outputs = (ValueId("x"), ValueId("w")), (ValueId("y"),)
+    made = Op(OpId("op0"), OpKind.CONV, "aten.convolution", inputs, outputs, "layer", attributes, ())
+    same_record(quick_op(OpId("op0"), OpKind.CONV, "aten.convolution", inputs, outputs, "layer", attributes, ()), made)
+    assert made.attr("dims") == (1, 2)  # lists frozen as the class freezes them
+
+
+@pytest.mark.parametrize(
+    ("shape", "kind", "message"),
+    [
+        ((2, -1), "ACTIVATION", "non-negative ints"),
+        ([2, 3.0], "ACTIVATION", "non-negative ints"),
+        ((2,), "activation", "'kind' must be a ValueKind"),
+    ],
+)
+def test_a_quick_value_of_bad_fields_is_the_class_error(shape: object, kind: str, message: str) -> None:
+    with pytest.raises(GraphError, match=message):
+        quick_value(ValueId("x"), shape, "float32", getattr(ValueKind, kind, kind), "", "")  # type: ignore[arg-type]
+
+
+def test_a_quick_op_of_bad_fields_is_the_class_error() -> None:
+    with pytest.raises(GraphError, match="'kind' must be an OpKind"):
+        quick_op(OpId("op0"), "conv", "t", (), (), "", {}, ())  # type: ignore[arg-type]
+    with pytest.raises(GraphError, match="value ids must be str"):
+        quick_op(OpId("op0"), OpKind.CONV, "t", (ValueId("x"), 3), (), "", {}, ())  # type: ignore[arg-type]
+    with pytest.raises(GraphError, match="plain data"):
+        quick_op(OpId("op0"), OpKind.CONV, "t", (), (), "", {"f": object()}, ())

@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from prune_graph._errors import GraphError
 from prune_graph._graph import Graph
 from prune_graph._ops import AttrValue, Op, OpId, OpKind
+from prune_graph._quick import quick_op, quick_value
 from prune_graph._values import Value, ValueId, ValueKind
 
 __all__ = ["GraphBuilder"]
@@ -34,7 +35,7 @@ class GraphBuilder:
         self, value_id: str, shape: Sequence[int], dtype: str, kind: ValueKind, owner: str = "", name: str = ""
     ) -> ValueId:
         """Add a value (or return the id of an identical one already added)."""
-        new = Value(ValueId(value_id), tuple(shape), dtype, kind, owner, name)
+        new = quick_value(ValueId(value_id), tuple(shape), dtype, kind, owner, name)
         old = self._values.get(new.id)
         if old is not None and old != new:
             raise GraphError(f"value {value_id!r} added twice with different records: {old} and {new}")
@@ -62,7 +63,7 @@ class GraphBuilder:
         op_id = OpId(f"op{len(self._ops)}")
         attrs = dict(attrs or {})
         axes = self._virtual_axes(op_id, kind, inputs, outputs, owner, attrs)
-        op = Op(op_id, kind, target, tuple(inputs), tuple(outputs), owner, attrs, axes)
+        op = quick_op(op_id, kind, target, tuple(inputs), tuple(outputs), owner, attrs, axes)
         self._ops.append(op)
         return op
 

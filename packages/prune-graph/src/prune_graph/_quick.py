@@ -1,8 +1,9 @@
-"""Records the rules make by the thousand, made without attrs' ``__init__``.
+"""Records made by the thousand, made without attrs' ``__init__``.
 
 A frozen attrs ``__init__`` sets each field through a bound ``object.__setattr__`` (and runs the
-validators); the rules make a ``DimRef``, ``Link`` or ``Pin`` for every dim an op couples, which
-was about half the cost of a graph's couplings. These write the slots directly. They make the
+converters and validators); the rules make a ``DimRef``, ``Link`` or ``Pin`` for every dim an op
+couples, which was about half the cost of a graph's couplings, and a trace makes a ``Value`` and
+an ``Op`` for every call it records. These write the slots directly. They make the
 same records (equal, same hash, same repr: a test checks each against the class) and run only
 the checks their callers do not already guarantee.
 """
@@ -13,10 +14,10 @@ from collections.abc import Callable
 
 from prune_graph._couplings import Link, Pin
 from prune_graph._index_maps import IndexMapLike
-from prune_graph._ops import OpId
-from prune_graph._values import DimRef, ValueId
+from prune_graph._ops import AttrValue, Op, OpId, OpKind, _to_attrs
+from prune_graph._values import DimRef, Value, ValueId, ValueKind
 
-__all__ = ["quick_link", "quick_pin", "quick_ref"]
+__all__ = ["quick_link", "quick_op", "quick_pin", "quick_ref", "quick_value"]
 
 _new = object.__new__
 
@@ -30,6 +31,8 @@ try:
     _ref_value, _ref_dim, _ref_hash = (_setter(DimRef, n) for n in ("value", "dim", "_attrs_cached_hash"))
     _link_src, _link_dst, _link_map, _link_op = (_setter(Link, n) for n in ("src", "dst", "map", "op"))
     _pin_dim, _pin_reason, _pin_op = (_setter(Pin, n) for n in ("dim", "reason", "op"))
+    _VALUE_FIELDS = tuple(_setter(Value, n) for n in ("id", "shape", "dtype", "kind", "owner", "name"))
+    _OP_FIELDS = tuple(_setter(Op, n) for n in ("id", "kind", "target", "inputs", "outputs", "owner", "attrs", "axes"))
     _SLOTS = True
 except KeyError:  # an attrs release that lays out its classes otherwise: the classes' own __init__
     _SLOTS = False
@@ -67,3 +70,43 @@ def quick_pin(dim: DimRef, reason: str, op: OpId | None) -> Pin:
     _pin_reason(pin, reason)
     _pin_op(pin, op)
     return pin
+
+
+def _names(ids: tuple[str, ...]) -> bool:
+    return type(ids) is tuple and all(type(i) is str for i in ids)
+
+
+def quick_value(value_id: ValueId, shape: tuple[int, ...], dtype: str, kind: ValueKind, owner: str, name: str) -> Value:
+    """``Value(...)``; a shape other than a tuple of sizes, or a kind that is not a ValueKind, goes through the class."""
+    if (
+        not _SLOTS
+        or type(shape) is not tuple
+        or not all(type(size) is int and size >= 0 for size in shape)
+        or type(kind) is not ValueKind
+        or not (type(value_id) is str and type(dtype) is str and type(owner) is str and type(name) is str)
+    ):
+        return Value(value_id, shape, dtype, kind, owner, name)
+    value = _new(Value)
+    for setter, field in zip(_VALUE_FIELDS, (value_id, shape, dtype, kind, owner, name)):
+        setter(value, field)
+    return value
+
+
+def quick_op(
+    op_id: OpId,
+    kind: OpKind,
+    target: str,
+    inputs: tuple[ValueId, ...],
+    outputs: tuple[ValueId, ...],
+    owner: str,
+    attrs: dict[str, AttrValue],
+    axes: tuple[ValueId, ...],
+) -> Op:
+    """``Op(...)``; ids in anything but tuples of str, or a kind that is not an OpKind, go through the class."""
+    if not _SLOTS or type(kind) is not OpKind or not (_names(inputs) and _names(outputs) and _names(axes)):
+        return Op(op_id, kind, target, inputs, outputs, owner, attrs, axes)
+    op = _new(Op)
+    frozen = _to_attrs(attrs)  # the class's own converter: its checks and its errors
+    for setter, field in zip(_OP_FIELDS, (op_id, kind, target, inputs, outputs, owner, frozen, axes)):
+        setter(op, field)
+    return op
