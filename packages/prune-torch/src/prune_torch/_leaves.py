@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import inspect
 import math
 import types
 from collections.abc import Callable, Iterable, Iterator
@@ -191,13 +192,15 @@ def keeps_its_attributes(module: nn.Module) -> bool:
 class _Forward:
     """A layer's instance ``forward`` during one run: its aten calls straight to ``mode``, else its own code."""
 
-    __slots__ = ("leaf", "mode", "module", "stock")
+    __slots__ = ("answer", "leaf", "mode", "module", "stock")
 
     def __init__(self, module: nn.Module, leaf: Leaf, mode: Any) -> None:
         self.module = module
         self.leaf = leaf
         self.mode = mode
         self.stock = _STOCK_FORWARD[type(module)]
+        # the mode's own method, without the wrapper torch puts on it to keep dynamo out (nothing compiles here)
+        self.answer = inspect.unwrap(type(mode).__torch_dispatch__) if mode is not None else None
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if len(args) == 1 and not kwargs:
@@ -213,7 +216,7 @@ class _Forward:
         # as the dispatcher calls a mode: with the mode off the stack while it answers
         mode = torch._C._pop_torch_dispatch_stack(None)
         try:
-            return self.mode.__torch_dispatch__(func, (), args, kwargs)
+            return self.answer(self.mode, func, (), args, kwargs)
         finally:
             torch._C._push_on_torch_dispatch_stack(mode)
 

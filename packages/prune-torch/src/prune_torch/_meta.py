@@ -99,6 +99,7 @@ _KEYED_TYPES = frozenset(
     {int, float, bool, str, type(None), torch.dtype, torch.device, torch.layout, torch.memory_format}
 )
 _PLAIN_TENSORS = frozenset({torch.Tensor, torch.nn.Parameter})
+_STRIDED = torch.strided
 
 
 def _tensor_key(t: torch.Tensor) -> tuple[Any, ...]:
@@ -124,10 +125,21 @@ def _key(values: Any) -> tuple[Any, ...]:
 def _on_meta(values: Any) -> bool:
     """Every tensor in ``values`` (and in lists among them) a plain strided tensor on meta."""
     for v in values:
-        if isinstance(v, torch.Tensor):
-            if type(v) not in _PLAIN_TENSORS or not v.is_meta or v.layout is not torch.strided:
+        kind = type(v)
+        if kind in _PLAIN_TENSORS:
+            if not v.is_meta or v.layout is not _STRIDED:
                 return False
-        elif (type(v) is list or type(v) is tuple) and not _on_meta(v):
+        elif kind is list or kind is tuple:
+            for item in v:  # mostly sizes: looked at here, without a call per list
+                inner = type(item)
+                if inner is int or item is None:
+                    continue
+                if inner in _PLAIN_TENSORS:
+                    if not item.is_meta or item.layout is not _STRIDED:
+                        return False
+                elif isinstance(item, torch.Tensor) or ((inner is list or inner is tuple) and not _on_meta(item)):
+                    return False
+        elif isinstance(v, torch.Tensor):  # a subclass
             return False
     return True
 
