@@ -27,19 +27,37 @@ def _numbers(calls: Any) -> list[tuple[Any, ...]]:
     return [(c.module, c.func, c.values, c.after_data) for c in calls.constants]
 
 
+def _stream(calls: Any) -> list[tuple[Any, Any]]:
+    return [(func, outputs) for func, outputs in calls.items]
+
+
 def _both(model: nn.Module, inputs: Any, monkeypatch: pytest.MonkeyPatch) -> int:
     """Trace ``model`` with and without the fast path, check they agree; the number of fast calls made."""
     fast_calls = 0
-    dispatch = _Forward._dispatch
+    dispatch, known = _Forward.dispatch, _Forward.known
 
     def counted(self: _Forward, func: Any, args: Any, kwargs: Any) -> Any:
         nonlocal fast_calls
         fast_calls += 1
         return dispatch(self, func, args, kwargs)
 
-    monkeypatch.setattr(_Forward, "_dispatch", counted)
+    def counted_known(self: _Forward, func: Any, args: Any, *reading: Any) -> Any:
+        nonlocal fast_calls
+        fast_calls += 1
+        return known(self, func, args, *reading)
+
+    monkeypatch.setattr(_Forward, "dispatch", counted)
+    monkeypatch.setattr(_Forward, "known", counted_known)
     own = [vars(module).get("forward") for module in model.modules()]
     fast, fast_record = trace_with_calls(model, inputs)
+    made = fast_calls
+    with monkeypatch.context() as generic:
+        # each known call handed to the mode as the dispatcher would: the very same record, call for call
+        generic.setattr(_Forward, "known", lambda self, func, args, *_reading: self.dispatch(func, args, {}))
+        dispatched, dispatched_record = trace_with_calls(model, inputs)
+    assert fast == dispatched
+    assert _stream(fast_record) == _stream(dispatched_record)
+    assert _numbers(fast_record) == _numbers(dispatched_record)
     with stock_leaves():
         stock, stock_record = trace_with_calls(model, inputs)
     assert canonical_graph(fast) == canonical_graph(stock)
@@ -48,7 +66,7 @@ def _both(model: nn.Module, inputs: Any, monkeypatch: pytest.MonkeyPatch) -> int
     assert fast_record.meta
     assert stock_record.meta
     assert [vars(module).get("forward") for module in model.modules()] == own
-    return fast_calls
+    return made
 
 
 def _layers(draw: st.DrawFn) -> tuple[nn.Module, torch.Tensor]:
@@ -70,7 +88,10 @@ def _layers(draw: st.DrawFn) -> tuple[nn.Module, torch.Tensor]:
             bias=bias,
             padding_mode=draw(st.sampled_from(["zeros", "zeros", "reflect"])),
         )
-        return layer, torch.randn(draw(st.integers(1, 2)), c, *([7] * spatial))
+        x = torch.randn(draw(st.integers(1, 2)), c, *([7] * spatial))
+        if spatial == 2 and draw(st.booleans()):
+            x = x.contiguous(memory_format=torch.channels_last)  # the shape rule declines: the generic path
+        return layer, x
     if kind == "batch_norm":
         spatial = draw(st.integers(0, 3))
         cls = (nn.BatchNorm1d, nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)[spatial]
@@ -173,7 +194,7 @@ def test_only_stock_classes_and_forwards_take_the_fast_path(monkeypatch: pytest.
     plain.register_forward_pre_hook(lambda module, args: seen.append("hook") or (args[0] * 3,))
     model = nn.Sequential(Doubled(3, 4, 1), patched, plain).eval()
     assert _both(model, torch.randn(1, 3, 4, 4), monkeypatch) == 1  # only ``plain``
-    assert seen == ["hook", "hook"]  # the hook ran on both paths
+    assert seen == ["hook"] * 3  # the hook ran on each path (fast, fast through the generic dispatch, stock)
     assert "forward" in vars(patched)  # the model's own instance forward is left in place
     graph = pt.trace(model, torch.randn(1, 3, 4, 4))
     assert [op.target for op in graph.ops if op.owner == "1"] == ["aten.convolution", "aten.relu"]
@@ -200,13 +221,13 @@ def test_real_runs_and_unfit_inputs_run_the_layer_itself(monkeypatch: pytest.Mon
             return y if bool(y.sum() > -1e9) else -y
 
     devices: list[bool] = []
-    dispatch = _Forward._dispatch
+    known = _Forward.known
 
-    def watched(self: _Forward, func: Any, args: Any, kwargs: Any) -> Any:
+    def watched(self: _Forward, func: Any, args: Any, *reading: Any) -> Any:
         devices.append(args[0].is_meta)
-        return dispatch(self, func, args, kwargs)
+        return known(self, func, args, *reading)
 
-    monkeypatch.setattr(_Forward, "_dispatch", watched)
+    monkeypatch.setattr(_Forward, "known", watched)
     graph, record = trace_with_calls(Reads().eval(), torch.randn(1, 3, 4, 4))
     assert not record.meta  # the meta attempt stopped at ``bool``; the real run made the graph
     assert devices == [True, True]  # conv and norm in the meta attempt only

@@ -12,6 +12,8 @@ from prune_graph._values import Value, ValueId, ValueKind
 
 __all__ = ["GraphBuilder"]
 
+_WITH_AXES = frozenset({OpKind.CONV, OpKind.NORM})  # kinds that may have a group axis
+
 
 class GraphBuilder:
     """Collects values and ops in execution order, then freezes them into a :class:`Graph`.
@@ -61,8 +63,8 @@ class GraphBuilder:
     ) -> Op:
         """Add an op; returns it. Creates the virtual axes its kind needs."""
         op_id = OpId(f"op{len(self._ops)}")
-        attrs = dict(attrs or {})
-        axes = self._virtual_axes(op_id, kind, inputs, outputs, owner, attrs)
+        attrs = dict(attrs) if attrs else {}
+        axes = self._virtual_axes(op_id, kind, inputs, outputs, owner, attrs) if kind in _WITH_AXES else ()
         op = quick_op(op_id, kind, target, tuple(inputs), tuple(outputs), owner, attrs, axes)
         self._ops.append(op)
         return op

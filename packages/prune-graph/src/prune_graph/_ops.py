@@ -108,6 +108,8 @@ def _freeze_attr(value: object) -> AttrValue:
 
 
 def _to_attrs(value: object) -> tuple[tuple[str, AttrValue], ...]:
+    if type(value) is dict and not value:
+        return ()
     if type(value) is dict and all(type(key) is str for key in value):
         # a dict's keys are unique: no pair-by-pair check, and sorting never compares two values
         return tuple(sorted((key, _freeze_attr(val)) for key, val in value.items()))

@@ -31,8 +31,12 @@ try:
     _ref_value, _ref_dim, _ref_hash = (_setter(DimRef, n) for n in ("value", "dim", "_attrs_cached_hash"))
     _link_src, _link_dst, _link_map, _link_op = (_setter(Link, n) for n in ("src", "dst", "map", "op"))
     _pin_dim, _pin_reason, _pin_op = (_setter(Pin, n) for n in ("dim", "reason", "op"))
-    _VALUE_FIELDS = tuple(_setter(Value, n) for n in ("id", "shape", "dtype", "kind", "owner", "name"))
-    _OP_FIELDS = tuple(_setter(Op, n) for n in ("id", "kind", "target", "inputs", "outputs", "owner", "attrs", "axes"))
+    _value_id, _value_shape, _value_dtype, _value_kind, _value_owner, _value_name = (
+        _setter(Value, n) for n in ("id", "shape", "dtype", "kind", "owner", "name")
+    )
+    _op_id, _op_kind, _op_target, _op_inputs, _op_outputs, _op_owner, _op_attrs, _op_axes = (
+        _setter(Op, n) for n in ("id", "kind", "target", "inputs", "outputs", "owner", "attrs", "axes")
+    )
     _SLOTS = True
 except KeyError:  # an attrs release that lays out its classes otherwise: the classes' own __init__
     _SLOTS = False
@@ -73,22 +77,39 @@ def quick_pin(dim: DimRef, reason: str, op: OpId | None) -> Pin:
 
 
 def _names(ids: tuple[str, ...]) -> bool:
-    return type(ids) is tuple and all(type(i) is str for i in ids)
+    if type(ids) is not tuple:
+        return False
+    for i in ids:  # noqa: SIM110 (a loop, not all(): no generator per call, on a hot path)
+        if type(i) is not str:
+            return False
+    return True
+
+
+def _sizes(shape: tuple[int, ...]) -> bool:
+    if type(shape) is not tuple:
+        return False
+    for size in shape:  # noqa: SIM110 (a loop, not all(): no generator per call, on a hot path)
+        if type(size) is not int or size < 0:
+            return False
+    return True
 
 
 def quick_value(value_id: ValueId, shape: tuple[int, ...], dtype: str, kind: ValueKind, owner: str, name: str) -> Value:
     """``Value(...)``; a shape other than a tuple of sizes, or a kind that is not a ValueKind, goes through the class."""
     if (
         not _SLOTS
-        or type(shape) is not tuple
-        or not all(type(size) is int and size >= 0 for size in shape)
         or type(kind) is not ValueKind
+        or not _sizes(shape)
         or not (type(value_id) is str and type(dtype) is str and type(owner) is str and type(name) is str)
     ):
         return Value(value_id, shape, dtype, kind, owner, name)
     value = _new(Value)
-    for setter, field in zip(_VALUE_FIELDS, (value_id, shape, dtype, kind, owner, name)):
-        setter(value, field)
+    _value_id(value, value_id)
+    _value_shape(value, shape)
+    _value_dtype(value, dtype)
+    _value_kind(value, kind)
+    _value_owner(value, owner)
+    _value_name(value, name)
     return value
 
 
@@ -106,7 +127,12 @@ def quick_op(
     if not _SLOTS or type(kind) is not OpKind or not (_names(inputs) and _names(outputs) and _names(axes)):
         return Op(op_id, kind, target, inputs, outputs, owner, attrs, axes)
     op = _new(Op)
-    frozen = _to_attrs(attrs)  # the class's own converter: its checks and its errors
-    for setter, field in zip(_OP_FIELDS, (op_id, kind, target, inputs, outputs, owner, frozen, axes)):
-        setter(op, field)
+    _op_id(op, op_id)
+    _op_kind(op, kind)
+    _op_target(op, target)
+    _op_inputs(op, inputs)
+    _op_outputs(op, outputs)
+    _op_owner(op, owner)
+    _op_attrs(op, _to_attrs(attrs))  # the class's own converter: its checks and its errors
+    _op_axes(op, axes)
     return op

@@ -10,6 +10,11 @@ calls directly: the same ops, the same arguments in the same order, and the resu
 own kernels. A layer whose input does not fit (another rank, a subclass of Tensor, a string
 padding, a batch norm using batch statistics) runs its own forward as before.
 
+Most of those calls skip the mode's generic path too (``Calls.known``): the layer knows which
+op it makes and what the op reads, so the call is answered by its shape rule and handed to the
+mode with that reading (``layer_call``), without the checks a call of unknown origin needs and
+without looking its reader up. Where the rule declines, the call goes the generic way.
+
 The graph is the same op for op (``tests/torch/test_leaves.py`` compares each layer's calls with
 what its forward makes, and whole traces with the fast path on and off). What differs is only
 what autograd adds below a layer (a batch norm's empty reserve tensor, the ``detach`` of saved
@@ -24,24 +29,34 @@ import inspect
 import math
 import types
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 import torch.nn.modules.module as _module_globals
 from torch import nn
 
+from prune_graph import OpKind
+
 __all__ = ["LEAVES", "fast_leaves", "stock_leaves"]
 
 aten = torch.ops.aten
 
-Call = tuple[Any, tuple[Any, ...], dict[str, Any]]
-"""One aten call: the overload, its positional and its keyword arguments."""
 
-Dispatch = Callable[[Any, tuple[Any, ...], dict[str, Any]], Any]
-"""Hands one aten call to the dispatch mode and returns its result."""
+class Calls(Protocol):
+    """How a layer hands its aten calls to the trace's dispatch mode (a :class:`_Forward`)."""
 
-Leaf = Callable[[Any, torch.Tensor, Dispatch], Any]
-"""Runs a layer on one input through ``Dispatch``; ``NotImplemented`` where the input does not fit."""
+    def dispatch(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """The mode's answer to one call, as the dispatcher would ask it."""
+
+    def known(
+        self, func: Any, args: tuple[Any, ...], kind: OpKind, inputs: tuple[torch.Tensor, ...], attrs: dict[str, Any]
+    ) -> Any:
+        """One call with no keyword arguments whose reading the layer states: the op ``kind`` reads
+        ``inputs`` with ``attrs`` and keeps its first result, as ``prune_torch._aten``'s reader would say."""
+
+
+Leaf = Callable[[Any, torch.Tensor, Calls], Any]
+"""Runs a layer on one input through :class:`Calls`; ``NotImplemented`` where the input does not fit."""
 
 _ENABLED = contextvars.ContextVar("prune_torch_fast_leaves", default=True)
 
@@ -62,44 +77,57 @@ def stock_leaves() -> Iterator[None]:
         _ENABLED.reset(token)
 
 
-def _conv(module: Any, x: torch.Tensor, dispatch: Dispatch) -> Any:
+def _conv(module: Any, x: torch.Tensor, calls: Calls) -> Any:
     spatial = len(module.kernel_size)
     if x.dim() != spatial + 2 or module.padding_mode != "zeros" or isinstance(module.padding, str):
         return NotImplemented
+    weight, bias, groups = module.weight, module.bias, module.groups
     args = (
         x,
-        module.weight,
-        module.bias,
+        weight,
+        bias,
         list(module.stride),
         list(module.padding),
         list(module.dilation),
         False,
         [0] * spatial,
-        module.groups,
+        groups,
     )
-    return dispatch(aten.convolution.default, args, {})
+    inputs = (x, weight) if bias is None else (x, weight, bias)
+    return calls.known(aten.convolution.default, args, OpKind.CONV, inputs, {"groups": groups, "transposed": False})
 
 
 _NORM_RANKS = {nn.BatchNorm1d: (2, 3), nn.BatchNorm2d: (4,), nn.BatchNorm3d: (5,)}
 
 
-def _batch_norm(module: Any, x: torch.Tensor, dispatch: Dispatch) -> Any:
+def _tensors(values: tuple[Any, ...]) -> tuple[torch.Tensor, ...]:
+    return tuple(v for v in values if isinstance(v, torch.Tensor))
+
+
+def _batch_norm(module: Any, x: torch.Tensor, calls: Calls) -> Any:
     # running statistics in eval mode only: batch statistics take another path through torch
     if module.training or module.running_mean is None or x.dim() not in _NORM_RANKS[type(module)]:
         return NotImplemented
     momentum = 0.0 if module.momentum is None else module.momentum
-    args = (x, module.weight, module.bias, module.running_mean, module.running_var, False, momentum, module.eps)
-    return dispatch(aten.native_batch_norm.default, args, {})[0]
+    params = (module.weight, module.bias, module.running_mean, module.running_var)
+    args = (x, *params, False, momentum, module.eps)
+    reading = {"channel_dims": (1,), "mixes": False}
+    return calls.known(aten.native_batch_norm.default, args, OpKind.NORM, (x, *_tensors(params)), reading)[0]
 
 
-def _layer_norm(module: Any, x: torch.Tensor, dispatch: Dispatch) -> Any:
-    args = (x, list(module.normalized_shape), module.weight, module.bias, module.eps)
-    return dispatch(aten.native_layer_norm.default, args, {})[0]
+def _layer_norm(module: Any, x: torch.Tensor, calls: Calls) -> Any:
+    shape = list(module.normalized_shape)
+    params = (module.weight, module.bias)
+    rank = x.dim()
+    reading = {"channel_dims": tuple(range(rank - len(shape), rank)), "mixes": True}
+    args = (x, shape, *params, module.eps)
+    return calls.known(aten.native_layer_norm.default, args, OpKind.NORM, (x, *_tensors(params)), reading)[0]
 
 
-def _linear(module: Any, x: torch.Tensor, dispatch: Dispatch) -> Any:
+def _linear(module: Any, x: torch.Tensor, calls: Calls) -> Any:
     # torch's own decompositions of F.linear for these two forms; others (matmul) run as before
     bias = module.bias
+    dispatch = calls.dispatch
     if x.dim() == 2:
         weight_t = dispatch(aten.t.default, (module.weight,), {})
         if bias is None:
@@ -116,23 +144,25 @@ def _linear(module: Any, x: torch.Tensor, dispatch: Dispatch) -> Any:
 def _unary(plain: Any, in_place: Any) -> Leaf:
     """An activation that is one aten call, in place when the layer says so."""
 
-    def leaf(module: Any, x: torch.Tensor, dispatch: Dispatch) -> Any:
-        return dispatch(in_place if getattr(module, "inplace", False) else plain, (x,), {})
+    def leaf(module: Any, x: torch.Tensor, calls: Calls) -> Any:
+        func = in_place if getattr(module, "inplace", False) else plain
+        return calls.known(func, (x,), OpKind.ELEMENTWISE, (x,), {})
 
     return leaf
 
 
-def _hardtanh(module: Any, x: torch.Tensor, dispatch: Dispatch) -> Any:
+def _hardtanh(module: Any, x: torch.Tensor, calls: Calls) -> Any:
     func = aten.hardtanh_.default if module.inplace else aten.hardtanh.default
-    return dispatch(func, (x, module.min_val, module.max_val), {})
+    return calls.known(func, (x, module.min_val, module.max_val), OpKind.ELEMENTWISE, (x,), {})
 
 
-def _gelu(module: Any, x: torch.Tensor, dispatch: Dispatch) -> Any:
-    kwargs = {} if module.approximate == "none" else {"approximate": module.approximate}
-    return dispatch(aten.gelu.default, (x,), kwargs)
+def _gelu(module: Any, x: torch.Tensor, calls: Calls) -> Any:
+    if module.approximate != "none":  # a keyword argument: the mode answers it as the dispatcher would ask
+        return calls.dispatch(aten.gelu.default, (x,), {"approximate": module.approximate})
+    return calls.known(aten.gelu.default, (x,), OpKind.ELEMENTWISE, (x,), {})
 
 
-def _passthrough(module: Any, x: torch.Tensor, dispatch: Dispatch) -> Any:
+def _passthrough(module: Any, x: torch.Tensor, calls: Calls) -> Any:
     # eval-mode dropout returns its input itself, and so does an identity: no aten call at all
     return NotImplemented if module.training else x
 
@@ -192,7 +222,7 @@ def keeps_its_attributes(module: nn.Module) -> bool:
 class _Forward:
     """A layer's instance ``forward`` during one run: its aten calls straight to ``mode``, else its own code."""
 
-    __slots__ = ("answer", "leaf", "mode", "module", "stock")
+    __slots__ = ("answer", "kernels", "leaf", "mode", "module", "stock")
 
     def __init__(self, module: nn.Module, leaf: Leaf, mode: Any) -> None:
         self.module = module
@@ -201,22 +231,40 @@ class _Forward:
         self.stock = _STOCK_FORWARD[type(module)]
         # the mode's own method, without the wrapper torch puts on it to keep dynamo out (nothing compiles here)
         self.answer = inspect.unwrap(type(mode).__torch_dispatch__) if mode is not None else None
+        # the mode's shape rules, when it takes calls it did not answer itself (``layer_call``)
+        self.kernels = getattr(mode, "kernels", None) if hasattr(mode, "layer_call") else None
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if len(args) == 1 and not kwargs:
             with torch._C.DisableTorchFunction():
                 x = args[0]
                 if type(x) is torch.Tensor and x.is_meta and _mode_on_top(self.mode):
-                    out = self.leaf(self.module, x, self._dispatch)
+                    out = self.leaf(self.module, x, self)
                     if out is not NotImplemented:
                         return out
         return self.stock(self.module, *args, **kwargs)
 
-    def _dispatch(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    def dispatch(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         # as the dispatcher calls a mode: with the mode off the stack while it answers
         mode = torch._C._pop_torch_dispatch_stack(None)
         try:
             return self.answer(self.mode, func, (), args, kwargs)
+        finally:
+            torch._C._push_on_torch_dispatch_stack(mode)
+
+    def known(
+        self, func: Any, args: tuple[Any, ...], kind: OpKind, inputs: tuple[torch.Tensor, ...], attrs: dict[str, Any]
+    ) -> Any:
+        # the shape rule answers, and the mode takes the call with its reading: no generic dispatch, no reader
+        if self.kernels is None:
+            return self.dispatch(func, args, {})
+        mode = torch._C._pop_torch_dispatch_stack(None)  # the rule's empty tensors are not calls of the model
+        try:
+            out = self.kernels.answer_by_rule(func, args)
+            if out is None:
+                return self.answer(self.mode, func, (), args, {})
+            self.mode.layer_call(func, args, out, kind, inputs, attrs)
+            return out
         finally:
             torch._C._push_on_torch_dispatch_stack(mode)
 

@@ -60,6 +60,14 @@ class _Checker(TorchDispatchMode):
 
     def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
         out = self.kernels.run(func, args, kwargs or {})
+        self._check(func, args, kwargs or {}, out)
+        return out
+
+    def layer_call(self, func: Any, args: tuple[Any, ...], out: Any, *_reading: Any) -> None:
+        """A stock layer's call whose result the layer made (``prune_torch._leaves``): checked like any other."""
+        self._check(func, args, {}, out)
+
+    def _check(self, func: Any, args: Any, kwargs: Any, out: Any) -> None:
         if self.position >= len(self.expected):
             raise _Difference(f"an extra call {func} after the {len(self.expected)} recorded ones")
         want_func, want_shapes = self.expected[self.position]
@@ -72,10 +80,9 @@ class _Checker(TorchDispatchMode):
             if want is not None and tuple(tensor.shape) != want:
                 raise _Difference(f"call {self.position} ({func}): shape {tuple(tensor.shape)}, predicted {want}")
         numbers = self.numbers.get(self.position)
-        if numbers is not None and not same_numbers(constants_of(func, args, kwargs or {}), numbers):
+        if numbers is not None and not same_numbers(constants_of(func, args, kwargs), numbers):
             raise _Difference(f"call {self.position} ({func}) computes with other numbers than the trace")
         self.position += 1
-        return out
 
     def _record(self, *_args: Any) -> None:
         pass

@@ -228,6 +228,23 @@ class MetaKernels:
             return func(*args, **kwargs)
         return self._cached(func, kind, args, kwargs)
 
+    def answer_by_rule(self, func: Any, args: tuple[Any, ...]) -> Any:
+        """The rule's answer to ``func(*args)`` (no keyword arguments), or ``None`` where :meth:`run` must answer.
+
+        For callers that make their calls themselves (``prune_torch._leaves``) and so know the op has
+        a rule; what :meth:`run` would return whenever it is not ``None``.
+        """
+        rule = self.rules.get(func)
+        if rule is None or not self.enabled or not _on_meta(args):
+            return None
+        try:
+            out = rule(*args)
+        except TypeError:
+            return None
+        if out is not None:
+            self.by_rule += 1
+        return out
+
     def _cached(self, func: Any, kind: _Kind, args: Any, kwargs: Mapping[str, Any]) -> Any:
         try:
             key = (func, torch.get_default_dtype(), _key(args), _key(kwargs.items()) if kwargs else ())

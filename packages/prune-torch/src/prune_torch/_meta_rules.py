@@ -23,7 +23,17 @@ from prune_torch._meta_norms import (
     _native_group_norm,
     _native_layer_norm,
 )
-from prune_torch._meta_shapes import _FLOATS, _broadcast, _dim, _empty, _number, _pair, _plain, _result_dtype
+from prune_torch._meta_shapes import (
+    _FLOATS,
+    _broadcast,
+    _contiguous_strides,
+    _dim,
+    _empty,
+    _number,
+    _pair,
+    _plain,
+    _result_dtype,
+)
 
 __all__ = ["RULES", "Rule"]
 
@@ -215,7 +225,12 @@ def _bmm(self: torch.Tensor, mat2: torch.Tensor) -> torch.Tensor | None:
 
 
 def _ints(values: Any, n: int, low: int) -> bool:
-    return isinstance(values, (list, tuple)) and len(values) == n and all(type(v) is int and v >= low for v in values)
+    if not isinstance(values, (list, tuple)) or len(values) != n:
+        return False
+    for v in values:  # noqa: SIM110 (a loop, not all(): no generator per call, on a hot path)
+        if type(v) is not int or v < low:
+            return False
+    return True
 
 
 def _convolution(
@@ -229,38 +244,40 @@ def _convolution(
     output_padding: Any,
     groups: Any,
 ) -> torch.Tensor | None:
-    n = input.dim() - 2
+    shape, kernel_shape = tuple(input.shape), tuple(weight.shape)  # each read once: a Size is made per access
+    n = len(shape) - 2
     dtype = input.dtype
     if (
         n not in (1, 2, 3)
-        or weight.dim() != input.dim()
+        or len(kernel_shape) != len(shape)
         or dtype not in _FLOATS
         or weight.dtype is not dtype
         or type(transposed) is not bool
         or type(groups) is not int
         or groups < 1
         or not (_ints(stride, n, 1) and _ints(padding, n, 0) and _ints(dilation, n, 1) and _ints(output_padding, n, 0))
-        or 0 in input.shape
-        or 0 in weight.shape
-        or not (_plain(input) and _plain(weight))
+        or 0 in shape
+        or 0 in kernel_shape
+        or input.stride() != _contiguous_strides(shape)
+        or weight.stride() != _contiguous_strides(kernel_shape)
     ):
         return None
-    kernel = weight.shape[2:]
-    sizes = input.shape[2:]
+    kernel = kernel_shape[2:]
+    sizes = shape[2:]
     if transposed:
-        if input.shape[1] != weight.shape[0] or weight.shape[0] % groups:
+        if shape[1] != kernel_shape[0] or kernel_shape[0] % groups:
             return None
         if any(p >= s and p >= d for p, s, d in zip(output_padding, stride, dilation)):
             return None
-        channels = weight.shape[1] * groups
+        channels = kernel_shape[1] * groups
         out = [
             (i - 1) * s - 2 * p + d * (k - 1) + q + 1
             for i, k, s, p, d, q in zip(sizes, kernel, stride, padding, dilation, output_padding)
         ]
     else:
-        if input.shape[1] != weight.shape[1] * groups or weight.shape[0] % groups or any(output_padding):
+        if shape[1] != kernel_shape[1] * groups or kernel_shape[0] % groups or any(output_padding):
             return None
-        channels = weight.shape[0]
+        channels = kernel_shape[0]
         out = [
             (i + 2 * p - d * (k - 1) - 1) // s + 1 for i, k, s, p, d in zip(sizes, kernel, stride, padding, dilation)
         ]
@@ -268,7 +285,7 @@ def _convolution(
         return None
     if bias is not None and (bias.dtype is not dtype or tuple(bias.shape) != (channels,)):
         return None
-    return _empty((input.shape[0], channels, *out), dtype)
+    return _empty((shape[0], channels, *out), dtype)
 
 
 # --- concatenation ---------------------------------------------------------------------------

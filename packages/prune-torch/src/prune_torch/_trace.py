@@ -66,8 +66,18 @@ def split_inputs(example_inputs: ExampleInputs) -> tuple[tuple[Any, ...], dict[s
     return (example_inputs,), {}
 
 
+_NO_KEYWORDS: dict[str, Any] = {}  # a layer's calls take none (see _Recorder.layer_call); never written
+
+
+_DTYPE_NAMES: dict[torch.dtype, str] = {}
+
+
 def _dtype(t: torch.Tensor) -> str:
-    return str(t.dtype).removeprefix("torch.")
+    dtype = t.dtype
+    name = _DTYPE_NAMES.get(dtype)
+    if name is None:
+        name = _DTYPE_NAMES[dtype] = str(dtype).removeprefix("torch.")
+    return name
 
 
 @functools.cache
@@ -141,6 +151,33 @@ class _Recorder(TorchDispatchMode):
     def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
         kwargs = kwargs or {}
         out = self.kernels.run(func, args, kwargs)
+        self._note(func, args, kwargs, out)
+        if not self.paused:
+            self._record(func, args, kwargs, out)
+        return out
+
+    def layer_call(
+        self, func: Any, args: tuple[Any, ...], out: Any, kind: OpKind, inputs: tuple[torch.Tensor, ...], attrs: Any
+    ) -> None:
+        """A stock layer's call whose result ``out`` the layer made and whose reading it knows (``prune_torch._leaves``).
+
+        Noted and recorded as :meth:`__torch_dispatch__` records the same call: the op reads ``inputs``
+        and keeps the first tensor of ``out``; the others (a norm's statistics) are left out.
+        """
+        self._note(func, args, _NO_KEYWORDS, out)
+        if self.paused:
+            return
+        names = self.names
+        ids = [names.get(id(t)) or self._id_of(t) for t in inputs]
+        if type(out) is tuple:
+            output = self._new(out[0])
+            self._drop(out)
+        else:
+            output = self._new(out)
+        self.builder.op(kind, _op_info(func)[1], ids, [output], self.modules[-1], attrs)
+
+    def _note(self, func: Any, args: Any, kwargs: Any, out: Any) -> None:
+        """Every call in the stream, with its plain numbers (see prune_torch._constants)."""
         self.stream.append((func, out))
         values = constants_of(func, args, kwargs)
         if values:
@@ -148,9 +185,6 @@ class _Recorder(TorchDispatchMode):
             self.constants.append(Constant(len(self.stream) - 1, self.modules[-1], func, values, self.data_read, line))
         elif not self.data_read and reads_data(func):
             self.data_read = True
-        if not self.paused:
-            self._record(func, args, kwargs, out)
-        return out
 
     def _drop(self, out: Any) -> None:
         for t in tensors_in(out):
@@ -163,7 +197,7 @@ class _Recorder(TorchDispatchMode):
             # autograd's detach of saved statistics: recorded, it would fix their size (groups, heads)
             self._drop(out)
             return
-        reader, target, writes_first = _op_info(func)
+        reader, _target, writes_first = _op_info(func)
         spec: OpSpec | None = None
         if reader is not None:
             try:
@@ -176,6 +210,9 @@ class _Recorder(TorchDispatchMode):
             spec = OpSpec(
                 OpKind.OPAQUE, tuple(tensors_in(list(args)) + tensors_in(dict(kwargs))), tuple(tensors_in(out))
             )
+        self._write(func, spec, out)
+
+    def _write(self, func: Any, spec: OpSpec, out: Any) -> None:
         inputs = [self._id_of(t) for t in spec.inputs]
         outputs = []
         seen_out: set[int] = set()
@@ -187,8 +224,7 @@ class _Recorder(TorchDispatchMode):
         self._drop(out)
         if not outputs:
             return
-        attrs = dict(spec.attrs)
-        self.builder.op(spec.kind, target, inputs, outputs, self.modules[-1], attrs)
+        self.builder.op(spec.kind, _op_info(func)[1], inputs, outputs, self.modules[-1], dict(spec.attrs))
 
     def seal(self, name: str, inputs: list[torch.Tensor]) -> None:
         """Record an opaque use of ``inputs`` by a module whose widths are fixed in its code."""
