@@ -52,7 +52,8 @@ class Calls(Protocol):
         self, func: Any, args: tuple[Any, ...], kind: OpKind, inputs: tuple[torch.Tensor, ...], attrs: dict[str, Any]
     ) -> Any:
         """One call with no keyword arguments whose reading the layer states: the op ``kind`` reads
-        ``inputs`` with ``attrs`` and keeps its first result, as ``prune_torch._aten``'s reader would say."""
+        ``inputs`` with ``attrs`` and keeps its first result, as ``prune_torch._aten``'s reader would say.
+        ``inputs`` are all the tensors among ``args``."""
 
 
 Leaf = Callable[[Any, torch.Tensor, Calls], Any]
@@ -260,7 +261,7 @@ class _Forward:
             return self.dispatch(func, args, {})
         mode = torch._C._pop_torch_dispatch_stack(None)  # the rule's empty tensors are not calls of the model
         try:
-            out = self.kernels.answer_by_rule(func, args)
+            out = self.kernels.answer_by_rule(func, args, inputs)
             if out is None:
                 return self.answer(self.mode, func, (), args, {})
             self.mode.layer_call(func, args, out, kind, inputs, attrs)

@@ -228,14 +228,15 @@ class MetaKernels:
             return func(*args, **kwargs)
         return self._cached(func, kind, args, kwargs)
 
-    def answer_by_rule(self, func: Any, args: tuple[Any, ...]) -> Any:
+    def answer_by_rule(self, func: Any, args: tuple[Any, ...], tensors: tuple[torch.Tensor, ...]) -> Any:
         """The rule's answer to ``func(*args)`` (no keyword arguments), or ``None`` where :meth:`run` must answer.
 
-        For callers that make their calls themselves (``prune_torch._leaves``) and so know the op has
-        a rule; what :meth:`run` would return whenever it is not ``None``.
+        For callers that make their calls themselves (``prune_torch._leaves``), so know the op has a
+        rule and which of ``args`` are tensors: ``tensors`` must be all of them. What :meth:`run`
+        would return whenever it is not ``None``.
         """
         rule = self.rules.get(func)
-        if rule is None or not self.enabled or not _on_meta(args):
+        if rule is None or not self.enabled or not _on_meta(tensors):
             return None
         try:
             out = rule(*args)

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from prune_torch._meta_shapes import _HALVES, _empty, _float_tensor, _number, _plain
+from prune_torch._meta_shapes import _HALVES, _contiguous_strides, _empty, _float_tensor, _number, _plain
 
 
 def _stat_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -17,27 +17,30 @@ def _stat_dtype(dtype: torch.dtype) -> torch.dtype:
 
 def _params_fit(input: torch.Tensor, shape: tuple[int, ...], *params: torch.Tensor | None) -> bool:
     """Each parameter absent, or of ``shape`` and of the input's dtype (or float32 beside a half input)."""
+    dtype = input.dtype
     for p in params:
         if p is None:
             continue
-        if tuple(p.shape) != shape:
+        if p.shape != shape:  # a Size equals the tuple of its sizes
             return False
-        if p.dtype is not input.dtype and not (input.dtype in _HALVES and p.dtype is torch.float32):
+        if p.dtype is not dtype and not (dtype in _HALVES and p.dtype is torch.float32):
             return False
     return True
 
 
 def _batch_norm_input(input: Any, *params: torch.Tensor | None) -> int | None:
     """The channel count, when the input and parameters are ones the rules answer for."""
+    if not _float_tensor(input):
+        return None
+    shape = tuple(input.shape)
     if (
-        not _float_tensor(input)
-        or input.dim() < 2
-        or input.numel() == 0
-        or not _plain(input)
-        or not _params_fit(input, (input.shape[1],), *params)
+        len(shape) < 2
+        or 0 in shape
+        or input.stride() != _contiguous_strides(shape)
+        or not _params_fit(input, (shape[1],), *params)
     ):
         return None
-    return int(input.shape[1])
+    return shape[1]
 
 
 def _batch_norm_outputs(input: torch.Tensor, channels: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
