@@ -9,20 +9,25 @@ rule leaves unmentioned are made with each op's own reason. A rule result with p
 own (their reasons name the op) is never copied. Most repeats link dims one to one and pin the
 rest: those are described by a :class:`RepeatedCouplings` (which of the op's dims each joins)
 and their records made only when :attr:`Graph.couplings` asks for them; the group search never does.
+
+Some rules read sizes only to compare them with each other and with 0 and 1 (see
+``_SIZE_BLIND``). An op of such a rule whose sizes differ from an earlier op's, but are equal
+where that op's are equal and 0 or 1 where its are, gets the same links and pins (each identity
+map of its own size): a dense block's layers, whose inputs grow by a few channels each, repeat
+the first layer's norm and conv that way.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from typing import cast
+from collections.abc import Callable, Iterable, Sequence
 
 import attrs
 
 from prune_graph._couplings import Broadcast, Coupling, FactorLink, Link, Mix, Pin
 from prune_graph._index_maps import Identity
-from prune_graph._ops import Op, OpId
+from prune_graph._ops import Op, OpId, OpKind
 from prune_graph._quick import quick_link, quick_pin
-from prune_graph._rule_parts import ShapeOf, _ref
+from prune_graph._rule_parts import ShapeOf, _identity, _ref
 from prune_graph._rules import pin_reason, rule_couplings, unmentioned_pins
 from prune_graph._values import DimRef, ValueId
 
@@ -35,6 +40,7 @@ class _First:
 
     op: OpId
     values: tuple[ValueId, ...]
+    shapes: tuple[tuple[int, ...], ...]
     made: list[Coupling]
     pins: list[Pin]
     # its identity links and unmentioned dims by place among its values, when it has no other
@@ -59,6 +65,7 @@ class RepeatedCouplings:
     links: tuple[tuple[int, int, int, int], ...]
     pinned: tuple[tuple[int, int], ...]
     _like: _First = attrs.field(repr=False)
+    _shapes: tuple[tuple[int, ...], ...] = attrs.field(repr=False)  # of ``values``
 
     @property
     def reason(self) -> str:
@@ -68,10 +75,11 @@ class RepeatedCouplings:
     def couplings(self) -> list[Coupling]:
         """The records: identity links, then pins, in the order the rules make them."""
         op_id = self.op.id
-        values = self.values
+        values, shapes = self.values, self._shapes
+        # every link is an identity map of its source's size (checked on the first op: see _plan)
         out: list[Coupling] = [
-            quick_link(_ref(values[a], da), _ref(values[b], db), cast(Link, c).map, op_id)
-            for (a, da, b, db), c in zip(self.links, self._like.made)  # the made ones are these links
+            quick_link(_ref(values[a], da), _ref(values[b], db), _identity(shapes[a][da]), op_id)
+            for a, da, b, db in self.links
         ]
         if self.pinned:
             reason = self.reason
@@ -83,25 +91,32 @@ def coupling_parts(ops: Iterable[Op], shape: ShapeOf) -> tuple[Sequence[Coupling
     """Every op's couplings, op by op: the records, or a :class:`RepeatedCouplings` for an op
     like one before it whose couplings are identity links and pins only."""
     first: dict[object, _First | None] = {}  # None: the couplings of ops like this one are not copied
+    # size-blind ops by their sizes' pattern (see _pattern); None: ops like this one are not described
+    alike: dict[object, _First | None] = {}
     found: list[Sequence[Coupling] | RepeatedCouplings] = []
     for op in ops:
         values = (*op.inputs, *op.outputs, *op.axes)
-        key = (
-            id(op.kind),  # an enum member hashes through a Python call; it is one object for good
-            op.target,
-            op.attrs,
-            len(op.inputs),
-            len(op.outputs),
-            tuple(map(shape, values)),
-            _repeats(values),
-        )
+        shapes = tuple(map(shape, values))
+        kind = id(op.kind)  # an enum member hashes through a Python call; it is one object for good
+        key = (kind, op.target, op.attrs, len(op.inputs), len(op.outputs), shapes, _repeats(values))
         like = first.get(key)
+        blind_key = None
+        if like is None:
+            blind = _SIZE_BLIND.get(op.kind)
+            if blind is not None and blind(op):
+                blind_key = (*key[:5], _pattern(shapes), key[6])
+                like = alike.get(blind_key)
+                if like is not None:
+                    plan = _planned(like)
+                    if plan is not None:
+                        found.append(RepeatedCouplings(op, values, plan[0], plan[1], like, shapes))
+                        continue
+                    alike[blind_key] = None  # its rule makes more than links and pins: run it
+                    like = None
         if like is not None:
-            if not like.planned:
-                like.plan = _plan(like)
-                like.planned = True
-            if like.plan is not None:
-                found.append(RepeatedCouplings(op, values, like.plan[0], like.plan[1], like))
+            plan = _planned(like)
+            if plan is not None:
+                found.append(RepeatedCouplings(op, values, plan[0], plan[1], like, shapes))
                 continue
             copied = _copy(like, values, op)
             if copied is not None:
@@ -111,9 +126,53 @@ def coupling_parts(ops: Iterable[Op], shape: ShapeOf) -> tuple[Sequence[Coupling
         made = rule_couplings(op, shape)
         pins = unmentioned_pins(op, shape, made)
         if key not in first:
-            first[key] = _First(op.id, values, made, pins)
+            first[key] = _First(op.id, values, shapes, made, pins)
+            if blind_key is not None and blind_key not in alike:
+                alike[blind_key] = first[key]
         found.append([*made, *pins])
     return tuple(found)
+
+
+def _conv_blind(op: Op) -> bool:
+    # a grouped conv factors its channels by the groups (sizes divided): only plain convs
+    return op.attr("groups", 1) == 1
+
+
+def _norm_blind(op: Op) -> bool:
+    # a group norm factors its channels by the groups: only norms of one group
+    return op.attr("num_groups", 1) == 1
+
+
+def _always(op: Op) -> bool:
+    return True
+
+
+# Kinds whose rule reads the sizes of an op's values only to compare them with each other and
+# with 0 and 1 (ranks aside), with a test of the op for when that holds: ops of these kinds
+# alike but for sizes, in the same pattern, get the same links and pins. A rule that starts to
+# do arithmetic on sizes must leave this table (tests/graph/test_rule_memo.py checks each kind).
+_SIZE_BLIND: dict[OpKind, Callable[[Op], bool]] = {
+    OpKind.CONV: _conv_blind,
+    OpKind.NORM: _norm_blind,
+    OpKind.LINEAR: _always,
+    OpKind.ELEMENTWISE: _always,
+    OpKind.POOL: _always,
+}
+
+
+def _pattern(shapes: tuple[tuple[int, ...], ...]) -> tuple[tuple[int, ...], ...]:
+    """The shapes with every size but 0 and 1 replaced by the order in which it first appears:
+    equal for shapes whose sizes are equal at the same places and 0 or 1 at the same places."""
+    codes = {0: 0, 1: 1}
+    return tuple(tuple([codes.setdefault(size, len(codes)) for size in sizes]) for sizes in shapes)
+
+
+def _planned(like: _First) -> tuple[tuple[tuple[int, int, int, int], ...], tuple[tuple[int, int], ...]] | None:
+    """``like``'s plan (see :func:`_plan`), worked out at its first repeat."""
+    if not like.planned:
+        like.plan = _plan(like)
+        like.planned = True
+    return like.plan
 
 
 def flat_couplings(parts: Iterable[Sequence[Coupling] | RepeatedCouplings]) -> tuple[Coupling, ...]:
@@ -134,7 +193,10 @@ def _plan(like: _First) -> tuple[tuple[tuple[int, int, int, int], ...], tuple[tu
         for c in like.made:
             if type(c) is not Link or type(c.map) is not Identity or c.op != like.op:
                 return None
-            links.append((place[c.src.value], c.src.dim, place[c.dst.value], c.dst.dim))
+            link = (place[c.src.value], c.src.dim, place[c.dst.value], c.dst.dim)
+            if c.map.size != like.shapes[link[0]][link[1]]:
+                return None  # a repeat makes each map from its own sizes: they must be the source's
+            links.append(link)
         pinned = tuple((place[p.dim.value], p.dim.dim) for p in like.pins)
     except KeyError:
         return None  # a dim of a value that is not the op's
