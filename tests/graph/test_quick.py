@@ -88,3 +88,19 @@ def test_a_quick_op_of_bad_fields_is_the_class_error() -> None:
         quick_op(OpId("op0"), OpKind.CONV, "t", (ValueId("x"), 3), (), "", {}, ())  # type: ignore[arg-type]
     with pytest.raises(GraphError, match="plain data"):
         quick_op(OpId("op0"), OpKind.CONV, "t", (), (), "", {"f": object()}, ())
+
+
+def test_quick_refs_equal_the_class_in_bulk(monkeypatch: pytest.MonkeyPatch) -> None:
+    from prune_graph import _quick
+    from prune_graph._quick import quick_refs
+
+    values, dims = [ValueId("a"), ValueId("b"), ValueId("a")], [1, 0, 3]
+    for made, ref in zip(quick_refs(values, dims), [DimRef(v, d) for v, d in zip(values, dims)], strict=True):
+        same_record(made, ref)
+    assert quick_refs([], []) == []
+    with pytest.raises(GraphError, match="'dim' must be a non-negative int"):
+        quick_refs([ValueId("a")], [-1])
+    with pytest.raises(ValueError, match="2 values for 1 dims"):
+        quick_refs([ValueId("a"), ValueId("b")], [0])
+    monkeypatch.setattr(_quick, "_SLOTS", False)
+    same_record(quick_refs([ValueId("a")], [2])[0], DimRef(ValueId("a"), 2))
