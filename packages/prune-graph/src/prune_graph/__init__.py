@@ -25,7 +25,7 @@ from prune_graph._index_maps import (
 from prune_graph._ops import AttrValue, Op, OpId, OpKind
 from prune_graph._reshape import reshape_groups
 from prune_graph._rule_memo import RepeatedCouplings
-from prune_graph._rule_parts import dim_ref
+from prune_graph._rule_parts import dim_ref, dim_refs
 from prune_graph._rules import RULES, Rule, ShapeOf, couplings_of
 from prune_graph._serialize import SCHEMA, from_json, to_json
 from prune_graph._validate import problems, validate
@@ -68,6 +68,7 @@ __all__ = [
     "compose",
     "couplings_of",
     "dim_ref",
+    "dim_refs",
     "from_json",
     "normalise_indices",
     "problems",

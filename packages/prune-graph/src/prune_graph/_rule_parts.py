@@ -8,10 +8,10 @@ from collections.abc import Callable, Sequence
 from prune_graph._couplings import Coupling, FactorLink, Link
 from prune_graph._index_maps import Identity
 from prune_graph._ops import Op
-from prune_graph._quick import quick_link, quick_ref
+from prune_graph._quick import quick_link, quick_ref, quick_refs
 from prune_graph._values import DimRef, ValueId
 
-__all__ = ["ShapeOf", "dim_ref"]
+__all__ = ["ShapeOf", "dim_ref", "dim_refs"]
 
 ShapeOf = Callable[[ValueId], tuple[int, ...]]
 
@@ -34,6 +34,15 @@ def dim_ref(value: ValueId, dim: int) -> DimRef:
     True
     """
     return _ref(value, dim)
+
+
+def dim_refs(values: Sequence[ValueId], dims: Sequence[int]) -> list[DimRef]:
+    """``DimRef(value, dim)`` for each pair, made in bulk (equal records, not shared ones).
+
+    >>> dim_refs([ValueId("x"), ValueId("y")], [1, 0]) == [DimRef(ValueId("x"), 1), DimRef(ValueId("y"), 0)]
+    True
+    """
+    return quick_refs(values, dims)
 
 
 def _link(op: Op, a: ValueId, da: int, b: ValueId, db: int, size: int) -> Link:

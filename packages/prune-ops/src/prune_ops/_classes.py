@@ -7,11 +7,12 @@ plain lists and int-keyed dicts (a ``DimRef`` hashes through a Python call).
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
+from typing import cast
 
 import numpy as np
 
-from prune_graph import DimRef, FactorLink, Graph, GraphError, Pin, Value
+from prune_graph import DimRef, FactorLink, Graph, GraphError, Pin, Value, dim_refs
 from prune_ops._indices import IntArray
 
 __all__ = ["DimSlots", "SlotFactor", "UnionFind", "boundary_and_ignored", "components", "unify_factors"]
@@ -21,7 +22,8 @@ _NOWHERE = (0, 0)  # the place of a value the graph lacks: no dim fits in it
 
 
 class DimSlots:
-    """One int per (value, dim) of a graph, and the ``DimRef`` record of each slot met so far.
+    """One int per (value, dim) of a graph, and the ``DimRef`` record of each slot a coupling
+    record named so far (the others are made when asked for, by :meth:`named`).
 
     >>> from prune_graph import Graph, Value, ValueKind
     >>> g = Graph(values=(Value("x", (1, 4), "float32", ValueKind.INPUT),), ops=(), inputs=("x",), outputs=())
@@ -68,6 +70,16 @@ class DimSlots:
         if dim is None:
             raise GraphError(f"slot {at} was never named by a coupling")
         return dim
+
+    def named(self, slots: Iterable[int]) -> list[DimRef]:
+        """The records of all slots, made for those of ``slots`` no record named (a repeated
+        op's couplings are read without records: see ``prune_ops._reading``)."""
+        refs, value_at, place = self.refs, self.value_at, self.place
+        missing = [at for at in set(slots) if refs[at] is None]
+        values = [value_at[at].id for at in missing]
+        for at, ref in zip(missing, dim_refs(values, [at - place[v][0] for at, v in zip(missing, values)])):
+            refs[at] = ref
+        return cast(list[DimRef], refs)
 
 
 class SlotFactor:

@@ -6,7 +6,7 @@ from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from itertools import chain, pairwise, repeat
 from operator import itemgetter
-from typing import TypeVar, cast
+from typing import TypeVar
 
 import numpy as np
 
@@ -56,8 +56,7 @@ class MemberOrder:
         slot_rank = np.repeat(value_rank, [len(v.shape) for v in values])
         self.key = (slot_rank * len(slots) + np.arange(len(slots), dtype=np.int64)).tolist()
         self.slots_of = _sorted_classes(dims_of, slot_rank, len(slots))
-        # every dim a class holds was met through a coupling, so it has its record
-        self.refs = cast(list[DimRef], slots.refs)
+        self.slots = slots
         self.value_at = slots.value_at
         self.pins = pins
         self.mixing = mixing
@@ -98,7 +97,8 @@ class MemberOrder:
     def members(self) -> list[tuple[Member, ...]]:
         """The members of every group laid out so far, in the order of the :meth:`group` calls."""
         at = self._at
-        made = _new_members(len(at), map(self.refs.__getitem__, at), map(self.value_at.__getitem__, at), self._arrays)
+        refs = self.slots.named(at)
+        made = _new_members(len(at), map(refs.__getitem__, at), map(self.value_at.__getitem__, at), self._arrays)
         return [made[start:end] for start, end in pairwise(self._ends)]
 
 

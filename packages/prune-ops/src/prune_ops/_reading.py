@@ -20,7 +20,6 @@ from prune_graph import (
     Mix,
     Pin,
     RepeatedCouplings,
-    dim_ref,
 )
 from prune_ops._classes import DimSlots, SlotFactor, UnionFind
 
@@ -79,26 +78,21 @@ def read_couplings(parts: Iterable[Sequence[Coupling] | RepeatedCouplings], slot
 
 
 def _read_repeat(part: RepeatedCouplings, read: Read, slots: DimSlots) -> None:
-    """What ``read_couplings`` does with the records of ``part``, without them."""
-    find, union, refs = read.classes.find, read.classes.union, slots.refs
-    values = part.values
+    """What ``read_couplings`` does with the records of ``part``, without them (the records of
+    its dims are made only for the dims that become members: see :meth:`DimSlots.named`)."""
+    find, union = read.classes.find, read.classes.union
     # the op's values were looked up for its shapes, so they are in the graph; its dims fit them
-    starts = [slots.place[value][0] for value in values]
+    place = slots.place
+    starts = [place[value][0] for value in part.values]
     for value_a, dim_a, value_b, dim_b in part.links:
-        a, b = starts[value_a] + dim_a, starts[value_b] + dim_b
-        if refs[a] is None:
-            refs[a] = dim_ref(values[value_a], dim_a)
-        if refs[b] is None:
-            refs[b] = dim_ref(values[value_b], dim_b)
-        union(a, b)
+        union(starts[value_a] + dim_a, starts[value_b] + dim_b)
     if part.pinned:
         reason = part.reason
+        pins = read.pins
         for value, dim in part.pinned:
             at = starts[value] + dim
-            if refs[at] is None:
-                refs[at] = dim_ref(values[value], dim)
             find(at)
-            read.pins.setdefault(at, []).append(reason)
+            pins.setdefault(at, []).append(reason)
 
 
 def _read_other(c: Coupling, read: Read, slots: DimSlots) -> None:
