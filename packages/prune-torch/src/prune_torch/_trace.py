@@ -1,7 +1,7 @@
 """Tracing a torch model into a prune-graph Graph at the dispatch level.
 
-The model runs once under a ``TorchDispatchMode`` that records every aten call, while global
-module hooks keep a stack of the modules being executed, so each op knows its owner.
+The model runs once under a ``TorchDispatchMode`` that records every aten call, while a stack of
+the modules being executed (``prune_torch._stack``) tells each op its owner.
 Parameters and buffers are recognised by identity. By default the run happens on the meta
 device through ``torch.func.functional_call`` with meta stand-ins: no FLOPs, no activation
 memory. When a model reads tensor values in Python (``.item()``, data-dependent ``if``), the
@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import attrs
@@ -38,6 +38,7 @@ from prune_torch._lines import current_model_line, error_model_line
 from prune_torch._meta import MetaKernels
 from prune_torch._mha import PrunedMultiheadAttention, runs_stock_forward
 from prune_torch._restore import eval_flags, restoring
+from prune_torch._stack import module_stack
 from prune_torch._stand_ins import meta_stand_ins, on_meta, standing_in, state
 from prune_torch._walk import modules, named_modules, walked
 
@@ -301,29 +302,12 @@ def _own_attention(model: torch.nn.Module) -> Iterator[None]:
             module.__class__ = torch.nn.MultiheadAttention
 
 
-@contextlib.contextmanager
-def _module_stack(model: torch.nn.Module, stack: list[str], recorder: _Recorder | None = None) -> Iterator[None]:
-    paths: dict[int, str] = {}
-    for name, module in named_modules(model, every_path=True):
-        paths.setdefault(id(module), name)
-
-    def enter(module: torch.nn.Module, inputs: Any) -> None:
-        stack.append(paths.get(id(module), stack[-1]))
-        if recorder is not None and _sealed(module):
+def _sealer(recorder: _Recorder) -> Callable[[torch.nn.Module, tuple[Any, ...]], None]:
+    def seal(module: torch.nn.Module, inputs: tuple[Any, ...]) -> None:
+        if _sealed(module):
             recorder.seal(type(module).__name__, tensors_in(list(inputs)) + list(module.parameters()))
 
-    def leave(module: torch.nn.Module, _inputs: Any, _output: Any) -> None:
-        if len(stack) > 1:
-            stack.pop()
-
-    pre = torch.nn.modules.module.register_module_forward_pre_hook(enter)
-    # not called when a forward raises, so the stack then still names the module that failed
-    post = torch.nn.modules.module.register_module_forward_hook(leave)
-    try:
-        yield
-    finally:
-        pre.remove()
-        post.remove()
+    return seal
 
 
 def result_tensors(result: Any) -> list[torch.Tensor]:
@@ -356,13 +340,14 @@ def forward_under(
 
     ``stand_ins`` (meta tensors by parameter path) run it in place of the model's state; ``None`` runs
     the real tensors. ``mode`` also serves :class:`_WholeOps` and sealed modules (``paused``,
-    ``_record``, ``seal``). ``stack`` follows the modules being run (no module hooks when
+    ``_record``, ``seal``). ``stack`` follows the modules being run (not followed when
     ``None``). Raises :class:`TraceError` naming the module that failed.
     """
     try:
-        hooks = _module_stack(model, stack, mode) if stack is not None else contextlib.nullcontext()
         leaves = fast_leaves(modules(model), mode) if stand_ins is not None else contextlib.nullcontext()
-        with restoring(model), _own_attention(model), hooks, leaves, _quiet(), mode, _WholeOps(mode):
+        running = module_stack(model, stack, _sealer(mode)) if stack is not None else contextlib.nullcontext()
+        # the stack wraps each module's forward as it is then: the fast layers' too, so they come first
+        with restoring(model), _own_attention(model), leaves, running, _quiet(), mode, _WholeOps(mode):
             if stand_ins is not None:
                 with standing_in(model, stand_ins):
                     return model(*args, **kwargs)

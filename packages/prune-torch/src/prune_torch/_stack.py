@@ -1,0 +1,107 @@
+"""Which module is running: the stack of module paths a trace names each op's owner by.
+
+Each module of the model gets an instance ``forward`` for the length of a trace that pushes its
+path, runs the module's own forward and pops it again. Only a call made by torch's module
+machinery (``module(x)``) counts, as a global module hook would: a ``forward`` called directly
+runs as part of its caller, and a module outside the model (made during the forward) leaves the
+stack as it is. A module with forward pre-hooks of its own is pushed by a pre-hook put first, so
+what its hooks compute belongs to it; what its forward hooks compute belongs to its caller. A
+forward that raises leaves its module on the stack, so the error names it.
+
+Torch's global module hooks would say the same, but every module call anywhere in the process
+would then take torch's slow path for hooks: about a tenth of a trace of many small layers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import sys
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import torch
+
+from prune_torch._walk import modules, named_modules
+
+__all__ = ["module_stack"]
+
+# the frames a module's forward is called from when the module is called (torch's _call_impl and
+# the closure it runs hooks in); a call from anywhere else is a direct call of ``forward``. Compared
+# by identity: a code object hashes its whole bytecode.
+_CALL_IMPL = torch.nn.Module._call_impl.__code__
+_HOOKED_CALLS = tuple(code for code in _CALL_IMPL.co_consts if inspect.iscode(code))
+
+Seal = Callable[[torch.nn.Module, tuple[Any, ...]], None]
+"""Told each module that is entered, with its positional inputs."""
+
+
+class _Entered:
+    """A module's instance ``forward`` during a trace: its path on the stack while its own forward runs."""
+
+    __slots__ = ("forward", "module", "path", "pushes", "seal", "stack")
+
+    def __init__(
+        self, module: torch.nn.Module, forward: Any, path: str, stack: list[str], seal: Seal | None, pushes: bool
+    ) -> None:
+        self.module = module
+        self.forward = forward
+        self.path = path
+        self.stack = stack
+        self.seal = seal
+        self.pushes = pushes  # False where a pre-hook put first pushes (the module has pre-hooks of its own)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        caller = sys._getframe(1).f_code
+        if caller is not _CALL_IMPL and not any(caller is code for code in _HOOKED_CALLS):
+            return self.forward(*args, **kwargs)  # called directly: part of its caller
+        if self.pushes:
+            self.enter(args)
+        out = self.forward(*args, **kwargs)
+        if len(self.stack) > 1:
+            self.stack.pop()
+        return out
+
+    def enter(self, args: tuple[Any, ...]) -> None:
+        self.stack.append(self.path)
+        if self.seal is not None:
+            self.seal(self.module, args)
+
+
+@contextlib.contextmanager
+def module_stack(model: torch.nn.Module, stack: list[str], seal: Seal | None = None) -> Iterator[None]:
+    """Inside the block, ``stack`` ends with the path of the module of ``model`` running (``stack[0]`` is the root's).
+
+    ``seal(module, inputs)`` is called as each module is entered. Every module's ``forward`` is put
+    back as it was when the block ends, also on failure.
+    """
+    paths: dict[int, str] = {}
+    for name, module in named_modules(model, every_path=True):
+        paths.setdefault(id(module), name)
+    installed: list[tuple[torch.nn.Module, Any]] = []
+    handles = []
+    try:
+        for module in modules(model):
+            own = module.__dict__.get("forward")
+            pushes = not module._forward_pre_hooks
+            entered = _Entered(module, module.forward, paths[id(module)], stack, seal, pushes)
+            module.__dict__["forward"] = entered
+            installed.append((module, own))
+            if not pushes:
+                handles.append(module.register_forward_pre_hook(_pusher(entered), prepend=True))
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+        for module, own in installed:
+            if own is None:
+                module.__dict__.pop("forward", None)
+            else:
+                module.__dict__["forward"] = own
+
+
+def _pusher(entered: _Entered) -> Callable[[torch.nn.Module, tuple[Any, ...]], None]:
+    def push(_module: torch.nn.Module, args: tuple[Any, ...]) -> None:
+        entered.enter(args)
+
+    return push
