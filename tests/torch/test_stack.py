@@ -76,7 +76,7 @@ def test_forwards_are_put_back_also_when_the_forward_fails() -> None:
     model.inner.linear.forward = own  # type: ignore[method-assign]
     graph = pt.trace(model, torch.randn(2, 4))
     assert ("aten.addmm", "inner.linear") in _owners(graph)  # the module's own forward ran, under its name
-    with pytest.raises(pt.TraceError, match="in module inner.linear"):
+    with pytest.raises(pt.TraceError, match=r"in module inner\.linear"):
         pt.trace(model, torch.randn(2, 3, 5))  # fails in the first linear: the stack names it
     assert vars(model.inner.linear)["forward"] is own
     assert all("forward" not in vars(m) for m in model.modules() if m is not model.inner.linear)
