@@ -119,11 +119,11 @@ def quick_op(
     op_id: OpId,
     kind: OpKind,
     target: str,
-    inputs: tuple[ValueId, ...],
-    outputs: tuple[ValueId, ...],
+    inputs: tuple[str, ...],
+    outputs: tuple[str, ...],
     owner: str,
     attrs: dict[str, AttrValue],
-    axes: tuple[ValueId, ...],
+    axes: tuple[str, ...],
 ) -> Op:
     """``Op(...)``; ids in anything but tuples of str, or a kind that is not an OpKind, go through the class."""
     if not _SLOTS or type(kind) is not OpKind or not (_names(inputs) and _names(outputs) and _names(axes)):
