@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import inspect
 import math
 import types
@@ -230,8 +231,7 @@ class _Forward:
         self.leaf = leaf
         self.mode = mode
         self.stock = _STOCK_FORWARD[type(module)]
-        # the mode's own method, without the wrapper torch puts on it to keep dynamo out (nothing compiles here)
-        self.answer = inspect.unwrap(type(mode).__torch_dispatch__) if mode is not None else None
+        self.answer = _own_dispatch(type(mode)) if mode is not None else None
         # the mode's shape rules, when it takes calls it did not answer itself (``layer_call``)
         self.kernels = getattr(mode, "kernels", None) if hasattr(mode, "layer_call") else None
 
@@ -268,6 +268,12 @@ class _Forward:
             return out
         finally:
             torch._C._push_on_torch_dispatch_stack(mode)
+
+
+@functools.cache
+def _own_dispatch(mode_class: type) -> Any:
+    """A mode class's own ``__torch_dispatch__``, without the wrapper torch puts on it to keep dynamo out (nothing compiles here)."""
+    return inspect.unwrap(mode_class.__torch_dispatch__)  # type: ignore[attr-defined]
 
 
 def _mode_on_top(mode: Any) -> bool:

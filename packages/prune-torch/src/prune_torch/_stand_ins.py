@@ -48,10 +48,19 @@ def _state(model: torch.nn.Module) -> State:
 
 def meta_stand_ins(found: State) -> dict[str, torch.Tensor]:
     """An empty meta tensor like each of ``found`` (see :func:`state`), by path."""
-    return {
-        path: torch.empty_like(tensor, device="meta").requires_grad_(tensor.requires_grad)
-        for path, _module, _name, tensor, _kind in found
-    }
+    return {path: _stand_in(tensor) for path, _module, _name, tensor, _kind in found}
+
+
+_META = torch.device("meta")
+
+
+def _stand_in(tensor: torch.Tensor) -> torch.Tensor:
+    if tensor.is_contiguous():
+        # what empty_like gives a dense tensor (its very strides), made directly
+        return torch.empty_strided(
+            tensor.shape, tensor.stride(), dtype=tensor.dtype, device=_META, requires_grad=tensor.requires_grad
+        )
+    return torch.empty_like(tensor, device=_META).requires_grad_(tensor.requires_grad)
 
 
 def state_stand_ins(model: torch.nn.Module) -> dict[str, torch.Tensor]:
