@@ -106,9 +106,10 @@ def _state_matches(model: torch.nn.Module, before: Graph, plan: Plan) -> bool:
     shapes = plan.new_shapes()
     tensors = {path: tensor for path, _module, _name, tensor, _kind in state(model)}
     for value in before.values:
-        if not value.is_state or value.kind is ValueKind.VIRTUAL or value.path not in tensors:
+        if value.kind is not ValueKind.PARAMETER and value.kind is not ValueKind.BUFFER:
             continue
-        if tuple(tensors[value.path].shape) != tuple(shapes.get(value.id, value.shape)):
+        tensor = tensors.get(value.path)
+        if tensor is not None and tensor.shape != tuple(shapes.get(value.id, value.shape)):
             return False
     return True
 
