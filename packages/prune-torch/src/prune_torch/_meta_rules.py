@@ -299,18 +299,23 @@ def _cat(tensors: Any, dim: Any = 0) -> torch.Tensor | None:
     axis = _dim(dim, ndim)
     if ndim == 0 or axis is None:
         return None
-    shape = list(first.shape)
+    dtype = first.dtype
+    shape = tuple(first.shape)
+    before, after = shape[:axis], shape[axis + 1 :]
     total = 0
-    for t in tensors:
-        if t.dtype is not first.dtype or t.dim() != ndim or t.numel() == 0 or not _plain(t):
+    for t in tensors:  # each size read once: a concatenation in a dense block takes dozens of tensors
+        size = tuple(t.shape)
+        if (
+            t.dtype is not dtype
+            or len(size) != ndim
+            or 0 in size
+            or t.stride() != _contiguous_strides(size)
+            or size[:axis] != before
+            or size[axis + 1 :] != after
+        ):
             return None
-        size = list(t.shape)
         total += size[axis]
-        size[axis] = shape[axis]
-        if size != shape:
-            return None
-    shape[axis] = total
-    return _empty(shape, first.dtype)
+    return _empty((*before, total, *after), dtype)
 
 
 # --- pooling ---------------------------------------------------------------------------------

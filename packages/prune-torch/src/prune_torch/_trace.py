@@ -102,10 +102,19 @@ def _all_in(ids: set[int], args: Any, kwargs: Any) -> bool:
     found = False
     for tree in (args, kwargs):
         for item in tree.values() if isinstance(tree, Mapping) else tree:
-            for t in (item,) if isinstance(item, torch.Tensor) else tensors_in(item):
-                if id(t) not in ids:
+            if isinstance(item, torch.Tensor):
+                if id(item) not in ids:
                     return False
                 found = True
+            elif isinstance(item, (list, tuple, dict)):
+                # a list of tensors (a concatenation's) looked at as it is; nested ones flattened first
+                flat = (
+                    item if type(item) is not dict and all(type(t) is torch.Tensor for t in item) else tensors_in(item)
+                )
+                for t in flat:
+                    if id(t) not in ids:
+                        return False
+                    found = True
     return found
 
 
