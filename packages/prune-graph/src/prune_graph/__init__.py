@@ -24,7 +24,8 @@ from prune_graph._index_maps import (
 )
 from prune_graph._ops import AttrValue, Op, OpId, OpKind
 from prune_graph._reshape import reshape_groups
-from prune_graph._rule_memo import RepeatedCouplings
+from prune_graph._rule_concat import ConcatCouplings
+from prune_graph._rule_memo import CouplingPart, RepeatedCouplings
 from prune_graph._rule_parts import dim_ref, dim_refs
 from prune_graph._rules import RULES, Rule, ShapeOf, couplings_of
 from prune_graph._serialize import SCHEMA, from_json, to_json
@@ -37,7 +38,9 @@ __all__ = [
     "AttrValue",
     "Broadcast",
     "Compose",
+    "ConcatCouplings",
     "Coupling",
+    "CouplingPart",
     "DimRef",
     "Factor",
     "FactorLink",

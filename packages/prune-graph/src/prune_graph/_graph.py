@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import attrs
@@ -12,7 +12,7 @@ import attrs
 from prune_graph._couplings import Coupling, FactorLink, Link, Pin
 from prune_graph._errors import GraphError
 from prune_graph._ops import Op, OpId
-from prune_graph._rule_memo import RepeatedCouplings, coupling_parts, flat_couplings
+from prune_graph._rule_memo import CouplingPart, coupling_parts, flat_couplings
 from prune_graph._values import DimRef, Value, ValueId, ValueKind
 
 __all__ = ["Graph"]
@@ -168,10 +168,11 @@ class Graph:
         return self._memo["couplings"]  # type: ignore[no-any-return]
 
     @property
-    def couplings_by_op(self) -> tuple[Sequence[Coupling] | RepeatedCouplings, ...]:
+    def couplings_by_op(self) -> tuple[CouplingPart, ...]:
         """The couplings op by op, in op order: each op's records, or for an op that repeats an
         earlier one with identity links and pins only, a :class:`RepeatedCouplings` that says what
-        they join without making them (the group search reads these; :attr:`couplings` has the records).
+        they join without making them, and for a concat a :class:`ConcatCouplings` (the group
+        search reads these; :attr:`couplings` has the records).
         """
         if "by_op" not in self._memo:
             # the rules ask for thousands of shapes: a dict's own look-up, no Python call per shape

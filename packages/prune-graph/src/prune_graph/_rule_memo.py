@@ -20,18 +20,25 @@ the first layer's norm and conv that way.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
+from typing import Union, cast
 
 import attrs
 
 from prune_graph._couplings import Broadcast, Coupling, FactorLink, Link, Mix, Pin
+from prune_graph._errors import GraphError
 from prune_graph._index_maps import Identity
 from prune_graph._ops import Op, OpId, OpKind
 from prune_graph._quick import quick_link, quick_pin
+from prune_graph._rule_concat import ConcatCouplings, describe_concat
 from prune_graph._rule_parts import ShapeOf, _identity, _ref
-from prune_graph._rules import pin_reason, rule_couplings, unmentioned_pins
+from prune_graph._rules import misfit, pin_reason, rule_couplings, unmentioned_pins
 from prune_graph._values import DimRef, ValueId
 
-__all__ = ["RepeatedCouplings", "coupling_parts", "flat_couplings"]
+__all__ = ["CouplingPart", "RepeatedCouplings", "coupling_parts", "flat_couplings"]
+
+
+# identity links as (place, dim, place, dim) and unmentioned dims as (place, dim)
+_Plan = tuple[tuple[tuple[int, int, int, int], ...], tuple[tuple[int, int], ...]]
 
 
 @attrs.define
@@ -45,7 +52,7 @@ class _First:
     pins: list[Pin]
     # its identity links and unmentioned dims by place among its values, when it has no other
     # coupling (worked out at the first repeat; None: its repeats get records at once)
-    plan: tuple[tuple[tuple[int, int, int, int], ...], tuple[tuple[int, int], ...]] | None = None
+    plan: _Plan | None = None
     planned: bool = False
 
 
@@ -60,12 +67,21 @@ class RepeatedCouplings:
     :meth:`couplings` makes the records, equal to what the rules make for ``op``.
     """
 
+    # few fields: an op of a repeated layer makes one, and attrs sets each field through a call
     op: Op
     values: tuple[ValueId, ...]
-    links: tuple[tuple[int, int, int, int], ...]
-    pinned: tuple[tuple[int, int], ...]
-    _like: _First = attrs.field(repr=False)
+    _like: _First = attrs.field(repr=False)  # its plan holds the links and pins
     _shapes: tuple[tuple[int, ...], ...] = attrs.field(repr=False)  # of ``values``
+
+    @property
+    def links(self) -> tuple[tuple[int, int, int, int], ...]:
+        """The identity links as (place in ``values``, dim, place in ``values``, dim)."""
+        return cast(_Plan, self._like.plan)[0]
+
+    @property
+    def pinned(self) -> tuple[tuple[int, int], ...]:
+        """The dims the rule leaves unmentioned as (place in ``values``, dim)."""
+        return cast(_Plan, self._like.plan)[1]
 
     @property
     def reason(self) -> str:
@@ -87,42 +103,57 @@ class RepeatedCouplings:
         return out
 
 
-def coupling_parts(ops: Iterable[Op], shape: ShapeOf) -> tuple[Sequence[Coupling] | RepeatedCouplings, ...]:
-    """Every op's couplings, op by op: the records, or a :class:`RepeatedCouplings` for an op
-    like one before it whose couplings are identity links and pins only."""
+_CONCAT = OpKind.CONCAT  # looked up once: an enum member is a slow class attribute
+
+# one op's couplings: its records, or a description that makes them on request
+CouplingPart = Union[Sequence[Coupling], RepeatedCouplings, ConcatCouplings]
+
+
+def coupling_parts(ops: Iterable[Op], shape: ShapeOf) -> tuple[CouplingPart, ...]:
+    """Every op's couplings, op by op: the records, a :class:`RepeatedCouplings` for an op like
+    one before it whose couplings are identity links and pins only, or a :class:`ConcatCouplings`."""
     first: dict[object, _First | None] = {}  # None: the couplings of ops like this one are not copied
     # size-blind ops by their sizes' pattern (see _pattern); None: ops like this one are not described
     alike: dict[object, _First | None] = {}
-    found: list[Sequence[Coupling] | RepeatedCouplings] = []
+    found: list[CouplingPart] = []
     for op in ops:
+        kind = op.kind
+        if kind is _CONCAT:
+            try:
+                described = describe_concat(op, shape, pin_reason)
+            except (IndexError, ValueError, ZeroDivisionError) as error:  # as rule_couplings does
+                if isinstance(error, GraphError):
+                    raise
+                raise misfit(op, error) from error
+            if described is not None:
+                found.append(described)
+                continue
         values = (*op.inputs, *op.outputs, *op.axes)
         shapes = tuple(map(shape, values))
-        kind = id(op.kind)  # an enum member hashes through a Python call; it is one object for good
-        key = (kind, op.target, op.attrs, len(op.inputs), len(op.outputs), shapes, _repeats(values))
+        # id(kind): an enum member hashes through a Python call; it is one object for good
+        key = (id(kind), op.target, op.attrs, len(op.inputs), len(op.outputs), shapes, _repeats(values))
         like = first.get(key)
         blind_key = None
         if like is None:
-            blind = _SIZE_BLIND.get(op.kind)
+            blind = _SIZE_BLIND.get(kind)
             if blind is not None and blind(op):
                 blind_key = (*key[:5], _pattern(shapes), key[6])
                 like = alike.get(blind_key)
-                if like is not None:
-                    plan = _planned(like)
-                    if plan is not None:
-                        found.append(RepeatedCouplings(op, values, plan[0], plan[1], like, shapes))
-                        continue
-                    alike[blind_key] = None  # its rule makes more than links and pins: run it
-                    like = None
         if like is not None:
-            plan = _planned(like)
-            if plan is not None:
-                found.append(RepeatedCouplings(op, values, plan[0], plan[1], like, shapes))
+            if not like.planned:  # worked out at the first repeat
+                like.plan = _plan(like)
+                like.planned = True
+            if like.plan is not None:
+                found.append(RepeatedCouplings(op, values, like, shapes))
                 continue
-            copied = _copy(like, values, op)
-            if copied is not None:
-                found.append(copied)
-                continue
-            first[key] = None
+            if blind_key is not None:
+                alike[blind_key] = None  # its rule makes more than links and pins: run it
+            else:
+                copied = _copy(like, values, op)
+                if copied is not None:
+                    found.append(copied)
+                    continue
+                first[key] = None
         made = rule_couplings(op, shape)
         pins = unmentioned_pins(op, shape, made)
         if key not in first:
@@ -167,23 +198,15 @@ def _pattern(shapes: tuple[tuple[int, ...], ...]) -> tuple[tuple[int, ...], ...]
     return tuple(tuple([codes.setdefault(size, len(codes)) for size in sizes]) for sizes in shapes)
 
 
-def _planned(like: _First) -> tuple[tuple[tuple[int, int, int, int], ...], tuple[tuple[int, int], ...]] | None:
-    """``like``'s plan (see :func:`_plan`), worked out at its first repeat."""
-    if not like.planned:
-        like.plan = _plan(like)
-        like.planned = True
-    return like.plan
-
-
-def flat_couplings(parts: Iterable[Sequence[Coupling] | RepeatedCouplings]) -> tuple[Coupling, ...]:
+def flat_couplings(parts: Iterable[CouplingPart]) -> tuple[Coupling, ...]:
     """The records of :func:`coupling_parts`, one after another."""
     found: list[Coupling] = []
     for part in parts:
-        found += part.couplings() if isinstance(part, RepeatedCouplings) else part
+        found += part.couplings() if isinstance(part, (RepeatedCouplings, ConcatCouplings)) else part
     return tuple(found)
 
 
-def _plan(like: _First) -> tuple[tuple[tuple[int, int, int, int], ...], tuple[tuple[int, int], ...]] | None:
+def _plan(like: _First) -> _Plan | None:
     """``like``'s identity links and pins by place among its values, or ``None`` when it makes anything else."""
     place: dict[ValueId, int] = {}
     for i, value in enumerate(like.values):

@@ -14,9 +14,10 @@ from prune_graph._couplings import Broadcast, Coupling, FactorLink, Link, Mix, M
 from prune_graph._errors import GraphError
 from prune_graph._index_maps import Offset, Window
 from prune_graph._ops import Op, OpKind
-from prune_graph._quick import quick_link, quick_pin
+from prune_graph._quick import quick_pin
 from prune_graph._reshape import reshape_groups
-from prune_graph._rule_parts import ShapeOf, _broadcast, _factor, _identity, _link, _link_same, _ref
+from prune_graph._rule_concat import _concat
+from prune_graph._rule_parts import ShapeOf, _broadcast, _factor, _link, _link_same, _ref
 from prune_graph._rules_recurrent import _recurrent
 
 __all__ = ["RULES", "Rule", "ShapeOf", "couplings_of"]
@@ -174,35 +175,6 @@ def _pool(op: Op, shape: ShapeOf) -> list[Coupling]:
         for d in range(rank):
             if d not in resized:
                 result += _link_same(op, shape, x, d, out, d)
-    return result
-
-
-def _concat(op: Op, shape: ShapeOf) -> list[Coupling]:
-    y = op.outputs[0]
-    out_shape = shape(y)
-    rank = len(out_shape)
-    dim = op.int_attr("dim") % rank
-    total = out_shape[dim]
-    op_id = op.id
-    # the output's other dims a link can reach (size > 1), each with its record and map, made once:
-    # a dense block concatenates every earlier feature map again, hundreds of inputs in all
-    others = [(d, size, _ref(y, d), _identity(size)) for d, size in enumerate(out_shape) if d != dim and size > 1]
-    concat_dim = _ref(y, dim)
-    result: list[Coupling] = []
-    offset = 0
-    for x in op.inputs:
-        xs = shape(x)
-        if len(xs) != rank:
-            continue  # legacy empty (0,) tensors take no part in a concat
-        for d, size, y_dim, same in others:
-            if xs[d] == size:  # what _link_same joins
-                result.append(quick_link(_ref(x, d), y_dim, same, op_id))
-        if xs[dim]:
-            result.append(Link(_ref(x, dim), concat_dim, Offset(offset, xs[dim], total), op_id))
-        offset += xs[dim]
-    if offset != total:
-        # output channels no input fills would be coupled to nothing and pruned alone
-        raise GraphError(f"op {op.where}: inputs have {offset} channels along dim {dim}, output {y!r} has {total}")
     return result
 
 
@@ -459,7 +431,12 @@ def rule_couplings(op: Op, shape: ShapeOf, rules: Mapping[OpKind, Rule] = RULES)
     except (IndexError, ValueError, ZeroDivisionError) as error:
         if isinstance(error, GraphError):
             raise
-        raise GraphError(f"op {op.where}: its values do not fit a {op.kind.value} op ({error})") from error
+        raise misfit(op, error) from error
+
+
+def misfit(op: Op, error: Exception) -> GraphError:
+    """The error for a rule that failed (``error``) on values that do not fit ``op``."""
+    return GraphError(f"op {op.where}: its values do not fit a {op.kind.value} op ({error})")
 
 
 def unmentioned_pins(op: Op, shape: ShapeOf, found: Sequence[Coupling]) -> list[Pin]:

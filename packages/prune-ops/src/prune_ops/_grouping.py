@@ -16,18 +16,19 @@ from __future__ import annotations
 
 import math
 from collections.abc import Collection, Sequence
+from typing import cast
 
 import attrs
 import numpy as np
 
-from prune_graph import Graph, Link, Offset, Window
+from prune_graph import Graph, IndexMapLike
 from prune_ops._classes import DimSlots, SlotFactor, UnionFind, boundary_and_ignored, components, unify_factors
 from prune_ops._groups import Group, GroupKind, GroupSet, Member
 from prune_ops._indices import IntArray
 from prune_ops._kinds import group_kinds
 from prune_ops._members import MemberOrder
 from prune_ops._mixing import MixNote, mixing_of
-from prune_ops._reading import read_couplings
+from prune_ops._reading import Run, read_couplings
 
 __all__ = ["find_groups"]
 
@@ -52,7 +53,7 @@ def find_groups(graph: Graph, *, ignore: Collection[str] = (), prune_outputs: bo
 
     # atoms: index-level union over the classes that offsets and windows join
     find = classes.find
-    ends = [(find(src), find(dst)) for _link, src, dst in read.windows]  # the classes each joins
+    ends = [(find(src), find(dst)) for src, dst, _run in read.windows]  # the classes each joins
     base: dict[int, int] = {}
     total = 0
     for pair in ends:
@@ -153,22 +154,20 @@ def _spaces(ends: list[tuple[int, int]], base: dict[int, int], count: int) -> di
 
 
 def _atom_edges(
-    windows: list[tuple[Link, int, int]], ends: list[tuple[int, int]], base: dict[int, int]
+    windows: list[tuple[int, int, Run | IndexMapLike]], ends: list[tuple[int, int]], base: dict[int, int]
 ) -> tuple[list[IntArray], list[IntArray]]:
     """The index pairs offsets and windows join, as places in the joined classes laid end to end."""
     edges_a: list[IntArray] = []
     edges_b: list[IntArray] = []
-    # the two common maps as runs (first a, step of a, first b, length): index i of a run joins
-    # a + step·i with b + i; all runs made in one go (a concat-heavy net has hundreds)
-    runs: list[tuple[int, int, int, int]] = []
-    for (link, _src, _dst), (src_class, dst_class) in zip(windows, ends):
+    # offsets and windows as runs, all laid out in one go (a concat-heavy net has hundreds)
+    runs: list[Run] = []
+    for (_src, _dst, run), (src_class, dst_class) in zip(windows, ends):
         src, dst = base[src_class], base[dst_class]
-        index_map = link.map
-        if type(index_map) is Offset:
-            runs.append((src, 1, dst + index_map.offset, index_map.src_size))
-        elif type(index_map) is Window:
-            runs.append((src + index_map.start, index_map.step, dst, index_map.length))
+        if type(run) is tuple:
+            first_a, step, first_b, length = run
+            runs.append((src + first_a, step, dst + first_b, length))
         else:  # any other map through its own domain and forward
+            index_map = cast(IndexMapLike, run)
             domain = index_map.domain()
             edges_a.append(src + np.asarray(domain, dtype=np.int64))
             edges_b.append(dst + np.asarray(index_map.forward(domain), dtype=np.int64))

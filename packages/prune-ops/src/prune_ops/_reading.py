@@ -2,28 +2,37 @@
 
 Identity links join dims into classes (a union-find over slots); pins, windows and offsets,
 factors and mixing ops are kept with their dims as slots. A :class:`~prune_graph.RepeatedCouplings`
-is read from its places and dims, with no records made.
+or :class:`~prune_graph.ConcatCouplings` is read from its places and dims, with no records made.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 
 import attrs
 
 from prune_graph import (
     Broadcast,
+    ConcatCouplings,
     Coupling,
+    CouplingPart,
     FactorLink,
     Identity,
+    IndexMapLike,
     Link,
     Mix,
+    Offset,
     Pin,
     RepeatedCouplings,
+    Window,
 )
 from prune_ops._classes import DimSlots, SlotFactor, UnionFind
 
-__all__ = ["Read", "read_couplings"]
+__all__ = ["Read", "Run", "read_couplings"]
+
+# an offset or window as a run: index i of it joins index first_a + step·i of the source with
+# index first_b + i of the destination (first_a, step, first_b, length)
+Run = tuple[int, int, int, int]
 
 _NOWHERE = (0, 0)  # the place of a value the graph lacks (see DimSlots)
 
@@ -34,12 +43,13 @@ class Read:
 
     classes: UnionFind
     pins: dict[int, list[str]] = attrs.field(factory=dict)
-    windows: list[tuple[Link, int, int]] = attrs.field(factory=list)  # with the slots of src and dst
+    # offsets and windows (as runs) and other index maps, with the slots of src and dst
+    windows: list[tuple[int, int, Run | IndexMapLike]] = attrs.field(factory=list)
     factors: list[SlotFactor] = attrs.field(factory=list)
     mixes: list[Mix] = attrs.field(factory=list)
 
 
-def read_couplings(parts: Iterable[Sequence[Coupling] | RepeatedCouplings], slots: DimSlots) -> Read:
+def read_couplings(parts: Iterable[CouplingPart], slots: DimSlots) -> Read:
     """Join identity links into classes and sort the other couplings, every dim seen in coupling order."""
     read = Read(UnionFind(len(slots)))
     find, union, slot = read.classes.find, read.classes.union, slots.slot
@@ -47,6 +57,9 @@ def read_couplings(parts: Iterable[Sequence[Coupling] | RepeatedCouplings], slot
     for part in parts:
         if isinstance(part, RepeatedCouplings):
             _read_repeat(part, read, slots)
+            continue
+        if isinstance(part, ConcatCouplings):
+            _read_concat(part, read, slots)
             continue
         for c in part:
             if type(c) is Link and type(c.map) is Identity:
@@ -95,6 +108,28 @@ def _read_repeat(part: RepeatedCouplings, read: Read, slots: DimSlots) -> None:
             pins.setdefault(at, []).append(reason)
 
 
+def _read_concat(part: ConcatCouplings, read: Read, slots: DimSlots) -> None:
+    """What ``read_couplings`` does with the records of ``part``, without them."""
+    find, union, windows = read.classes.find, read.classes.union, read.windows
+    place = slots.place
+    starts = [place[value][0] for value in part.values]  # in the graph, as for a repeat
+    for link in part.links:
+        a, b = starts[link[0]] + link[1], starts[link[2]] + link[3]
+        if len(link) == 4:
+            union(a, b)
+        else:  # an input's concat dim at its offset in the output's
+            find(a)
+            find(b)
+            windows.append((a, b, (0, 1, link[4], link[5])))
+    if part.pinned:
+        reason = part.reason
+        pins = read.pins
+        for value, dim in part.pinned:
+            at = starts[value] + dim
+            find(at)
+            pins.setdefault(at, []).append(reason)
+
+
 def _read_other(c: Coupling, read: Read, slots: DimSlots) -> None:
     """What ``read_couplings`` does with a coupling other than a plain identity link."""
     find, slot = read.classes.find, slots.slot
@@ -109,7 +144,13 @@ def _read_other(c: Coupling, read: Read, slots: DimSlots) -> None:
         else:
             find(src)
             find(dst)
-            read.windows.append((c, src, dst))
+            index_map = c.map
+            run: Run | IndexMapLike = index_map
+            if type(index_map) is Offset:
+                run = (0, 1, index_map.offset, index_map.src_size)
+            elif type(index_map) is Window:
+                run = (index_map.start, index_map.step, 0, index_map.length)
+            read.windows.append((src, dst, run))
     elif isinstance(c, FactorLink):
         factor = SlotFactor(c, slots)
         find(factor.fine)
