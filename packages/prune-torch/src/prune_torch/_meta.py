@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import enum
+import functools
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -69,6 +70,7 @@ _NEVER_TAGS = frozenset(
 )
 
 
+@functools.cache
 def _kind(func: Any) -> _Kind:
     schema = func._schema
     returns = schema.returns
@@ -199,7 +201,6 @@ class MetaKernels:
         self.enabled = _ENABLED.get() if enabled is None else enabled
         self.rules = rules
         self.cache: dict[tuple[Any, ...], Any] = {}
-        self.kinds: dict[Any, _Kind] = {}
         # how each call was answered, for profiling
         self.by_rule = self.hits = self.misses = self.by_torch = 0
 
@@ -208,9 +209,7 @@ class MetaKernels:
         if not self.enabled:
             return func(*args, **kwargs)
         rule = self.rules.get(func)
-        kind = self.kinds.get(func)
-        if kind is None:
-            kind = self.kinds[func] = _kind(func)
+        kind = _kind(func)
         # views and the like go straight to torch, before the cost of looking at their arguments
         if (rule is None and kind is _Kind.NEVER) or not (_on_meta(args) and _on_meta(kwargs.values())):
             self.by_torch += 1
