@@ -94,11 +94,15 @@ class SlotFactor:
 
 
 class UnionFind:
-    """Union-find over slots; a class is known by its root slot, dims listed in the order first seen."""
+    """Union-find over slots; a class is known by its root slot, dims listed in the order first seen.
+
+    Which slot is a class's root says nothing: the search orders classes by the dims first seen.
+    """
 
     def __init__(self, count: int) -> None:
         self.up = [-1] * count  # -1: not seen yet
         self.seen: list[int] = []
+        self.size = [1] * count  # of each root's class
 
     def __contains__(self, i: int) -> bool:
         return self.up[i] >= 0
@@ -133,7 +137,13 @@ class UnionFind:
         if rb < 0 or up[rb] != rb:
             rb = self.find(b)
         if ra != rb:
+            # the smaller class goes under the larger's root: a parameter linked to a long-built
+            # class would otherwise put every dim of it one step further from its root
+            size = self.size
+            if size[ra] < size[rb]:
+                ra, rb = rb, ra
             up[rb] = ra
+            size[ra] += size[rb]
 
     def roots(self) -> list[tuple[int, int]]:
         """Every slot seen so far with the root of its class, in the order they were first seen."""

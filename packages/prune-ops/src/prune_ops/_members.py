@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from itertools import chain, pairwise, repeat
-from operator import itemgetter
 from typing import TypeVar
 
 import numpy as np
@@ -22,8 +21,6 @@ _STATE = (ValueKind.PARAMETER, ValueKind.BUFFER)
 # where members of each kind of value come first: parameters and buffers, then the rest, virtual axes last
 _RANK = {kind: 0 if kind in _STATE else 2 if kind is ValueKind.VIRTUAL else 1 for kind in ValueKind}
 
-_Row = tuple[int, int, DimRef, Value]  # sort key, slot, dim, value
-_by_key = itemgetter(0)
 _T = TypeVar("_T")
 
 
@@ -80,10 +77,14 @@ class MemberOrder:
             at_of = self.slots_of[k]
             self._arrays.extend(repeat(array, len(at_of)))
         else:
-            key = self.key
-            rows = sorted((key[at], at, array) for k, array in units.items() for at in self.slots_of[k])
-            at_of = [at for _key, at, _array in rows]
-            self._arrays.extend(array for _key, _at, array in rows)
+            # classes share no slot: each slot with its class's array, then the slots in member
+            # order (by key alone: keys differ), all through C-level calls (a concat-heavy net
+            # has groups of hundreds of members)
+            array_of: dict[int, IntArray] = {}
+            for k, array in units.items():
+                array_of.update(dict.fromkeys(self.slots_of[k], array))
+            at_of = sorted(array_of, key=self.key.__getitem__)
+            self._arrays.extend(map(array_of.__getitem__, at_of))
         self._at.extend(at_of)
         self._ends.append(len(self._at))
         blockers: tuple[str, ...] = ()
