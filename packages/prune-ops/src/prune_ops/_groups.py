@@ -150,11 +150,20 @@ class Group:
         flat, starts = self._flat_units()
         hits = np.flatnonzero(picked[flat]).astype(np.int64, copy=False)
         bounds = np.searchsorted(hits, starts).tolist()
+        # every hit as an index of its own member's dim, in one subtraction: each member then takes a slice
+        local = hits - self._member_starts()[hits]
         out = {}
-        for member, start, low, high in zip(self.members, starts, bounds, bounds[1:]):
+        for member, low, high in zip(self.members, bounds, bounds[1:]):
             if high > low:
-                out[member.dim] = hits[low:high] - start
+                out[member.dim] = local[low:high]
         return out
+
+    def _member_starts(self) -> IntArray:
+        """For every position of :meth:`_flat_units`, where its member starts."""
+        if "member starts" not in self._memo:
+            _flat, starts = self._flat_units()
+            self._memo["member starts"] = np.repeat(np.asarray(starts[:-1], dtype=np.int64), np.diff(starts))
+        return self._memo["member starts"]  # type: ignore[no-any-return]
 
     def signature(self) -> tuple[object, ...]:
         """A structural signature: groups with equal signatures are isomorphic (same layer types and sizes)."""

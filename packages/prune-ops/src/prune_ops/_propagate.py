@@ -35,7 +35,10 @@ class Removal:
 def removal_of(graph: Graph, chosen: Iterable[tuple[Group, npt.ArrayLike]]) -> Removal:
     """Combine unit choices of several groups; check nothing blocked or emptied."""
     units: list[tuple[Group, IntArray]] = []
-    parts: dict[DimRef, list[IntArray]] = {}
+    merged: dict[DimRef, IntArray] = {}
+    # a dim several groups reach (through a concat or a residual) is merged once, not once per group:
+    # its parts are marked in a mask of the dim's size, read back sorted and unique
+    several: dict[DimRef, list[IntArray]] = {}
     for group, picked in chosen:
         picked = check_indices(picked, group.size, f"group {group.id} ({group.root_member.label})", allow_empty=True)
         if not picked.size:
@@ -46,16 +49,11 @@ def removal_of(graph: Graph, chosen: Iterable[tuple[Group, npt.ArrayLike]]) -> R
             )
         units.append((group, picked))
         for dim, removed in group.removal(picked).items():
-            parts.setdefault(dim, []).append(removed)
-    # a dim several groups reach (through a concat or a residual) is merged once, not once per group:
-    # marked in a mask of the dim's size, read back sorted and unique
-    merged: dict[DimRef, IntArray] = {}
-    for dim, found in parts.items():
-        size = graph.dim_size(dim)
-        if len(found) == 1:
-            merged[dim] = found[0]
-            continue
-        mask = np.zeros(size, dtype=bool)
+            first = merged.setdefault(dim, removed)
+            if first is not removed:
+                several.setdefault(dim, [first]).append(removed)
+    for dim, found in several.items():
+        mask = np.zeros(graph.dim_size(dim), dtype=bool)
         for removed in found:
             mask[removed] = True
         merged[dim] = np.flatnonzero(mask).astype(np.int64, copy=False)

@@ -47,10 +47,11 @@ def unit_sums_of_members(
     lengths = [len(m.units) for m in members]
     units = np.concatenate([m.units for m in members]) if members else np.zeros(0, dtype=np.int64)
     bins = np.repeat(np.arange(len(members), dtype=np.int64) * size, lengths) + units
+    values = np.concatenate(per_index) if members else np.zeros(0)
     valid = units >= 0
-    bins = bins[valid]
+    if not valid.all():  # indices of other groups (-1) are left out; usually there are none
+        bins, values = bins[valid], values[valid]
     total = len(members) * size
-    values = np.concatenate(per_index)[valid] if members else np.zeros(0)
     sums = np.asarray(np.bincount(bins, weights=values, minlength=total), dtype=np.float64)
     covered: npt.NDArray[np.bool_] = np.zeros(total, dtype=bool)
     covered[bins] = True
@@ -108,4 +109,6 @@ def mean_of_stacked(stacked: FloatArray, count: npt.NDArray[np.intp]) -> FloatAr
         return None
     with np.errstate(invalid="ignore", divide="ignore"):
         mean = np.divide(np.sum(stacked, axis=0), count)
-    return np.asarray(np.nan_to_num(mean), dtype=np.float64)
+    if not np.isfinite(mean).all():  # nan_to_num's checks cost more than its work: only when it has some
+        mean = np.nan_to_num(mean)
+    return np.asarray(mean, dtype=np.float64)

@@ -114,7 +114,7 @@ def _resolve(model: torch.nn.Module, plan: Plan, modules: Mapping[str, torch.nn.
                 f"plan entry {entry.path}[{entry.axis}]: module {entry.owner or '<root>'} "
                 f"({type(module).__name__}) has no tensor {entry.tensor!r}"
             )
-        if tuple(tensor.shape) != tuple(entry.shape):
+        if tensor.shape != entry.shape:  # a torch.Size is a tuple
             after = plan.state_shapes()[entry.path][1]
             if tuple(tensor.shape) == after:
                 raise PlanMismatchError(
@@ -164,8 +164,9 @@ class _Snapshot:
 
 
 def _plain_attributes(module: torch.nn.Module) -> dict[str, Any]:
+    # the name first: most of a module's __dict__ is torch's own ``_``-named bookkeeping
     return {
-        k: v for k, v in module.__dict__.items() if not isinstance(v, (dict, torch.Tensor)) and not k.startswith("_")
+        k: v for k, v in module.__dict__.items() if not k.startswith("_") and not isinstance(v, (dict, torch.Tensor))
     }
 
 

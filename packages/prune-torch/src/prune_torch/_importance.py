@@ -62,15 +62,15 @@ def _numpy(values: torch.Tensor | np.ndarray) -> np.ndarray:
 
 
 def _per_index(tensor: torch.Tensor, dims: tuple[int, ...], summary: Summary) -> dict[int, torch.Tensor | np.ndarray]:
-    """Σ|w| or Σw² over every axis but one, for each axis in ``dims``, in one float64 pass over ``tensor``.
+    """Σ|w| or Σw² over every axis but one, for each axis in ``dims``, in one float64 pass over ``tensor`` (detached).
 
     Axes 0 and 1 (a layer's outputs and inputs) come from one matrix of sums over the other
     axes; any other axis is reduced on its own. Big tensors go a slice of axis 0 at a time.
     """
     if tensor.dim() <= 1:
-        if tensor.device.type == "cpu" and tensor.dtype in _NUMPY_FLOATS and not tensor.is_neg():
+        if tensor.is_cpu and tensor.dtype in _NUMPY_FLOATS and not tensor.is_neg():
             # no sum here, so numpy gives the very same float64 values without torch's cost per call
-            values = tensor.detach().reshape(-1).numpy().astype(np.float64)
+            values = tensor.reshape(-1).numpy().astype(np.float64)
             return {0: np.abs(values, out=values) if summary is Summary.ABS_SUM else np.square(values, out=values)}
         return {0: _powered(tensor, summary).reshape(-1)}
     out: dict[int, torch.Tensor | np.ndarray] = {}
@@ -141,8 +141,9 @@ class SummaryCache:
     first group asks.
     """
 
-    def __init__(self, axes: Mapping[str, frozenset[int]] | None = None) -> None:
-        self._axes = axes or {}
+    def __init__(self, axes: Mapping[str, Iterable[int]] | None = None) -> None:
+        # the axes of each tensor, sorted: the order ``_per_index`` takes them in
+        self._axes = {key: tuple(sorted(dims)) for key, dims in (axes or {}).items()}
         self._found: dict[tuple[str, Summary], dict[int, np.ndarray]] = {}
         # for one scoring pass: the model's modules by path, and what the importance reads by columns
         self.modules: dict[str, torch.nn.Module] | None = None
@@ -157,17 +158,21 @@ class SummaryCache:
         for group in groups:
             for member in group.parameters:
                 axes.setdefault(member.value.id, set()).add(member.dim.dim)
-        return cls({k: frozenset(v) for k, v in axes.items()})
+        return cls(axes)
 
     def get(self, key: str, dim: int, summary: Summary) -> np.ndarray | None:
         """The summary along ``dim`` of the tensor known as ``key``, if made already."""
-        return self._found.get((key, summary), {}).get(dim)
+        found = self._found.get((key, summary))
+        return None if found is None else found.get(dim)
 
     def make(self, key: str, tensor: torch.Tensor, dim: int, summary: Summary) -> np.ndarray:
         """The summary along ``dim``, with those along the tensor's other axes the groups hold kept for later."""
-        made = _per_index(tensor.detach(), tuple(sorted(self._axes.get(key, frozenset()) | {dim})), summary)
-        self._found.setdefault((key, summary), {}).update((d, _numpy(v)) for d, v in made.items())
-        return self._found[(key, summary)][dim]
+        axes = self._axes.get(key, ())
+        made = _per_index(tensor.detach(), axes if dim in axes else tuple(sorted({*axes, dim})), summary)
+        found = self._found.setdefault((key, summary), {})
+        for d, values in made.items():
+            found[d] = _numpy(values)
+        return found[dim]
 
 
 def member_data(

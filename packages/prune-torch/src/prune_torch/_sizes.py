@@ -17,6 +17,7 @@ module.
 from __future__ import annotations
 
 import types
+from collections import defaultdict
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -95,14 +96,24 @@ class SizeUpdate:
 
 
 def _dim_kinds(groups: GroupSet) -> dict[DimRef, GroupKind]:
-    """The kind of group each dim carries (a reshaped projection's fine dim belongs to several: left out)."""
+    """The kind of head group each dim carries, for :func:`_part_role` (which reads no other kind).
+
+    A dim of several kinds (a reshaped projection's fine dim, in a channel group too) is left out;
+    channel groups are looked at only when there are head groups (a CNN has none).
+    """
     kinds: dict[DimRef, GroupKind] = {}
     several: set[DimRef] = set()
     for group in groups:
         kind = group.kind
+        if kind is GroupKind.CHANNELS:
+            continue
         for member in group.members:
             if kinds.setdefault(member.dim, kind) is not kind:
                 several.add(member.dim)
+    if kinds:
+        for group in groups:
+            if group.kind is GroupKind.CHANNELS:
+                several.update(member.dim for member in group.members if member.dim in kinds)
     return {dim: kind for dim, kind in kinds.items() if dim not in several}
 
 
@@ -210,7 +221,7 @@ def channel_updates(graph: Graph, plan: Plan) -> list[SizeUpdate]:
         return []
     activations = {v.id for v in graph.values if v.kind in (ValueKind.INPUT, ValueKind.ACTIVATION)}
     producer_module = {y: op.owner for op in graph.ops for y in op.outputs}
-    touched: dict[str, set[str]] = {}
+    touched: defaultdict[str, set[str]] = defaultdict(set)
     # the scopes of a module: its path and every enclosing one ("" the model); a module is inside
     # a scope exactly when the scope is one of these (no module, a model input: inside none)
     known: dict[str, tuple[str, ...]] = {}
@@ -239,7 +250,7 @@ def channel_updates(graph: Graph, plan: Plan) -> list[SizeUpdate]:
             around = scope_set(producer) if producer is not None else frozenset()
             for path in scopes:
                 if path == op.owner or path not in around:
-                    touched.setdefault(path, set()).add(x)
+                    touched[path].add(x)
         for y in op.outputs:
             if y not in activations:
                 continue
@@ -249,14 +260,19 @@ def channel_updates(graph: Graph, plan: Plan) -> list[SizeUpdate]:
             returned = y in outputs
             for path in scopes:
                 if path == op.owner or returned or (shared is not None and path not in shared):
-                    touched.setdefault(path, set()).add(y)
+                    touched[path].add(y)
     found: list[SizeUpdate] = []
+    sizes: dict[str, tuple[tuple[int, int], ...]] = {}  # a value's (old, new) sizes: it is in many scopes
     for path, values in sorted(touched.items()):
         if not any(v in shapes for v in values):
             continue
         news: dict[int, set[int]] = {}
         for v in values:
-            for old, new in zip(graph.shape(v), shapes.get(v, graph.shape(v))):
+            pairs = sizes.get(v)
+            if pairs is None:
+                old_shape = graph.shape(v)
+                pairs = sizes[v] = tuple(zip(old_shape, shapes.get(v, old_shape)))
+            for old, new in pairs:
                 news.setdefault(old, set()).add(new)
         for old, new_sizes in sorted(news.items()):
             if len(new_sizes) == 1 and old not in new_sizes and old > 1:
