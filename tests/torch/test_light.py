@@ -103,3 +103,18 @@ def test_the_collector_is_paused_during_a_step_and_back_after_a_failure() -> Non
         pt.prune(model, x, ratio=0.5, steps=2, between_steps=fail, show_progress=False)
     assert seen == [True]
     assert gc.isenabled()
+
+
+def test_a_stock_layers_call_is_checked_like_any_other() -> None:
+    # stock layers hand their calls to the check directly (prune_torch._leaves): a result of another
+    # shape than the plan predicts is found there, at that call
+    model, x = resnet_like(10).eval(), torch.randn(2, 3, 32, 32)
+    graph = trace_model(model, x)
+    plan = pt.plan(graph, "layers.0.0.conv1", [0, 1, 2])
+    pruned = copy.deepcopy(model)
+    pt.apply(pruned, plan, x)
+    pruned.layers[1][0].conv1.stride = (1, 1)  # same parameters, another output size
+    found = light_check(pruned, x, graph, graph.cache["calls"], plan)
+    assert found is not None
+    assert "aten.convolution.default" in found
+    assert "predicted" in found
