@@ -252,3 +252,18 @@ def test_what_a_hook_writes_on_a_stock_layer_is_put_back() -> None:
         handle.remove()
     assert not hasattr(conv, "cached")
     assert not hasattr(norm, "seen")
+
+
+def test_a_layers_tensors_are_read_as_attribute_lookup_reads_them() -> None:
+    from prune_torch._leaves import _held
+
+    norm = nn.BatchNorm2d(3)
+    assert _held(norm, "weight") is norm.weight
+    assert _held(norm, "running_var") is norm.running_var
+    assert _held(nn.Conv2d(2, 2, 1, bias=False), "bias") is None
+    plain = torch.ones(3)
+    del norm.weight
+    norm.weight = plain  # a plain attribute where the parameter was (as old-style weight norm does)
+    assert _held(norm, "weight") is plain
+    with pytest.raises(AttributeError):
+        _held(norm, "missing")
