@@ -207,7 +207,7 @@ class _Recorder(TorchDispatchMode):
             # autograd's detach of saved statistics: recorded, it would fix their size (groups, heads)
             self._drop(out)
             return
-        reader, _target, writes_first = _op_info(func)
+        reader, target, writes_first = _op_info(func)
         spec: OpSpec | None = None
         if reader is not None:
             try:
@@ -220,9 +220,6 @@ class _Recorder(TorchDispatchMode):
             spec = OpSpec(
                 OpKind.OPAQUE, tuple(tensors_in(list(args)) + tensors_in(dict(kwargs))), tuple(tensors_in(out))
             )
-        self._write(func, spec, out)
-
-    def _write(self, func: Any, spec: OpSpec, out: Any) -> None:
         inputs = [self._id_of(t) for t in spec.inputs]
         outputs = []
         seen_out: set[int] = set()
@@ -234,7 +231,7 @@ class _Recorder(TorchDispatchMode):
         self._drop(out)
         if not outputs:
             return
-        self.builder.op(spec.kind, _op_info(func)[1], inputs, outputs, self.modules[-1], dict(spec.attrs))
+        self.builder.op(spec.kind, target, inputs, outputs, self.modules[-1], dict(spec.attrs))
 
     def seal(self, name: str, inputs: list[torch.Tensor]) -> None:
         """Record an opaque use of ``inputs`` by a module whose widths are fixed in its code."""
