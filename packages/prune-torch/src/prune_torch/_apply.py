@@ -230,14 +230,22 @@ def _sharing(modules: Iterable[torch.nn.Module], targets: list[_Target]) -> Iter
             yield module
 
 
-def _sync_stateless(model: torch.nn.Module, graph: Graph, plan: Plan, snapshot: _Snapshot) -> None:
-    """Norm layers without parameters keep their channel count only as an attribute: set it from the graph."""
+def _sync_stateless(modules: Mapping[str, torch.nn.Module], graph: Graph, plan: Plan, snapshot: _Snapshot) -> None:
+    """Norm layers without parameters keep their channel count only as an attribute: set it from the graph.
+
+    ``modules``: the model's modules by path (``named_modules(remove_duplicate=False)``); a module
+    met again under another path is looked at under its first one only.
+    """
     shapes = plan.new_shapes()
     first_input: dict[str, str] = {}
     for op in graph.ops:
         if op.inputs and op.owner not in first_input:
             first_input[op.owner] = op.inputs[0]
-    for path, module in model.named_modules():
+    seen: set[int] = set()
+    for path, module in modules.items():
+        if id(module) in seen:
+            continue
+        seen.add(id(module))
         if path not in first_input or first_input[path] not in shapes:
             continue
         new = shapes[first_input[path]]
@@ -325,8 +333,10 @@ def apply_accepting(
     try:
         _slice_all(modules, targets, snapshot)
         if before is not None:
-            _sync_stateless(model, before, local, snapshot)
-            update_sizes(model, size_updates(before, local, groups), snapshot.remember, reads, modules)
+            _sync_stateless(modules, before, local, snapshot)
+            # channel counts follow only in the attributes a module's forward read: only those modules are asked
+            updates = size_updates(before, local, groups, channel_modules=reads.keys())
+            update_sizes(model, updates, snapshot.remember, reads, modules)
         if verify and before is not None and inputs is not None:
             _verify(model, inputs, before, calls, local, accepted)
     except BaseException:
@@ -359,11 +369,13 @@ def _slice_all(modules: Mapping[str, torch.nn.Module], targets: list[_Target], s
         name = first.entry.tensor
         param = first.module._parameters.get(name) if name in first.module._parameters else None
         if param is not None:
-            snapshot.tensors.append((first.module, name, param.data, param.grad, True))
-            new_data = _slice(param.data, entries, kept)
-            new_grad = _slice(param.grad, entries, kept) if param.grad is not None else None
+            data, grad = param.data, param.grad  # read once: ``param.data`` makes a new tensor object each time
+            snapshot.tensors.append((first.module, name, data, grad, True))
+            new_data = _slice(data, entries, kept)
+            new_grad = _slice(grad, entries, kept) if grad is not None else None
             set_data(param, new_data)
-            param.grad = new_grad
+            if new_grad is not None:
+                param.grad = new_grad
         else:
             buffer = first.module._buffers[name]
             if buffer is None:

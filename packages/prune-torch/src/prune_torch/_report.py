@@ -7,9 +7,10 @@ from pathlib import Path
 import attrs
 import torch
 
+from prune_graph import ValueKind
 from prune_ops import Outcome, Plan
 from prune_torch._latency import Latency
-from prune_torch._layers import rule_for
+from prune_torch._layers import LayerRule, rule_for
 from prune_torch._traced import TracedGraph
 
 __all__ = ["LayerWidth", "Report", "layer_widths"]
@@ -100,14 +101,18 @@ def layer_widths(model: torch.nn.Module, graph: TracedGraph, plan: Plan) -> tupl
     """Output widths of every layer with a known rule, before and after ``plan`` (model already pruned or not)."""
     shapes = plan.state_shapes()
     modules = dict(model.named_modules(remove_duplicate=False))
+    rules: dict[type, LayerRule | None] = {}  # by class: rule_for walks the class's MRO
     layers = []
     for value in graph.values:
-        if value.kind.value != "parameter" or value.name != "weight":
+        if value.kind is not ValueKind.PARAMETER or value.name != "weight":
             continue
         module = modules.get(value.owner)
         if module is None:
             module = model.get_submodule(value.owner) if value.owner else model
-        rule = rule_for(module)
+        cls = type(module)
+        if cls not in rules:
+            rules[cls] = rule_for(module)
+        rule = rules[cls]
         if rule is None or not rule.out_axes:
             continue
         axis = rule.out_axes[0][1]

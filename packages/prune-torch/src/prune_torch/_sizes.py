@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import types
 from collections import defaultdict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 import attrs
@@ -138,12 +138,15 @@ def _part_role(graph: Graph, kinds: dict[DimRef, GroupKind], value: str, dim: in
     return None
 
 
-def size_updates(graph: Graph, plan: Plan, groups: GroupSet | None = None) -> list[SizeUpdate]:
+def size_updates(
+    graph: Graph, plan: Plan, groups: GroupSet | None = None, channel_modules: Collection[str] | None = None
+) -> list[SizeUpdate]:
     """Role-tagged size changes: reshapes into (or out of) heads × head dims, and dims normalised together (hidden).
 
     A reshape's dims get their role from the kind of group they carry: heads, head dims, or the
     repeat count of grouped-query attention (a head dim made by ``expand``); the fine dim of
     heads × head dims is a width, of key/value heads × repeats a head count.
+    ``channel_modules``: the modules whose channel counts are wanted (see :func:`channel_updates`).
     """
     shapes = plan.new_shapes()
     groups = groups if groups is not None else find_groups(graph)
@@ -206,18 +209,22 @@ def size_updates(graph: Graph, plan: Plan, groups: GroupSet | None = None) -> li
             for role, (old, new) in changes:
                 if role is not None and old != new:
                     found.append(SizeUpdate(op.owner, role, old, new))
-    return found + channel_updates(graph, plan)
+    return found + channel_updates(graph, plan, channel_modules)
 
 
-def channel_updates(graph: Graph, plan: Plan) -> list[SizeUpdate]:
+def channel_updates(graph: Graph, plan: Plan, modules: Collection[str] | None = None) -> list[SizeUpdate]:
     """Per module, the sizes of the tensors it reads or writes that change one way only.
 
     A module's tensors: the activations its own ops touch and those crossing its boundary (read by
     an op inside it and made outside, or the reverse). A size that is also the size of a dim that
     stays, or that changes to another size, is ambiguous and left out.
+    ``modules``: the only modules whose sizes are wanted (``None``: every module). Such a size
+    follows only in an attribute the module's forward read (:func:`update_sizes`), and most
+    modules read none: the ops outside the wanted modules are not looked at.
     """
     shapes = plan.new_shapes()
-    if not shapes:
+    wanted = None if modules is None else frozenset(modules)
+    if not shapes or wanted == frozenset():
         return []
     activations = {v.id for v in graph.values if v.kind in (ValueKind.INPUT, ValueKind.ACTIVATION)}
     producer_module = {y: op.owner for op in graph.ops for y in op.outputs}
@@ -243,6 +250,8 @@ def channel_updates(graph: Graph, plan: Plan) -> list[SizeUpdate]:
     outputs = frozenset(graph.outputs)
     for op in graph.ops:
         scopes = scopes_of(op.owner)
+        if wanted is not None and wanted.isdisjoint(scopes):
+            continue  # a module's tensors are those of the ops inside it
         for x in op.inputs:
             if x not in activations:
                 continue
@@ -264,7 +273,7 @@ def channel_updates(graph: Graph, plan: Plan) -> list[SizeUpdate]:
     found: list[SizeUpdate] = []
     sizes: dict[str, tuple[tuple[int, int], ...]] = {}  # a value's (old, new) sizes: it is in many scopes
     for path, values in sorted(touched.items()):
-        if not any(v in shapes for v in values):
+        if (wanted is not None and path not in wanted) or not any(v in shapes for v in values):
             continue
         news: dict[int, set[int]] = {}
         for v in values:
