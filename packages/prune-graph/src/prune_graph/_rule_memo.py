@@ -19,7 +19,8 @@ the first layer's norm and conv that way.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+import types
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Union, cast
 
 import attrs
@@ -115,6 +116,10 @@ def coupling_parts(ops: Iterable[Op], shape: ShapeOf) -> tuple[CouplingPart, ...
     first: dict[object, _First | None] = {}  # None: the couplings of ops like this one are not copied
     # size-blind ops by their sizes' pattern (see _pattern); None: ops like this one are not described
     alike: dict[object, _First | None] = {}
+    # size-blind ops alike but for sizes make a family; a family's first op waits in ``lone``
+    # until a second one comes (most families have one op: no pattern worked out for them)
+    families: set[object] = set()
+    lone: dict[object, _First] = {}
     found: list[CouplingPart] = []
     for op in ops:
         kind = op.kind
@@ -133,12 +138,20 @@ def coupling_parts(ops: Iterable[Op], shape: ShapeOf) -> tuple[CouplingPart, ...
         # id(kind): an enum member hashes through a Python call; it is one object for good
         key = (id(kind), op.target, op.attrs, len(op.inputs), len(op.outputs), shapes, _repeats(values))
         like = first.get(key)
-        blind_key = None
+        blind_key = new_family = None
         if like is None:
-            blind = _SIZE_BLIND.get(kind)
+            blind = _SIZE_BLIND_BY_ID.get(key[0])
             if blind is not None and blind(op):
-                blind_key = (*key[:5], _pattern(shapes), key[6])
-                like = alike.get(blind_key)
+                family = (*key[:5], key[6])
+                if family in families:
+                    earlier = lone.pop(family, None)
+                    if earlier is not None:
+                        alike.setdefault((family, _pattern(earlier.shapes)), earlier)
+                    blind_key = (family, _pattern(shapes))
+                    like = alike.get(blind_key)
+                else:
+                    families.add(family)
+                    new_family = family
         if like is not None:
             if not like.planned:  # worked out at the first repeat
                 like.plan = _plan(like)
@@ -157,9 +170,11 @@ def coupling_parts(ops: Iterable[Op], shape: ShapeOf) -> tuple[CouplingPart, ...
         made = rule_couplings(op, shape)
         pins = unmentioned_pins(op, shape, made)
         if key not in first:
-            first[key] = _First(op.id, values, shapes, made, pins)
-            if blind_key is not None and blind_key not in alike:
-                alike[blind_key] = first[key]
+            first[key] = entry = _First(op.id, values, shapes, made, pins)
+            if blind_key is not None:
+                alike.setdefault(blind_key, entry)
+            elif new_family is not None:
+                lone[new_family] = entry
         found.append([*made, *pins])
     return tuple(found)
 
@@ -181,14 +196,18 @@ def _always(op: Op) -> bool:
 # Kinds whose rule reads the sizes of an op's values only to compare them with each other and
 # with 0 and 1 (ranks aside), with a test of the op for when that holds: ops of these kinds
 # alike but for sizes, in the same pattern, get the same links and pins. A rule that starts to
-# do arithmetic on sizes must leave this table (tests/graph/test_rule_memo.py checks each kind).
-_SIZE_BLIND: dict[OpKind, Callable[[Op], bool]] = {
-    OpKind.CONV: _conv_blind,
-    OpKind.NORM: _norm_blind,
-    OpKind.LINEAR: _always,
-    OpKind.ELEMENTWISE: _always,
-    OpKind.POOL: _always,
-}
+# do arithmetic on sizes must leave this table (tests/graph/test_rule_memo_sizes.py checks each kind).
+_SIZE_BLIND: Mapping[OpKind, Callable[[Op], bool]] = types.MappingProxyType(
+    {
+        OpKind.CONV: _conv_blind,
+        OpKind.NORM: _norm_blind,
+        OpKind.LINEAR: _always,
+        OpKind.ELEMENTWISE: _always,
+        OpKind.POOL: _always,
+    }
+)
+# by id(kind), as the memo's keys (an enum member hashes through a Python call)
+_SIZE_BLIND_BY_ID = types.MappingProxyType({id(kind): test for kind, test in _SIZE_BLIND.items()})
 
 
 def _pattern(shapes: tuple[tuple[int, ...], ...]) -> tuple[tuple[int, ...], ...]:
