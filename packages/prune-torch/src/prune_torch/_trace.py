@@ -181,7 +181,10 @@ class _Recorder(TorchDispatchMode):
         ids = [names.get(id(t)) or self._id_of(t) for t in inputs]
         if type(out) is tuple:
             output = self._new(out[0])
-            self._drop(out)
+            for t in out[1:]:  # a norm's statistics (what _drop does, for a tuple of tensors)
+                if id(t) not in names:
+                    self.dropped.add(id(t))
+                    self.keep.append(t)
         else:
             output = self._new(out)
         self.builder.op(kind, _op_info(func)[1], ids, [output], self.modules[-1], attrs)
