@@ -89,12 +89,15 @@ def find_groups(graph: Graph, *, ignore: Collection[str] = (), prune_outputs: bo
     # each seed: its classes, the units of the first one's indices, its count of units, and the
     # units of every class it reaches when they are known without a search
     seeds: list[tuple[Sequence[int], IntArray, int, dict[int, IntArray] | None]] = []
+    context = _Context(classes, base, atom, size_of, factors_by_part)
+    spreads = context.spreads
     for k in dims_of:
         if k not in base and k not in fine_classes and size_of[k] > 0:
-            seeds.append(((k,), np.arange(size_of[k], dtype=np.int64), size_of[k], None))
+            units = np.arange(size_of[k], dtype=np.int64)
+            # a plain class that is no factor's part reaches nothing else (see _Context.expand)
+            seeds.append(((k,), units, size_of[k], {k: units} if k not in spreads else None))
     # a support holds a fine class for all its atoms or for none
     by_support = [(support, atom_roots) for support, atom_roots in supports if not fine_atom[atom_roots[0]]]
-    context = _Context(classes, base, atom, size_of, factors_by_part)
     unit_of_atom = np.full(total, -1, dtype=np.int64)
     for support, atom_roots in by_support:
         unit_of_atom[atom_roots] = np.arange(len(atom_roots), dtype=np.int64)
@@ -112,13 +115,10 @@ def find_groups(graph: Graph, *, ignore: Collection[str] = (), prune_outputs: bo
     mixing = {slots.slot(dim): notes for dim, notes in mixing_of(graph, read.mixes).items()}
     members_of = MemberOrder(graph, slots, dims_of, pins, mixing, classes)
     found: list[tuple[tuple[int, str], int, tuple[str, ...], GroupKind, tuple[MixNote, ...]]] = []
+    channels = GroupKind.CHANNELS
     for seed_classes, seed_units, count, ready in seeds:
         units, size = (ready, count) if ready is not None else context.expand(seed_classes[0], seed_units, count)
-        kind = (
-            next((kind_of[k] for k in seed_classes if k in kind_of), GroupKind.CHANNELS)
-            if kind_of
-            else GroupKind.CHANNELS
-        )
+        kind = next((kind_of[k] for k in seed_classes if k in kind_of), channels) if kind_of else channels
         order, blockers, notes = members_of.group(units)
         found.append((order, size, blockers, kind, notes))
     made = [

@@ -20,6 +20,7 @@ __all__ = ["MemberOrder", "order_key"]
 _STATE = (ValueKind.PARAMETER, ValueKind.BUFFER)
 # where members of each kind of value come first: parameters and buffers, then the rest, virtual axes last
 _RANK = {kind: 0 if kind in _STATE else 2 if kind is ValueKind.VIRTUAL else 1 for kind in ValueKind}
+_RANK_BY_ID = {id(kind): rank for kind, rank in _RANK.items()}  # an enum member hashes through a Python call
 
 _T = TypeVar("_T")
 
@@ -49,7 +50,7 @@ class MemberOrder:
         classes: UnionFind,
     ) -> None:
         values = graph.values
-        value_rank = np.array([_RANK[v.kind] for v in values], dtype=np.int64)
+        value_rank = np.array([_RANK_BY_ID[id(v.kind)] for v in values], dtype=np.int64)
         slot_rank = np.repeat(value_rank, [len(v.shape) for v in values])
         self.key = (slot_rank * len(slots) + np.arange(len(slots), dtype=np.int64)).tolist()
         self.slots_of = _sorted_classes(dims_of, slot_rank, len(slots))
