@@ -343,15 +343,39 @@ class _Context:
         return out, len(used)
 
 
-def _atoms_by_support(atom: IntArray, owner: IntArray, count: int) -> list[tuple[tuple[int, ...], IntArray]]:
+def _atoms_by_support(
+    atom: IntArray, owner: IntArray, count: int, cells: int = 1 << 24
+) -> list[tuple[tuple[int, ...], IntArray]]:
     """Atoms grouped by their support (the joined classes that hold them, ascending places).
 
-    Each distinct support with its atoms (ascending), in the order of their smallest atoms. An
-    atom's support is read as the bytes of its run of places: one cheap key per atom, and
-    tuples only per distinct support.
+    Each distinct support with its atoms (ascending), in the order of their smallest atoms. Each
+    atom's support is a row of bits, one per joined class, and equal rows are found by one sort
+    of the rows; with more than ``cells`` bits in all, by a key per atom instead (less memory).
     """
     if not len(atom):
         return []
+    is_root = atom == np.arange(len(atom), dtype=np.int64)  # an atom is known by its smallest place
+    roots = np.flatnonzero(is_root)
+    width = (count + 63) // 64 * 64  # whole 64-bit words per row
+    if len(roots) * width > cells:
+        return _atoms_by_support_keyed(atom, owner, count)
+    present = np.zeros((len(roots), width), dtype=bool)
+    present[(np.cumsum(is_root) - 1)[atom], owner] = True  # each place's atom (counted from 0) holds its class
+    rows = np.packbits(present, axis=1, bitorder="little").view(np.uint64)
+    order = np.lexsort(rows.T[::-1])  # stable: atoms ascending among equal rows
+    ordered = rows[order]
+    heads = np.flatnonzero(np.concatenate([[True], (ordered[1:] != ordered[:-1]).any(axis=1)]))
+    bounds = np.append(heads, len(order)).tolist()
+    firsts = order[heads]  # each support's smallest atom
+    grouped = roots[order]
+    return [
+        (tuple(np.flatnonzero(present[firsts[i]]).tolist()), grouped[bounds[i] : bounds[i + 1]])
+        for i in np.argsort(firsts).tolist()
+    ]
+
+
+def _atoms_by_support_keyed(atom: IntArray, owner: IntArray, count: int) -> list[tuple[tuple[int, ...], IntArray]]:
+    """:func:`_atoms_by_support`, each atom's support read as the bytes of its run of places."""
     pairs = _sorted_unique(atom * count + owner)
     atoms, places = pairs // count, pairs % count
     starts = np.flatnonzero(np.concatenate([[True], atoms[1:] != atoms[:-1]]))
