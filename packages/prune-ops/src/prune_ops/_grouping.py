@@ -93,9 +93,9 @@ def find_groups(graph: Graph, *, ignore: Collection[str] = (), prune_outputs: bo
     spreads = context.spreads
     for k in dims_of:
         if k not in base and k not in fine_classes and size_of[k] > 0:
-            units = np.arange(size_of[k], dtype=np.int64)
+            plain = np.arange(size_of[k], dtype=np.int64)
             # a plain class that is no factor's part reaches nothing else (see _Context.expand)
-            seeds.append(((k,), units, size_of[k], {k: units} if k not in spreads else None))
+            seeds.append(((k,), plain, size_of[k], {k: plain} if k not in spreads else None))
     # a support holds a fine class for all its atoms or for none
     by_support = [(support, atom_roots) for support, atom_roots in supports if not fine_atom[atom_roots[0]]]
     unit_of_atom = np.full(total, -1, dtype=np.int64)
@@ -354,13 +354,14 @@ def _atoms_by_support(
     """
     if not len(atom):
         return []
-    is_root = atom == np.arange(len(atom), dtype=np.int64)  # an atom is known by its smallest place
-    roots = np.flatnonzero(is_root)
+    labels = np.zeros(int(atom.max()) + 1, dtype=bool)
+    labels[atom] = True
+    roots = np.flatnonzero(labels)  # the atoms, ascending
     width = (count + 63) // 64 * 64  # whole 64-bit words per row
     if len(roots) * width > cells:
         return _atoms_by_support_keyed(atom, owner, count)
     present = np.zeros((len(roots), width), dtype=bool)
-    present[(np.cumsum(is_root) - 1)[atom], owner] = True  # each place's atom (counted from 0) holds its class
+    present[(np.cumsum(labels) - 1)[atom], owner] = True  # each place's atom (counted from 0) holds its class
     rows = np.packbits(present, axis=1, bitorder="little").view(np.uint64)
     order = np.lexsort(rows.T[::-1])  # stable: atoms ascending among equal rows
     ordered = rows[order]
