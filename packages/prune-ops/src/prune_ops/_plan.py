@@ -118,9 +118,9 @@ class Plan:
         """``module.param`` → (shape before, shape after) for every changed parameter, buffer and axis."""
         out: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {}
         for e in self.entries:
-            before, after = out.get(e.path, (e.shape, e.shape))
-            after = tuple(s - len(e.removed) if d == e.axis else s for d, s in enumerate(after))
-            out[e.path] = (before, after)
+            path = e.path
+            before, after = out.get(path, (e.shape, e.shape))
+            out[path] = (before, (*after[: e.axis], after[e.axis] - len(e.removed), *after[e.axis + 1 :]))
         return out
 
     @property

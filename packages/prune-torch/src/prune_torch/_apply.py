@@ -307,12 +307,17 @@ def apply_accepting(
     verify: bool = True,
     traced: TracedGraph | None = None,
     accepted: frozenset[Any] = frozenset(),
+    modules: Mapping[str, torch.nn.Module] | None = None,
 ) -> None:
-    """:func:`apply`, accepting a change of the numbers at the calls whose keys are ``accepted`` (see ``ConstantChange.key``)."""
+    """:func:`apply`, accepting a change of the numbers at the calls whose keys are ``accepted`` (see ``ConstantChange.key``).
+
+    ``modules``: the model's modules by path (``named_modules(remove_duplicate=False)``), when the caller has them.
+    """
     refuse_script_modules(model)  # before anything, also when no trace is needed
     if plan.is_empty:
         return
-    modules = dict(model.named_modules(remove_duplicate=False))
+    if modules is None:
+        modules = dict(model.named_modules(remove_duplicate=False))
     targets = _resolve(model, plan, modules)
     inputs = example_inputs if example_inputs is not None else _inputs_for(model, plan)
     before: Graph | None = None

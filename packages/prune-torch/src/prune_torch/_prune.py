@@ -220,7 +220,9 @@ def _prune_steps(
             graph = trace_model(model, example_inputs)
             if first_graph is None:
                 first_graph, original = graph, costs(graph)  # counted once: every step's target is against it
-            scored = prepare(model, graph, opts, scorer, calibration, loss_fn, show_progress)
+            # the model's modules by path, for scoring and applying (the step changes no module)
+            modules = dict(model.named_modules(remove_duplicate=False))
+            scored = prepare(model, graph, opts, scorer, calibration, loss_fn, show_progress, modules)
             if step == 0:
                 skipped += left_alone(graph.groups(opts.ignore, opts.prune_outputs).prunable, opts)
             plan, chosen = plan_for_step(graph, scored, opts, original, step)
@@ -230,7 +232,14 @@ def _prune_steps(
                 pending, notes = plan_compensation(model, chosen, graph.cache["activation statistics"])
             # groups the model's code cannot follow are found (bisection) and left alone, each noted with its cost
             fit = apply_what_fits(
-                model, graph, plan, chosen, example_inputs, accept_constants=opts.approximate is True, traced=graph
+                model,
+                graph,
+                plan,
+                chosen,
+                example_inputs,
+                accept_constants=opts.approximate is True,
+                traced=graph,
+                modules=modules,
             )
             plan, applied = fit.plan, list(fit.applied)
             skipped += list(fit.skipped)

@@ -206,7 +206,9 @@ def prepare(
     calibration: Iterable[ExampleInputs] | None,
     loss_fn: LossFn | None,
     show_progress: bool,
+    modules: dict[str, torch.nn.Module] | None = None,
 ) -> list[tuple[Group, np.ndarray]]:
+    """Every group the prune touches, scored; ``modules``: the model's modules by path, when the caller has them."""
     # activation statistics (Wanda, FLAP, bias compensation) or gradients (Taylor): see _activations
     statistics = calibrate(
         model,
@@ -222,4 +224,5 @@ def prepare(
         raise PruningError("Taylor importance needs gradients: pass calibration batches and a loss_fn")
     groups = selected(graph.groups(opts.ignore, opts.prune_outputs).prunable, opts)
     cache = SummaryCache.of_groups(groups)  # one float64 pass per tensor for all the groups it belongs to
+    cache.modules = modules
     return [(g, _score(model, graph, g, scorer, statistics, cache)) for g in groups]
