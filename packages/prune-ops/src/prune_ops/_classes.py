@@ -145,6 +145,18 @@ class UnionFind:
             up[rb] = ra
             size[ra] += size[rb]
 
+    def flat(self) -> list[int]:
+        """The root of every slot's class (a slot never seen is its own), to be read by index
+        (a C-level look-up) once no class changes any more."""
+        up = np.array(self.up, dtype=np.int64)
+        unseen = up < 0
+        up[unseen] = np.flatnonzero(unseen)
+        while True:  # jump along the links until every slot points at its root
+            jumped = up[up]
+            if np.array_equal(jumped, up):
+                return cast(list[int], up.tolist())
+            up = jumped
+
     def roots(self) -> list[tuple[int, int]]:
         """Every slot seen so far with the root of its class, in the order they were first seen."""
         up, root = self.up, self._root

@@ -46,13 +46,15 @@ def find_groups(graph: Graph, *, ignore: Collection[str] = (), prune_outputs: bo
     classes, pins, factors = read.classes, read.pins, read.factors
     for at, reason in unify_factors(classes, factors):
         pins.setdefault(at, []).append(reason)
+    # no class changes from here on: each slot's class is read from a list
+    root_of = classes.flat()
+    find = root_of.__getitem__
     dims_of: dict[int, list[int]] = {}
-    for at, root in classes.roots():
-        dims_of.setdefault(root, []).append(at)
+    for at in classes.seen:
+        dims_of.setdefault(root_of[at], []).append(at)
     size_of = {k: slots.size[dims[0]] for k, dims in dims_of.items()}
 
     # atoms: index-level union over the classes that offsets and windows join
-    find = classes.find
     ends = [(find(src), find(dst)) for src, dst, _run in read.windows]  # the classes each joins
     base: dict[int, int] = {}
     total = 0
@@ -113,7 +115,7 @@ def find_groups(graph: Graph, *, ignore: Collection[str] = (), prune_outputs: bo
         context.meet(_spaces(ends, base, len(slots)), [[joined_classes[j] for j in s] for s, _atoms in supports])
     kind_of = group_kinds(graph, slots, classes, factors, ends)
     mixing = {slots.slot(dim): notes for dim, notes in mixing_of(graph, read.mixes).items()}
-    members_of = MemberOrder(graph, slots, dims_of, pins, mixing, classes)
+    members_of = MemberOrder(graph, slots, dims_of, pins, mixing, root_of)
     found: list[tuple[tuple[int, str], int, tuple[str, ...], GroupKind, tuple[MixNote, ...]]] = []
     channels = GroupKind.CHANNELS
     for seed_classes, seed_units, count, ready in seeds:

@@ -10,7 +10,7 @@ from typing import TypeVar
 import numpy as np
 
 from prune_graph import DimRef, Graph, Value, ValueKind
-from prune_ops._classes import DimSlots, UnionFind
+from prune_ops._classes import DimSlots
 from prune_ops._groups import Member
 from prune_ops._indices import IntArray
 from prune_ops._mixing import MixNote
@@ -47,7 +47,7 @@ class MemberOrder:
         dims_of: dict[int, list[int]],
         pins: dict[int, list[str]],
         mixing: dict[int, tuple[MixNote, ...]],
-        classes: UnionFind,
+        root_of: list[int],
     ) -> None:
         values = graph.values
         value_rank = np.array([_RANK_BY_ID[id(v.kind)] for v in values], dtype=np.int64)
@@ -59,8 +59,8 @@ class MemberOrder:
         self.pins = pins
         self.mixing = mixing
         # classes with a pinned or mixed dim: only groups that reach one need the per-member look-ups
-        self.pinned = {classes.find(at) for at in pins}
-        self.mixed = {classes.find(at) for at in mixing}
+        self.pinned = set(map(root_of.__getitem__, pins))  # root_of: each slot's class
+        self.mixed = set(map(root_of.__getitem__, mixing))
         # every group's member slots and unit arrays end to end, and where each group's end:
         # one bulk make for all members (a make per group cost more than its members, mostly few)
         self._at: list[int] = []
