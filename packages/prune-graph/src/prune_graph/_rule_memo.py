@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import types
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Union, cast
+from typing import Union
 
 import attrs
 
@@ -71,18 +71,18 @@ class RepeatedCouplings:
     # few fields: an op of a repeated layer makes one, and attrs sets each field through a call
     op: Op
     values: tuple[ValueId, ...]
-    _like: _First = attrs.field(repr=False)  # its plan holds the links and pins
+    plan: tuple[tuple[tuple[int, int, int, int], ...], tuple[tuple[int, int], ...]]  #: ``links`` and ``pinned``
     _shapes: tuple[tuple[int, ...], ...] = attrs.field(repr=False)  # of ``values``
 
     @property
     def links(self) -> tuple[tuple[int, int, int, int], ...]:
         """The identity links as (place in ``values``, dim, place in ``values``, dim)."""
-        return cast(_Plan, self._like.plan)[0]
+        return self.plan[0]
 
     @property
     def pinned(self) -> tuple[tuple[int, int], ...]:
         """The dims the rule leaves unmentioned as (place in ``values``, dim)."""
-        return cast(_Plan, self._like.plan)[1]
+        return self.plan[1]
 
     @property
     def reason(self) -> str:
@@ -157,7 +157,7 @@ def coupling_parts(ops: Iterable[Op], shape: ShapeOf) -> tuple[CouplingPart, ...
                 like.plan = _plan(like)
                 like.planned = True
             if like.plan is not None:
-                found.append(RepeatedCouplings(op, values, like, shapes))
+                found.append(RepeatedCouplings(op, values, like.plan, shapes))
                 continue
             if blind_key is not None:
                 alike[blind_key] = None  # its rule makes more than links and pins: run it

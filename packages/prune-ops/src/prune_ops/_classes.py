@@ -34,10 +34,12 @@ class DimSlots:
 
     def __init__(self, graph: Graph) -> None:
         self.place: dict[str, tuple[int, int]] = {}  # each value's first slot and rank
+        self.start: dict[str, int] = {}  # each value's first slot
         size: list[int] = []
         value_at: list[Value] = []
         for value in graph.values:
             self.place[value.id] = (len(size), len(value.shape))
+            self.start[value.id] = len(size)
             size += value.shape
             value_at += [value] * len(value.shape)
         self.size = size
@@ -129,13 +131,20 @@ class UnionFind:
 
     def union(self, a: int, b: int) -> None:
         up = self.up
-        # a dim is its own root or hangs right under it, mostly: only deeper or new ones need find
+        # a dim is new (its own class, as find makes it), its own root or right under it, mostly:
+        # only deeper ones need the walk
         ra = up[a]
-        if ra < 0 or up[ra] != ra:
-            ra = self.find(a)
+        if ra < 0:
+            up[a] = ra = a
+            self.seen.append(a)
+        elif up[ra] != ra:
+            ra = self._root(a)
         rb = up[b]
-        if rb < 0 or up[rb] != rb:
-            rb = self.find(b)
+        if rb < 0:
+            up[b] = rb = b
+            self.seen.append(b)
+        elif up[rb] != rb:
+            rb = self._root(b)
         if ra != rb:
             # the smaller class goes under the larger's root: a parameter linked to a long-built
             # class would otherwise put every dim of it one step further from its root

@@ -95,14 +95,14 @@ def _read_repeat(part: RepeatedCouplings, read: Read, slots: DimSlots) -> None:
     its dims are made only for the dims that become members: see :meth:`DimSlots.named`)."""
     find, union = read.classes.find, read.classes.union
     # the op's values were looked up for its shapes, so they are in the graph; its dims fit them
-    place = slots.place
-    starts = [place[value][0] for value in part.values]
-    for value_a, dim_a, value_b, dim_b in part.links:
+    starts = list(map(slots.start.__getitem__, part.values))
+    links, pinned = part.plan
+    for value_a, dim_a, value_b, dim_b in links:
         union(starts[value_a] + dim_a, starts[value_b] + dim_b)
-    if part.pinned:
+    if pinned:
         reason = part.reason
         pins = read.pins
-        for value, dim in part.pinned:
+        for value, dim in pinned:
             at = starts[value] + dim
             find(at)
             pins.setdefault(at, []).append(reason)
@@ -111,8 +111,7 @@ def _read_repeat(part: RepeatedCouplings, read: Read, slots: DimSlots) -> None:
 def _read_concat(part: ConcatCouplings, read: Read, slots: DimSlots) -> None:
     """What ``read_couplings`` does with the records of ``part``, without them."""
     find, union, windows = read.classes.find, read.classes.union, read.windows
-    place = slots.place
-    starts = [place[value][0] for value in part.values]  # in the graph, as for a repeat
+    starts = list(map(slots.start.__getitem__, part.values))  # in the graph, as for a repeat
     for link in part.links:
         a, b = starts[link[0]] + link[1], starts[link[2]] + link[3]
         if len(link) == 4:
