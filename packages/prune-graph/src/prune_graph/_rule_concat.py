@@ -59,6 +59,7 @@ def concat_links(op: Op, shape: ShapeOf) -> list[_Link]:
 def _records(
     op: Op, values: tuple[ValueId, ...], shapes: tuple[tuple[int, ...], ...], links: list[_Link]
 ) -> list[Coupling]:
+    """The records of ``links`` (places in ``values``, the output last, of these ``shapes``)."""
     op_id = op.id
     out_shape = shapes[-1]
     made: list[Coupling] = []

@@ -71,7 +71,7 @@ class RepeatedCouplings:
     # few fields: an op of a repeated layer makes one, and attrs sets each field through a call
     op: Op
     values: tuple[ValueId, ...]
-    plan: tuple[tuple[tuple[int, int, int, int], ...], tuple[tuple[int, int], ...]]  #: ``links`` and ``pinned``
+    plan: _Plan  # ``links`` and ``pinned``
     _shapes: tuple[tuple[int, ...], ...] = attrs.field(repr=False)  # of ``values``
 
     @property
