@@ -76,10 +76,10 @@ class DimSlots:
     def named(self, slots: Iterable[int]) -> list[DimRef]:
         """The records of all slots, made for those of ``slots`` no record named (a repeated
         op's couplings are read without records: see ``prune_ops._reading``)."""
-        refs, value_at, place = self.refs, self.value_at, self.place
+        refs, value_at, start = self.refs, self.value_at, self.start
         missing = [at for at in set(slots) if refs[at] is None]
         values = [value_at[at].id for at in missing]
-        for at, ref in zip(missing, dim_refs(values, [at - place[v][0] for at, v in zip(missing, values)])):
+        for at, ref in zip(missing, dim_refs(values, [at - start[v] for at, v in zip(missing, values)])):
             refs[at] = ref
         return cast(list[DimRef], refs)
 
