@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from itertools import chain
 
 from prune_graph._errors import GraphError
 from prune_graph._graph import Graph
@@ -112,13 +113,15 @@ class GraphBuilder:
             kept: list[Op] = []
             for op in reversed(self._ops):
                 # an op without results is there for what it says about its inputs (a sealed module): keep it
-                if not op.outputs or any(out in needed for out in op.outputs) or any(x in state for x in op.inputs):
+                if not op.outputs or not needed.isdisjoint(op.outputs) or not state.isdisjoint(op.inputs):
                     kept.append(op)
                     needed.update(op.inputs)
                     needed.update(op.axes)
             ops = kept[::-1]
-            produced = {out for op in self._ops for out in op.outputs}
-            alive = {v for op in ops for v in (*op.inputs, *op.outputs, *op.axes)} | set(inputs) | set(outputs)
+            produced = set(chain.from_iterable(op.outputs for op in self._ops))
+            alive = set(chain.from_iterable(chain.from_iterable((op.inputs, op.outputs, op.axes) for op in ops)))
+            alive.update(inputs)
+            alive.update(outputs)
             values = {
                 k: v
                 for k, v in self._values.items()
