@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import types
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Union
+from typing import Union, cast
 
 import attrs
 
@@ -105,6 +105,7 @@ class RepeatedCouplings:
 
 
 _CONCAT = OpKind.CONCAT  # looked up once: an enum member is a slow class attribute
+_OTHER = object()  # a family of ops that are not size-blind
 
 # one op's couplings: its records, or a description that makes them on request
 CouplingPart = Union[Sequence[Coupling], RepeatedCouplings, ConcatCouplings]
@@ -114,12 +115,11 @@ def coupling_parts(ops: Iterable[Op], shape: ShapeOf) -> tuple[CouplingPart, ...
     """Every op's couplings, op by op: the records, a :class:`RepeatedCouplings` for an op like
     one before it whose couplings are identity links and pins only, or a :class:`ConcatCouplings`."""
     first: dict[object, _First | None] = {}  # None: the couplings of ops like this one are not copied
-    # size-blind ops by their sizes' pattern (see _pattern); None: ops like this one are not described
-    alike: dict[object, _First | None] = {}
-    # size-blind ops alike but for sizes make a family; a family's first op waits in ``lone``
-    # until a second one comes (most families have one op: no pattern worked out for them)
-    families: set[object] = set()
-    lone: dict[object, _First] = {}
+    # Ops of a size-blind kind alike but for sizes make a family. A family's state: its first op
+    # while it is the only one (most families: no sizes' pattern worked out for them), then its
+    # ops by pattern (see _pattern; None: the rule makes more than links and pins); _OTHER when
+    # its ops are not size-blind (tested once per family).
+    families: dict[object, _First | dict[object, _First | None] | object] = {}
     found: list[CouplingPart] = []
     for op in ops:
         kind = op.kind
@@ -138,20 +138,23 @@ def coupling_parts(ops: Iterable[Op], shape: ShapeOf) -> tuple[CouplingPart, ...
         # id(kind): an enum member hashes through a Python call; it is one object for good
         key = (id(kind), op.target, op.attrs, len(op.inputs), len(op.outputs), shapes, _repeats(values))
         like = first.get(key)
-        blind_key = new_family = None
-        if like is None:
-            blind = _SIZE_BLIND_BY_ID.get(key[0])
-            if blind is not None and blind(op):
-                family = (*key[:5], key[6])
-                if family in families:
-                    earlier = lone.pop(family, None)
-                    if earlier is not None:
-                        alike.setdefault((family, _pattern(earlier.shapes)), earlier)
-                    blind_key = (family, _pattern(shapes))
-                    like = alike.get(blind_key)
+        alike: dict[object, _First | None] | None = None  # the op's family by pattern
+        pattern: object = None
+        new_family = None
+        if like is None and key[0] in _SIZE_BLIND_BY_ID:
+            family = (*key[:5], key[6])
+            state = families.get(family)
+            if state is None:
+                if _SIZE_BLIND_BY_ID[key[0]](op):
+                    new_family = family  # the op waits in families once its rule has run
                 else:
-                    families.add(family)
-                    new_family = family
+                    families[family] = _OTHER
+            elif state is not _OTHER:
+                if type(state) is _First:  # a second op: the first's pattern is needed now
+                    state = families[family] = {_pattern(state.shapes): state}
+                alike = cast(dict[object, _First | None], state)
+                pattern = _pattern(shapes)
+                like = alike.get(pattern)
         if like is not None:
             if not like.planned:  # worked out at the first repeat
                 like.plan = _plan(like)
@@ -159,8 +162,8 @@ def coupling_parts(ops: Iterable[Op], shape: ShapeOf) -> tuple[CouplingPart, ...
             if like.plan is not None:
                 found.append(RepeatedCouplings(op, values, like.plan, shapes))
                 continue
-            if blind_key is not None:
-                alike[blind_key] = None  # its rule makes more than links and pins: run it
+            if alike is not None:
+                alike[pattern] = None  # its rule makes more than links and pins: run it
             else:
                 copied = _copy(like, values, op)
                 if copied is not None:
@@ -171,10 +174,10 @@ def coupling_parts(ops: Iterable[Op], shape: ShapeOf) -> tuple[CouplingPart, ...
         pins = unmentioned_pins(op, shape, made)
         if key not in first:
             first[key] = entry = _First(op.id, values, shapes, made, pins)
-            if blind_key is not None:
-                alike.setdefault(blind_key, entry)
+            if alike is not None:
+                alike.setdefault(pattern, entry)
             elif new_family is not None:
-                lone[new_family] = entry
+                families[new_family] = entry
         found.append([*made, *pins])
     return tuple(found)
 
