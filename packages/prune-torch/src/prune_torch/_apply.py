@@ -6,7 +6,6 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import attrs
-import numpy as np
 import torch
 
 from prune_graph import Graph, ValueKind
@@ -85,6 +84,7 @@ class _Target:
     entry: PlanEntry
     module: torch.nn.Module
     tensor: torch.Tensor | None  # None for virtual axes
+    kept: torch.Tensor | None = None  # the indices the entry keeps, on the CPU (None for virtual axes)
 
 
 _VIRTUAL = ValueKind.VIRTUAL.value
@@ -96,8 +96,8 @@ def _resolve(model: torch.nn.Module, plan: Plan, modules: Mapping[str, torch.nn.
     ``modules``: the model's modules by path (``named_modules(remove_duplicate=False)``).
     """
     targets = []
-    # (size, removed) pairs already found valid: a layer's weight, bias and statistics share them
-    checked: set[tuple[int, tuple[int, ...]]] = set()
+    # the indices kept by each (size, removed) pair, checked once: a layer's weight, bias and statistics share them
+    kept_by: dict[tuple[int, tuple[int, ...]], torch.Tensor] = {}
     for entry in plan.entries:
         module = modules.get(entry.owner)
         if module is None:
@@ -125,10 +125,11 @@ def _resolve(model: torch.nn.Module, plan: Plan, modules: Mapping[str, torch.nn.
                 f"plan entry {entry.path}[{entry.axis}]: expected shape {tuple(entry.shape)}, the model has "
                 f"{tuple(tensor.shape)} (was the plan made for another model?)"
             )
-        if (entry.size, entry.removed) not in checked:
-            check_indices(entry.removed, entry.size, f"plan entry {entry.path}[{entry.axis}]")
-            checked.add((entry.size, entry.removed))
-        targets.append(_Target(entry, module, tensor))
+        kept = kept_by.get((entry.size, entry.removed))
+        if kept is None:
+            removed = check_indices(entry.removed, entry.size, f"plan entry {entry.path}[{entry.axis}]")
+            kept = kept_by[(entry.size, entry.removed)] = torch.from_numpy(complement(removed, entry.size))
+        targets.append(_Target(entry, module, tensor, kept))
     return targets
 
 
@@ -171,21 +172,23 @@ def _plain_attributes(module: torch.nn.Module) -> dict[str, Any]:
 
 
 class _KeptIndices:
-    """The indices plan entries keep, as long tensors per device, made once per (size, removed).
+    """The indices the targets' entries keep (found by ``_resolve``, on the CPU), moved once to each other device.
 
     A layer's weight, bias and running statistics lose the same indices: one tensor serves them all.
     """
 
-    def __init__(self) -> None:
-        self._found: dict[tuple[int, tuple[int, ...], torch.device], torch.Tensor] = {}
+    def __init__(self, targets: Iterable[_Target]) -> None:
+        self._on_cpu = {id(t.entry): t.kept for t in targets if t.kept is not None}
+        self._moved: dict[tuple[int, torch.device], torch.Tensor] = {}
 
     def of(self, entry: PlanEntry, device: torch.device) -> torch.Tensor:
-        key = (entry.size, entry.removed, device)
-        kept = self._found.get(key)
-        if kept is None:
-            kept = torch.from_numpy(complement(np.asarray(entry.removed, dtype=np.int64), entry.size))
-            kept = self._found[key] = kept.to(device) if device.type != "cpu" else kept
-        return kept
+        kept = self._on_cpu[id(entry)]
+        if device.type == "cpu":
+            return kept
+        moved = self._moved.get((id(kept), device))
+        if moved is None:
+            moved = self._moved[(id(kept), device)] = kept.to(device)
+        return moved
 
 
 def _slice(tensor: torch.Tensor, entries: list[PlanEntry], kept: _KeptIndices) -> torch.Tensor:
@@ -367,7 +370,7 @@ def _slice_all(modules: Mapping[str, torch.nn.Module], targets: list[_Target], s
     owners = list(_modules_of(targets))
     for module in owners:
         snapshot.remember(module)
-    kept = _KeptIndices()
+    kept = _KeptIndices(targets)
     for group in by_tensor.values():
         first = group[0]
         entries = [t.entry for t in group]
