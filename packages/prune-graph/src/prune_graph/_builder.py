@@ -119,7 +119,9 @@ class GraphBuilder:
                     needed.update(op.axes)
             ops = kept[::-1]
             produced = set(chain.from_iterable(op.outputs for op in self._ops))
-            alive = set(chain.from_iterable(chain.from_iterable((op.inputs, op.outputs, op.axes) for op in ops)))
+            alive: set[str] = set(
+                chain.from_iterable(chain.from_iterable((op.inputs, op.outputs, op.axes) for op in ops))
+            )
             alive.update(inputs)
             alive.update(outputs)
             values = {
