@@ -176,7 +176,8 @@ class Magnitude:
     def __call__(self, group: Group, data: Sequence[MemberData]) -> FloatArray:
         if self.p in _POWER_SUMS and self.reduction is Reduction.MEAN and data:
             # every member in one array pass: the same sums and means as the loop below
-            summaries = [d.summary(_POWER_SUMS[self.p], group.size) for d in data]
+            power_sum = _POWER_SUMS[self.p]
+            summaries = [d.summary(power_sum, group.size) for d in data]
             sums, covered = unit_sums_of_members([d.member for d in data], summaries, group.size)
             mean = mean_of_stacked(sums ** (1.0 / self.p), covered.sum(axis=0, dtype=np.intp))
             if mean is not None:
