@@ -23,7 +23,6 @@ import warnings
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-import attrs
 import torch
 from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -382,13 +381,31 @@ Call = tuple[Any, tuple[tuple[ValueId | None, tuple[int, ...]], ...]]
 when it is not a value of the graph) and shape."""
 
 
-@attrs.frozen
 class Calls:
-    """Every aten call of a trace in order, and whether it ran on meta: what a light re-run is checked against."""
+    """Every aten call of a trace in order, and whether it ran on meta: what a light re-run is checked against.
 
-    meta: bool
-    items: tuple[Call, ...]
-    constants: tuple[Constant, ...] = ()
+    ``items`` may be given as a function that makes them, called when they are first asked for: a
+    trace on meta keeps its calls' results (empty meta tensors) until then, so a graph that is never
+    re-run against (``pt.trace(...).groups()``) does not pay for them.
+    """
+
+    __slots__ = ("_items", "constants", "meta")
+
+    def __init__(
+        self,
+        meta: bool,
+        items: tuple[Call, ...] | Callable[[], tuple[Call, ...]],
+        constants: tuple[Constant, ...] = (),
+    ) -> None:
+        self.meta = meta
+        self._items = items
+        self.constants = constants
+
+    @property
+    def items(self) -> tuple[Call, ...]:
+        if callable(self._items):
+            self._items = self._items()
+        return self._items
 
 
 def _run(model: torch.nn.Module, example_inputs: ExampleInputs, meta: bool, lines: bool = False) -> tuple[Graph, Calls]:
@@ -421,6 +438,8 @@ def _run(model: torch.nn.Module, example_inputs: ExampleInputs, meta: bool, line
     graph = builder.build(input_ids, list(dict.fromkeys(outputs)), drop_unused=True)
     known = {v.id for v in graph.values}
 
+    stream = recorder.stream
+
     def ids(out: Any) -> tuple[tuple[ValueId | None, tuple[int, ...]], ...]:
         found = []
         for t in tensors_in(out):
@@ -428,8 +447,11 @@ def _run(model: torch.nn.Module, example_inputs: ExampleInputs, meta: bool, line
             found.append((name if name in known else None, tuple(t.shape)))
         return tuple(found)
 
-    calls = Calls(meta, tuple((func, ids(out)) for func, out in recorder.stream), tuple(recorder.constants))
-    return graph, calls
+    def items() -> tuple[Call, ...]:
+        return tuple((func, ids(out)) for func, out in stream)  # the stream keeps each result, so its id
+
+    # a real run's results are activations: worked out now, so they are freed with the stream
+    return graph, Calls(meta, items if meta else items(), tuple(recorder.constants))
 
 
 def _plain(result: Any) -> Any:
