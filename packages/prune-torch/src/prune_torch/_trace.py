@@ -18,24 +18,20 @@ fallback) would update BatchNorm running statistics as a side effect of tracing.
 from __future__ import annotations
 
 import contextlib
-import functools
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import torch
-from torch.overrides import TorchFunctionMode
-from torch.utils._python_dispatch import TorchDispatchMode
 
-from prune_graph import Graph, GraphBuilder, OpKind, ValueId, ValueKind
-from prune_torch._aten import OpSpec, tensors_in
-from prune_torch._aten_table import READERS
-from prune_torch._constants import Constant, constants_of, reads_data
+from prune_graph import Graph, GraphBuilder, ValueId, ValueKind
+from prune_torch._aten import tensors_in
+from prune_torch._constants import Constant
 from prune_torch._errors import TraceError
 from prune_torch._leaves import fast_leaves
-from prune_torch._lines import current_model_line, error_model_line
-from prune_torch._meta import MetaKernels
+from prune_torch._lines import error_model_line
 from prune_torch._mha import PrunedMultiheadAttention, runs_stock_forward
+from prune_torch._recorder import Recorder, WholeOps, dtype_name
 from prune_torch._restore import eval_flags, restoring
 from prune_torch._stack import module_stack
 from prune_torch._stand_ins import meta_stand_ins, on_meta, standing_in, state
@@ -66,227 +62,12 @@ def split_inputs(example_inputs: ExampleInputs) -> tuple[tuple[Any, ...], dict[s
     return (example_inputs,), {}
 
 
-_NO_KEYWORDS: dict[str, Any] = {}  # a layer's calls take none (see _Recorder.layer_call); never written
-
-
-_DTYPE_NAMES: dict[torch.dtype, str] = {}
-
-
-def _dtype(t: torch.Tensor) -> str:
-    dtype = t.dtype
-    name = _DTYPE_NAMES.get(dtype)
-    if name is None:
-        name = _DTYPE_NAMES[dtype] = str(dtype).removeprefix("torch.")
-    return name
-
-
-@functools.cache
-def _op_info(func: Any) -> tuple[Any, str, bool]:
-    """An aten overload's reader, its name in the graph, and whether it writes its first argument.
-
-    Looked up once per overload: a schema's arguments are rebuilt on every access, and a trace
-    asks for each op's.
-    """
-    arguments = func._schema.arguments
-    alias = arguments[0].alias_info if arguments else None
-    packet = func.overloadpacket
-    return READERS.get(packet), str(packet).replace("aten::", "aten."), alias is not None and alias.is_write
-
-
-def _all_in(ids: set[int], args: Any, kwargs: Any) -> bool:
-    """Whether the call reads at least one tensor and every tensor it reads is in ``ids``.
-
-    Stops at the first tensor that is not: most calls read a model value first.
-    """
-    found = False
-    for tree in (args, kwargs):
-        for item in tree.values() if isinstance(tree, Mapping) else tree:
-            if isinstance(item, torch.Tensor):
-                if id(item) not in ids:
-                    return False
-                found = True
-            elif isinstance(item, (list, tuple, dict)):
-                # a list of tensors (a concatenation's) looked at as it is; nested ones flattened first
-                flat = (
-                    item if type(item) is not dict and all(type(t) is torch.Tensor for t in item) else tensors_in(item)
-                )
-                for t in flat:
-                    if id(t) not in ids:
-                        return False
-                    found = True
-    return found
-
-
-class _Recorder(TorchDispatchMode):
-    """Records aten calls into a GraphBuilder."""
-
-    def __init__(self, builder: GraphBuilder, names: dict[int, ValueId], modules: list[str]) -> None:
-        super().__init__()
-        self.builder = builder
-        self.names = names
-        self.modules = modules
-        self.keep: list[torch.Tensor] = []
-        self.count = 0
-        # outputs a reader leaves out (a norm's mean and rstd): not model values
-        self.dropped: set[int] = set()
-        # answers calls on meta tensors without torch's slow Python meta kernels where it can
-        self.kernels = MetaKernels()
-        # every aten call in order with its result, recorded or not: what a light re-run is checked against
-        self.stream: list[tuple[Any, Any]] = []
-        # the plain numbers of those calls (see prune_torch._constants), and whether data reached Python yet
-        self.constants: list[Constant] = []
-        self.data_read = False
-        self.lines = False  # name the model's line for each number (a re-trace that looks for a change)
-
-    def _id_of(self, t: torch.Tensor) -> ValueId:
-        name = self.names.get(id(t))
-        if name is None:
-            name = self.builder.value(
-                f"const{len(self.keep)}", tuple(t.shape), _dtype(t), ValueKind.CONSTANT, self.modules[-1]
-            )
-            self.names[id(t)] = name
-            self.keep.append(t)
-        return name
-
-    def _new(self, t: torch.Tensor) -> ValueId:
-        self.count += 1
-        name = self.builder.value(f"%{self.count}", tuple(t.shape), _dtype(t), ValueKind.ACTIVATION, self.modules[-1])
-        self.names[id(t)] = name
-        self.keep.append(t)
-        return name
-
-    paused = False  # while a whole call is recorded as one op (see _WholeOps), its parts are not
-
-    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
-        kwargs = kwargs or {}
-        out = self.kernels.run(func, args, kwargs)
-        self._note(func, args, kwargs, out)
-        if not self.paused:
-            self._record(func, args, kwargs, out)
-        return out
-
-    def layer_call(
-        self, func: Any, args: tuple[Any, ...], out: Any, kind: OpKind, inputs: tuple[torch.Tensor, ...], attrs: Any
-    ) -> None:
-        """A stock layer's call whose result ``out`` the layer made and whose reading it knows (``prune_torch._leaves``).
-
-        Noted and recorded as :meth:`__torch_dispatch__` records the same call: the op reads ``inputs``
-        and keeps the first tensor of ``out``; the others (a norm's statistics) are left out.
-        """
-        self._note(func, args, _NO_KEYWORDS, out)
-        if self.paused:
-            return
-        names = self.names
-        ids = [names.get(id(t)) or self._id_of(t) for t in inputs]
-        if type(out) is tuple:
-            output = self._new(out[0])
-            for t in out[1:]:  # a norm's statistics (what _drop does, for a tuple of tensors)
-                if id(t) not in names:
-                    self.dropped.add(id(t))
-                    self.keep.append(t)
-        else:
-            output = self._new(out)
-        self.builder.op(kind, _op_info(func)[1], ids, [output], self.modules[-1], attrs)
-
-    def _note(self, func: Any, args: Any, kwargs: Any, out: Any) -> None:
-        """Every call in the stream, with its plain numbers (see prune_torch._constants)."""
-        self.stream.append((func, out))
-        values = constants_of(func, args, kwargs)
-        if values:
-            line = current_model_line() if self.lines else None
-            self.constants.append(Constant(len(self.stream) - 1, self.modules[-1], func, values, self.data_read, line))
-        elif not self.data_read and reads_data(func):
-            self.data_read = True
-
-    def _drop(self, out: Any) -> None:
-        for t in tensors_in(out):
-            if id(t) not in self.names:
-                self.dropped.add(id(t))
-                self.keep.append(t)
-
-    def _record(self, func: Any, args: Any, kwargs: Any, out: Any) -> None:
-        if self.dropped and _all_in(self.dropped, args, kwargs):
-            # autograd's detach of saved statistics: recorded, it would fix their size (groups, heads)
-            self._drop(out)
-            return
-        reader, target, writes_first = _op_info(func)
-        spec: OpSpec | None = None
-        if reader is not None:
-            try:
-                spec = reader(args, kwargs, out)
-            except (IndexError, TypeError, ValueError):
-                spec = None
-        if spec is not None and writes_first and self._writes_into_view(func, args, spec):
-            spec = None
-        if spec is None:
-            spec = OpSpec(
-                OpKind.OPAQUE, tuple(tensors_in(list(args)) + tensors_in(dict(kwargs))), tuple(tensors_in(out))
-            )
-        inputs = [self._id_of(t) for t in spec.inputs]
-        outputs = []
-        seen_out: set[int] = set()
-        for t in spec.outputs:
-            if id(t) in seen_out:
-                continue
-            seen_out.add(id(t))
-            outputs.append(self._new(t))
-        self._drop(out)
-        if not outputs:
-            return
-        self.builder.op(spec.kind, target, inputs, outputs, self.modules[-1], dict(spec.attrs))
-
-    def seal(self, name: str, inputs: list[torch.Tensor]) -> None:
-        """Record an opaque use of ``inputs`` by a module whose widths are fixed in its code."""
-        ids = [self._id_of(t) for t in inputs]
-        if ids:
-            self.builder.op(OpKind.OPAQUE, f"nn.{name}", ids, [], self.modules[-1])
-
-    @staticmethod
-    def _writes_into_view(func: Any, args: Any, spec: OpSpec) -> bool:
-        """An in-place op that writes another tensor's channels into a view of a larger tensor."""
-        if not _op_info(func)[2]:  # its first argument is not written
-            return False
-        target = args[0] if args else None
-        others = [t for t in spec.inputs if t is not target]
-        return isinstance(target, torch.Tensor) and target._is_view() and bool(others)
-
-
 # Modules whose implementation fixes the width of what they read, beyond what their ops show:
 # torch's multi-head attention requires query width == embed_dim == rows of each in-projection.
 # A plain nn.MultiheadAttention is traced through prune_torch's own forward instead (see
 # ``_own_attention``), so only subclasses, whose code may differ, stay sealed.
 SEALED_MODULES: tuple[type, ...] = (torch.nn.MultiheadAttention,)
 OPEN_MODULES: tuple[type, ...] = (torch.nn.MultiheadAttention, PrunedMultiheadAttention)
-
-
-class _WholeOps(TorchFunctionMode):
-    """Records scaled dot-product attention as one op, whatever kernel or decomposition runs it.
-
-    On the meta device torch decomposes it into matmuls, a softmax and a multiplication by
-    1/√(head dim) given as a plain number, which no coupling rule can see; as one ATTENTION op
-    the graph knows that the default scale depends on the query-key dim.
-    """
-
-    _ATTENTION = (torch._C._nn.scaled_dot_product_attention,)
-
-    def __init__(self, recorder: _Recorder) -> None:
-        super().__init__()
-        self.recorder = recorder
-
-    def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
-        kwargs = kwargs or {}
-        if func not in self._ATTENTION or self.recorder.paused or len(args) < 3:
-            return func(*args, **kwargs)
-        q, k = args[0], args[1]
-        if kwargs.get("enable_gqa") or q.shape[:-2] != k.shape[:-2]:
-            return func(*args, **kwargs)  # grouped-query form: its parts are recorded (expand, matmul)
-        self.recorder.paused = True
-        try:
-            out = func(*args, **kwargs)
-        finally:
-            self.recorder.paused = False
-        self.recorder._record(torch.ops.aten.scaled_dot_product_attention.default, args, kwargs, out)
-        return out
 
 
 def _sealed(module: torch.nn.Module) -> bool:
@@ -310,7 +91,7 @@ def _own_attention(model: torch.nn.Module) -> Iterator[None]:
             module.__class__ = torch.nn.MultiheadAttention
 
 
-def _sealer(recorder: _Recorder) -> Callable[[torch.nn.Module, tuple[Any, ...]], None]:
+def _sealer(recorder: Recorder) -> Callable[[torch.nn.Module, tuple[Any, ...]], None]:
     def seal(module: torch.nn.Module, inputs: tuple[Any, ...]) -> None:
         if _sealed(module):
             recorder.seal(type(module).__name__, tensors_in(list(inputs)) + list(module.parameters()))
@@ -347,7 +128,7 @@ def forward_under(
     """One forward of ``model`` under the dispatch mode ``mode``, as a trace runs it; the model's state is put back.
 
     ``stand_ins`` (meta tensors by parameter path) run it in place of the model's state; ``None`` runs
-    the real tensors. ``mode`` also serves :class:`_WholeOps` and sealed modules (``paused``,
+    the real tensors. ``mode`` also serves :class:`WholeOps` and sealed modules (``paused``,
     ``_record``, ``seal``). ``stack`` follows the modules being run (not followed when
     ``None``). Raises :class:`TraceError` naming the module that failed.
     """
@@ -355,7 +136,7 @@ def forward_under(
         leaves = fast_leaves(modules(model), mode) if stand_ins is not None else contextlib.nullcontext()
         running = module_stack(model, stack, _sealer(mode)) if stack is not None else contextlib.nullcontext()
         # the stack wraps each module's forward as it is then: the fast layers' too, so they come first
-        with restoring(model), _own_attention(model), leaves, running, _quiet(), mode, _WholeOps(mode):
+        with restoring(model), _own_attention(model), leaves, running, _quiet(), mode, WholeOps(mode):
             if stand_ins is not None:
                 with standing_in(model, stand_ins):
                     return model(*args, **kwargs)
@@ -415,23 +196,27 @@ def _run(model: torch.nn.Module, example_inputs: ExampleInputs, meta: bool, line
     stand_ins = meta_stand_ins(held) if meta else None
     for path, module, name, tensor, kind in held:
         use = stand_ins[path] if stand_ins is not None else tensor
-        names[id(use)] = builder.value(path, tuple(tensor.shape), _dtype(tensor), kind, module, name)
+        names[id(use)] = builder.value(path, tuple(tensor.shape), dtype_name(tensor), kind, module, name)
     args, kwargs = inputs_on(example_inputs, meta)
     input_ids = []
     for position, arg in enumerate(args):
         for j, t in enumerate(tensors_in(arg)):
             input_ids.append(
-                builder.value(f"input{position}" + (f".{j}" if j else ""), tuple(t.shape), _dtype(t), ValueKind.INPUT)
+                builder.value(
+                    f"input{position}" + (f".{j}" if j else ""), tuple(t.shape), dtype_name(t), ValueKind.INPUT
+                )
             )
             names[id(t)] = input_ids[-1]
     for key, arg in kwargs.items():
         for j, t in enumerate(tensors_in(arg)):
             if id(t) in names:
                 continue
-            input_ids.append(builder.value(key + (f".{j}" if j else ""), tuple(t.shape), _dtype(t), ValueKind.INPUT))
+            input_ids.append(
+                builder.value(key + (f".{j}" if j else ""), tuple(t.shape), dtype_name(t), ValueKind.INPUT)
+            )
             names[id(t)] = input_ids[-1]
     stack = [""]
-    recorder = _Recorder(builder, names, stack)
+    recorder = Recorder(builder, names, stack)
     recorder.lines = lines
     result = forward_under(model, args, kwargs, stand_ins, recorder, stack)
     outputs = [recorder._id_of(t) for t in result_tensors(result)]
