@@ -17,16 +17,13 @@ from prune_graph import (
     Pin,
     RepeatedCouplings,
     ValueKind,
-    couplings_of,
 )
 from prune_graph._rule_memo import flat_couplings
 
+from .test_rule_memo import op_by_op
+
 A = ValueKind.ACTIVATION
 P = ValueKind.PARAMETER
-
-
-def op_by_op(graph: Graph) -> tuple[object, ...]:
-    return tuple(c for op in graph.ops for c in couplings_of(op, graph.shape))
 
 
 def dense_block(layers: int = 4) -> Graph:
