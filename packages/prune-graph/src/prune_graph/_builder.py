@@ -65,7 +65,9 @@ class GraphBuilder:
         """Add an op; returns it. Creates the virtual axes its kind needs."""
         op_id = OpId(f"op{len(self._ops)}")
         attrs = dict(attrs) if attrs else {}
-        axes = self._virtual_axes(op_id, kind, inputs, outputs, owner, attrs) if kind in _WITH_AXES else ()
+        # only a grouped conv or norm has group axes: most ops say so without a call
+        grouped = kind in _WITH_AXES and attrs.get("groups" if kind is OpKind.CONV else "num_groups", 1) != 1
+        axes = self._virtual_axes(op_id, kind, inputs, outputs, owner, attrs) if grouped else ()
         op = quick_op(op_id, kind, target, tuple(inputs), tuple(outputs), owner, attrs, axes)
         self._ops.append(op)
         return op

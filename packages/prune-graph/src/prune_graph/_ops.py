@@ -98,7 +98,7 @@ def _freeze_attr(value: object) -> AttrValue:
     kind = type(value)
     if kind in _PLAIN:
         return value  # type: ignore[return-value]
-    if kind is tuple and all(type(v) in _PLAIN for v in value):  # type: ignore[attr-defined]
+    if kind is tuple and _plain_tuple(value):  # type: ignore[arg-type]
         return value  # type: ignore[return-value]
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
@@ -107,12 +107,26 @@ def _freeze_attr(value: object) -> AttrValue:
     raise GraphError(f"op attributes must be plain data (got {type(value).__name__}: {value!r})")
 
 
+def _plain_tuple(value: tuple[object, ...]) -> bool:
+    for v in value:  # noqa: SIM110 (a loop, not all(): no generator per call, on a hot path)
+        if type(v) not in _PLAIN:
+            return False
+    return True
+
+
 def _to_attrs(value: object) -> tuple[tuple[str, AttrValue], ...]:
-    if type(value) is dict and not value:
-        return ()
-    if type(value) is dict and all(type(key) is str for key in value):
+    if type(value) is dict:
+        if not value:
+            return ()
         # a dict's keys are unique: no pair-by-pair check, and sorting never compares two values
-        return tuple(sorted((key, _freeze_attr(val)) for key, val in value.items()))
+        pairs = []
+        for key, val in value.items():
+            if type(key) is not str:
+                break
+            pairs.append((key, _freeze_attr(val)))
+        else:
+            pairs.sort()
+            return tuple(pairs)
     if isinstance(value, Mapping):
         items = list(value.items())
     elif isinstance(value, (list, tuple)) and all(isinstance(i, (list, tuple)) and len(i) == 2 for i in value):
