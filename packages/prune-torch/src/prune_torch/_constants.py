@@ -82,10 +82,14 @@ def constants_of(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tu
     if kind == 4:
         value = args[at] if len(args) > at else kwargs.get("fill_value", kwargs.get("value"))
         return (value,) if _number(value, True) else ()
-    ints = kind == 1
-    found = [a for a in args if _number(a, ints)]
-    if kwargs:
-        found += [v for v in kwargs.values() if _number(v, ints)]
+    if kind == 1:
+        found = [a for a in args if type(a) is float or type(a) is int]
+        if kwargs:
+            found += [v for v in kwargs.values() if type(v) is float or type(v) is int]
+    else:
+        found = [a for a in args if type(a) is float]
+        if kwargs:
+            found += [v for v in kwargs.values() if type(v) is float]
     return tuple(found)
 
 

@@ -129,7 +129,7 @@ _NORM_RANKS = {nn.BatchNorm1d: (2, 3), nn.BatchNorm2d: (4,), nn.BatchNorm3d: (5,
 
 
 def _tensors(values: tuple[Any, ...]) -> tuple[torch.Tensor, ...]:
-    return tuple(v for v in values if isinstance(v, torch.Tensor))
+    return tuple([v for v in values if isinstance(v, torch.Tensor)])  # a list first: no generator
 
 
 def _batch_norm(module: Any, x: torch.Tensor, calls: Calls) -> Any:
