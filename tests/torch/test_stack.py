@@ -80,3 +80,12 @@ def test_forwards_are_put_back_also_when_the_forward_fails() -> None:
         pt.trace(model, torch.randn(2, 3, 5))  # fails in the first linear: the stack names it
     assert vars(model.inner.linear)["forward"] is own
     assert all("forward" not in vars(m) for m in model.modules() if m is not model.inner.linear)
+
+
+def test_torchs_module_machinery_is_recognised_by_name_too() -> None:
+    from prune_torch._stack import _CALL_IMPL, _module_call
+
+    assert _module_call(_CALL_IMPL)
+    # a torch release whose _call_impl is another code object, in the same file, still counts
+    assert _module_call(_CALL_IMPL.replace(co_consts=(*_CALL_IMPL.co_consts, None)))
+    assert not _module_call(test_torchs_module_machinery_is_recognised_by_name_too.__code__)

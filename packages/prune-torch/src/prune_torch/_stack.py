@@ -26,11 +26,22 @@ from prune_torch._walk import modules, named_modules
 
 __all__ = ["module_stack"]
 
-# the frames a module's forward is called from when the module is called (torch's _call_impl and
-# the closure it runs hooks in); a call from anywhere else is a direct call of ``forward``. Compared
-# by identity: a code object hashes its whole bytecode.
+# the frames a module's forward is called from when the module is called (torch's _call_impl, the
+# closure it runs hooks in, and its path while torch.jit traces); a call from anywhere else is a
+# direct call of ``forward``. Compared by identity first: a code object hashes its whole bytecode.
 _CALL_IMPL = torch.nn.Module._call_impl.__code__
 _HOOKED_CALLS = tuple(code for code in _CALL_IMPL.co_consts if inspect.iscode(code))
+_MODULE_FILE = _CALL_IMPL.co_filename
+_CALLER_NAMES = frozenset({"_call_impl", "inner", "_slow_forward"})
+
+
+def _module_call(caller: Any) -> bool:
+    """Whether a frame running ``caller`` is torch's module machinery calling a forward."""
+    if caller is _CALL_IMPL or any(caller is code for code in _HOOKED_CALLS):
+        return True
+    # by name, in case a torch release lays the machinery out otherwise
+    return bool(caller.co_filename == _MODULE_FILE and caller.co_name in _CALLER_NAMES)
+
 
 Seal = Callable[[torch.nn.Module, tuple[Any, ...]], None]
 """Told each module that is entered, with its positional inputs."""
@@ -53,7 +64,7 @@ class _Entered:
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         caller = sys._getframe(1).f_code
-        if caller is not _CALL_IMPL and not any(caller is code for code in _HOOKED_CALLS):
+        if caller is not _CALL_IMPL and not _module_call(caller):
             return self.forward(*args, **kwargs)  # called directly: part of its caller
         if self.pushes:
             self.enter(args)
