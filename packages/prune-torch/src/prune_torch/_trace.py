@@ -1,10 +1,10 @@
 """Tracing a torch model into a prune-graph Graph at the dispatch level.
 
-The model runs once under a ``TorchDispatchMode`` that records every aten call, while a stack of
-the modules being executed (``prune_torch._stack``) tells each op its owner.
-Parameters and buffers are recognised by identity. By default the run happens on the meta
-device through ``torch.func.functional_call`` with meta stand-ins: no FLOPs, no activation
-memory. When a model reads tensor values in Python (``.item()``, data-dependent ``if``), the
+The model runs once under a ``TorchDispatchMode`` that records every aten call
+(``prune_torch._recorder``), while a stack of the modules being executed (``prune_torch._stack``)
+tells each op its owner. Parameters and buffers are recognised by identity. By default the run
+happens on the meta device, with meta stand-ins swapped in for the model's parameters and buffers
+(``prune_torch._stand_ins``): no FLOPs, no activation memory. When a model reads tensor values in Python (``.item()``, data-dependent ``if``), the
 trace falls back to the real tensors.
 
 Every trace runs in eval mode, whatever the modes of the model's modules, and puts back each
@@ -258,7 +258,7 @@ def check_traceable(model: Any) -> None:
 def refuse_script_modules(model: torch.nn.Module) -> None:
     """Raise a :class:`TraceError` naming the first TorchScript module in ``model``.
 
-    A scripted module runs its compiled graph: no module hooks, no ``functional_call`` stand-ins,
+    A scripted module runs its compiled graph: no module stack, no meta stand-ins,
     no ``get_submodule``, and its code keeps sizes the pruner cannot update. Checked before any
     work, so a scripted model fails here rather than half-way through a prune.
     """
