@@ -19,6 +19,7 @@ the first layer's norm and conv that way.
 
 from __future__ import annotations
 
+import functools
 import types
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Union, cast
@@ -107,6 +108,23 @@ class RepeatedCouplings:
 _CONCAT = OpKind.CONCAT  # looked up once: an enum member is a slow class attribute
 _OTHER = object()  # a family of ops that are not size-blind
 
+# The plans of ops met in graphs before, by the memo's key (``None``: the rule makes more than
+# links and pins). A model traced again (a benchmark's rounds, a prune loop's later traces) has
+# the same ops: the first of each in a graph gets its records from the plan, without its rule.
+# Its place among the parts is kept (records for the first op of a key, as when the rule runs).
+# _ONCE: met in one graph only, its plan not worked out (for a graph seen once it is not worth it).
+_KNOWN: dict[object, object] = {}
+_KNOWN_MAX = 1 << 14  # keys kept at most: past it the memo starts over
+_ONCE = object()
+_UNSEEN = object()
+
+
+def _remember(key: object, plan: object) -> None:
+    if len(_KNOWN) >= _KNOWN_MAX:
+        _KNOWN.clear()
+    _KNOWN[key] = plan
+
+
 # one op's couplings: its records, or a description that makes them on request
 CouplingPart = Union[Sequence[Coupling], RepeatedCouplings, ConcatCouplings]
 
@@ -160,6 +178,8 @@ def coupling_parts(ops: Iterable[Op], shape: ShapeOf) -> tuple[CouplingPart, ...
                 like.plan = _plan(like)
                 like.planned = True
             if like.plan is not None:
+                if type(_KNOWN.get(key)) is not tuple:
+                    _remember(key, like.plan)  # this op's plan too: a repeat makes what its rule does
                 found.append(RepeatedCouplings(op, values, like.plan, shapes))
                 continue
             if alike is not None:
@@ -170,10 +190,23 @@ def coupling_parts(ops: Iterable[Op], shape: ShapeOf) -> tuple[CouplingPart, ...
                     found.append(copied)
                     continue
                 first[key] = None
-        made = rule_couplings(op, shape)
-        pins = unmentioned_pins(op, shape, made)
+        known = _KNOWN.get(key, _UNSEEN)
+        if type(known) is tuple:
+            made, pins = _records(op, values, shapes, cast(_Plan, known))
+        else:
+            made = rule_couplings(op, shape)
+            pins = unmentioned_pins(op, shape, made)
         if key not in first:
             first[key] = entry = _First(op.id, values, shapes, made, pins)
+            if type(known) is tuple:
+                entry.plan = cast(_Plan, known)
+                entry.planned = True
+            elif known is _ONCE:  # met in another graph before: worth working out now
+                entry.plan = _plan(entry)
+                entry.planned = True
+                _remember(key, entry.plan)
+            elif known is _UNSEEN:
+                _remember(key, _ONCE)
             if alike is not None:
                 alike.setdefault(pattern, entry)
             elif new_family is not None:
@@ -213,6 +246,7 @@ _SIZE_BLIND: Mapping[OpKind, Callable[[Op], bool]] = types.MappingProxyType(
 _SIZE_BLIND_BY_ID = types.MappingProxyType({id(kind): test for kind, test in _SIZE_BLIND.items()})
 
 
+@functools.lru_cache(maxsize=4096)  # the families of a model traced again meet the same shapes
 def _pattern(shapes: tuple[tuple[int, ...], ...]) -> tuple[tuple[int, ...], ...]:
     """The shapes with every size but 0 and 1 replaced by the order in which it first appears:
     equal for shapes whose sizes are equal at the same places and 0 or 1 at the same places."""
@@ -246,6 +280,21 @@ def _plan(like: _First) -> _Plan | None:
     except KeyError:
         return None  # a dim of a value that is not the op's
     return tuple(links), pinned
+
+
+def _records(
+    op: Op, values: tuple[ValueId, ...], shapes: tuple[tuple[int, ...], ...], plan: _Plan
+) -> tuple[list[Coupling], list[Pin]]:
+    """What the rule of ``op`` makes and the pins of what it leaves unmentioned, from its plan."""
+    op_id = op.id
+    links, pinned = plan
+    made: list[Coupling] = [
+        quick_link(_ref(values[a], da), _ref(values[b], db), _identity(shapes[a][da]), op_id) for a, da, b, db in links
+    ]
+    if not pinned:
+        return made, []
+    reason = pin_reason(op)
+    return made, [quick_pin(_ref(values[i], d), reason, op_id) for i, d in pinned]
 
 
 def _repeats(values: tuple[ValueId, ...]) -> tuple[int, ...]:

@@ -1,0 +1,60 @@
+"""Ops met in graphs before get their records from the plans kept then (prune_graph._rule_memo._KNOWN):
+the same couplings, and the same parts, as when their rules run."""
+
+from __future__ import annotations
+
+import pytest
+from tests.graph.test_rule_memo import repeated_layers
+from tests.graph.test_rule_memo_sizes import dense_block
+
+from prune_graph import Graph, GraphBuilder, OpKind, ValueKind, _rule_memo, couplings_of
+
+A = ValueKind.ACTIVATION
+P = ValueKind.PARAMETER
+
+
+def _op_by_op(graph: Graph) -> tuple[object, ...]:
+    return tuple(c for op in graph.ops for c in couplings_of(op, graph.shape))
+
+
+def _part_types(graph: Graph) -> list[str]:
+    return [type(p).__name__ for p in graph.couplings_by_op]
+
+
+def test_a_graph_built_again_gets_the_same_parts_and_records() -> None:
+    for make in (repeated_layers, dense_block):
+        _rule_memo._KNOWN.clear()
+        first = make()
+        types = _part_types(first)
+        for _ in range(3):  # the second graph works the plans out, the third reads them
+            again = make()
+            assert _part_types(again) == types
+            assert again.couplings == first.couplings == _op_by_op(again)
+
+
+def _norm(name: str, channels: int, module: str) -> Graph:
+    b = GraphBuilder()
+    x = b.value(f"{name}.x", (2, channels, 5, 5), "float32", ValueKind.INPUT)
+    w = b.value(f"{name}.w", (channels,), "float32", P, module, "weight")
+    y = b.value(f"{name}.y", (2, channels, 5, 5), "float32", A)
+    b.op(OpKind.NORM, "aten.batch_norm", [x, w], [y], module, {"channel_dims": (1,)})
+    return b.build(inputs=[x], outputs=[y])
+
+
+def test_an_op_met_before_gets_its_own_values_op_and_reasons() -> None:
+    _rule_memo._KNOWN.clear()
+    for i in range(3):  # another graph each time, with other names and the same kind of op
+        graph = _norm(f"g{i}", 8, f"norm{i}")
+        assert _part_types(graph) == ["list"]
+        assert graph.couplings == _op_by_op(graph)
+        assert all(c.op == graph.ops[0].id for c in graph.couplings)
+    assert any(type(plan) is tuple for plan in _rule_memo._KNOWN.values())
+
+
+def test_the_memo_starts_over_when_full(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_rule_memo, "_KNOWN_MAX", 2)
+    _rule_memo._KNOWN.clear()
+    for channels in (3, 4, 6, 7, 9):
+        graph = _norm("g", channels, "norm")
+        assert graph.couplings == _op_by_op(graph)
+        assert len(_rule_memo._KNOWN) <= 2
