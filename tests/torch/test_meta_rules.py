@@ -318,6 +318,25 @@ def test_pooling_rules(
     check(aten._adaptive_avg_pool2d.default, x, output_size)
 
 
+# --- reductions ------------------------------------------------------------------------------
+
+
+@given(
+    shape=shapes,
+    dtype=st.sampled_from([*FLOATS, torch.int64]),
+    layout=layouts,
+    dims=st.lists(st.integers(-5, 4), min_size=0, max_size=3),
+    keepdim=st.booleans(),
+    cast=st.sampled_from([None, None, torch.float64]),
+)
+def test_mean_rule(
+    shape: tuple[int, ...], dtype: torch.dtype, layout: str, dims: list[int], keepdim: bool, cast: torch.dtype | None
+) -> None:
+    x = meta(shape, dtype, layout)
+    check(aten.mean.dim, x, dims, keepdim, dtype=cast)
+    check(aten.mean.dim, x, tuple(dims))
+
+
 # --- normalisation ---------------------------------------------------------------------------
 
 
@@ -397,6 +416,7 @@ def _typical() -> list[tuple[Any, tuple[Any, ...], dict[str, Any]]]:
         (aten.max_pool2d_with_indices.default, (x, [3, 3], [2, 2], [1, 1]), {}),
         (aten.avg_pool2d.default, (x, [2, 2]), {}),
         (aten._adaptive_avg_pool2d.default, (x, [1, 1]), {}),
+        (aten.mean.dim, (x, [-1, -2], True), {}),
     ]
     return calls
 

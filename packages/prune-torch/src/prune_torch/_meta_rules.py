@@ -395,6 +395,31 @@ def _adaptive_avg_pool2d(self: torch.Tensor, output_size: Any) -> torch.Tensor |
     return _empty((self.shape[0], self.shape[1], *size), self.dtype) if _plain(self) else None
 
 
+# --- reductions ------------------------------------------------------------------------------
+
+
+def _mean_dim(self: torch.Tensor, dim: Any, keepdim: Any = False, *, dtype: Any = None) -> torch.Tensor | None:
+    # a global average pool ends in this call (adaptive pooling to one pixel); torch's meta kernel
+    # for it is a Python decomposition
+    ndim = self.dim()
+    if dtype is not None or type(keepdim) is not bool or ndim == 0 or self.dtype not in _FLOATS:
+        return None
+    if not isinstance(dim, (list, tuple)) or not dim:
+        return None
+    axes = set()
+    for d in dim:
+        axis = _dim(d, ndim)
+        if axis is None or axis in axes:
+            return None
+        axes.add(axis)
+    shape = tuple(self.shape)
+    if 0 in shape or not _plain(self):
+        return None
+    if keepdim:
+        return _empty(tuple([1 if i in axes else size for i, size in enumerate(shape)]), self.dtype)
+    return _empty(tuple([size for i, size in enumerate(shape) if i not in axes]), self.dtype)
+
+
 # --- the table -------------------------------------------------------------------------------
 
 
@@ -430,6 +455,7 @@ def _table() -> Mapping[Any, Rule]:
         "max_pool2d_with_indices.default": _max_pool2d_with_indices,
         "avg_pool2d.default": _avg_pool2d,
         "_adaptive_avg_pool2d.default": _adaptive_avg_pool2d,
+        "mean.dim": _mean_dim,
         "native_batch_norm.default": _native_batch_norm,
         "_native_batch_norm_legit.default": _native_batch_norm,
         "_native_batch_norm_legit.no_stats": _batch_norm_no_stats,
