@@ -266,35 +266,35 @@ class _Forward:
         if len(args) == 1 and not kwargs:
             with torch._C.DisableTorchFunction():
                 x = args[0]
+                if self.leaf is _passthrough:  # no call to make: the mode stays where it is
+                    return x if not self.module.training else self.stock(self.module, x)
                 if type(x) is torch.Tensor and x.is_meta and _mode_on_top(self.mode):
-                    out = self.leaf(self.module, x, self)
+                    # the mode off the stack while the layer runs, as the dispatcher takes it off while
+                    # the mode answers: the rules' empty tensors are not calls of the model. A leaf
+                    # declines (NotImplemented) before it makes any call.
+                    mode = torch._C._pop_torch_dispatch_stack(None)
+                    try:
+                        out = self.leaf(self.module, x, self)
+                    finally:
+                        torch._C._push_on_torch_dispatch_stack(mode)
                     if out is not NotImplemented:
                         return out
         return self.stock(self.module, *args, **kwargs)
 
     def dispatch(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        # as the dispatcher calls a mode: with the mode off the stack while it answers
-        mode = torch._C._pop_torch_dispatch_stack(None)
-        try:
-            return self.answer(self.mode, func, (), args, kwargs)
-        finally:
-            torch._C._push_on_torch_dispatch_stack(mode)
+        # called while the layer runs, the mode already off the stack (see __call__)
+        return self.answer(self.mode, func, (), args, kwargs)
 
     def known(
         self, func: Any, args: tuple[Any, ...], kind: OpKind, inputs: tuple[torch.Tensor, ...], attrs: dict[str, Any]
     ) -> Any:
         # the shape rule answers, and the mode takes the call with its reading: no generic dispatch, no reader
-        if self.kernels is None:
-            return self.dispatch(func, args, {})
-        mode = torch._C._pop_torch_dispatch_stack(None)  # the rule's empty tensors are not calls of the model
-        try:
-            out = self.kernels.answer_by_rule(func, args, inputs)
-            if out is None:
-                return self.answer(self.mode, func, (), args, {})
-            self.mode.layer_call(func, args, out, kind, inputs, attrs)
-            return out
-        finally:
-            torch._C._push_on_torch_dispatch_stack(mode)
+        kernels = self.kernels
+        out = None if kernels is None else kernels.answer_by_rule(func, args, inputs)
+        if out is None:
+            return self.answer(self.mode, func, (), args, {})
+        self.mode.layer_call(func, args, out, kind, inputs, attrs)
+        return out
 
 
 @functools.cache

@@ -55,12 +55,9 @@ _META = torch.device("meta")
 
 
 def _stand_in(tensor: torch.Tensor) -> torch.Tensor:
-    if tensor.is_contiguous():
-        # what empty_like gives a dense tensor (its very strides), made directly
-        return torch.empty_strided(
-            tensor.shape, tensor.stride(), dtype=tensor.dtype, device=_META, requires_grad=tensor.requires_grad
-        )
-    return torch.empty_like(tensor, device=_META).requires_grad_(tensor.requires_grad)
+    # empty_like keeps a dense tensor's very strides (and lays out any other one as dense)
+    stand_in = torch.empty_like(tensor, device=_META)
+    return stand_in.requires_grad_() if tensor.requires_grad else stand_in
 
 
 def state_stand_ins(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -92,4 +89,7 @@ def standing_in(model: torch.nn.Module, stand_ins: dict[str, torch.Tensor]) -> I
 
 def on_meta(model: torch.nn.Module) -> bool:
     """Whether any of ``model``'s parameters or buffers lives on the meta device."""
-    return any(tensor.is_meta for *_, tensor, _kind in state(model))
+    for *_, tensor, _kind in state(model):  # a loop, not any(): no generator step per tensor
+        if tensor.is_meta:
+            return True
+    return False
