@@ -89,7 +89,7 @@ def standing_in(model: torch.nn.Module, stand_ins: dict[str, torch.Tensor]) -> I
 
 def on_meta(model: torch.nn.Module) -> bool:
     """Whether any of ``model``'s parameters or buffers lives on the meta device."""
-    for *_, tensor, _kind in state(model):  # a loop, not any(): no generator step per tensor
+    for *_, tensor, _kind in state(model):  # noqa: SIM110 (a loop, not any(): no generator step per tensor)
         if tensor.is_meta:
             return True
     return False
