@@ -13,7 +13,9 @@ from prune_graph._values import Value, ValueId, ValueKind
 
 __all__ = ["GraphBuilder"]
 
-_WITH_AXES = frozenset({OpKind.CONV, OpKind.NORM})  # kinds that may have a group axis
+# looked up once: an enum member is a slow class attribute, and hashes through a Python call
+_KINDS = (ValueKind.PARAMETER, ValueKind.BUFFER, ValueKind.ACTIVATION, ValueKind.VIRTUAL)
+_CONV, _NORM = OpKind.CONV, OpKind.NORM  # the kinds that may have a group axis
 
 
 class GraphBuilder:
@@ -66,7 +68,7 @@ class GraphBuilder:
         op_id = OpId(f"op{len(self._ops)}")
         attrs = dict(attrs) if attrs else {}
         # only a grouped conv or norm has group axes: most ops say so without a call
-        grouped = kind in _WITH_AXES and attrs.get("groups" if kind is OpKind.CONV else "num_groups", 1) != 1
+        grouped = (kind is _CONV or kind is _NORM) and attrs.get("groups" if kind is _CONV else "num_groups", 1) != 1
         axes = self._virtual_axes(op_id, kind, inputs, outputs, owner, attrs) if grouped else ()
         op = quick_op(op_id, kind, target, tuple(inputs), tuple(outputs), owner, attrs, axes)
         self._ops.append(op)
@@ -110,8 +112,9 @@ class GraphBuilder:
         ops = self._ops
         values = self._values
         if drop_unused:
+            parameter, buffer, activation, virtual = _KINDS
+            state = {k for k, v in values.items() if v.kind is parameter or v.kind is buffer}
             needed = set(outputs)
-            state = {k for k, v in self._values.items() if v.kind in (ValueKind.PARAMETER, ValueKind.BUFFER)}
             kept: list[Op] = []
             for op in reversed(self._ops):
                 # an op without results is there for what it says about its inputs (a sealed module): keep it
@@ -128,8 +131,7 @@ class GraphBuilder:
             alive.update(outputs)
             values = {
                 k: v
-                for k, v in self._values.items()
-                if k in alive
-                or (k not in produced and v.kind is not ValueKind.ACTIVATION and v.kind is not ValueKind.VIRTUAL)
+                for k, v in values.items()
+                if k in alive or (k not in produced and v.kind is not activation and v.kind is not virtual)
             }
         return Graph(tuple(values.values()), tuple(ops), tuple(inputs), tuple(outputs))

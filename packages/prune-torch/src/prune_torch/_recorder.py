@@ -31,6 +31,8 @@ _NO_KEYWORDS: dict[str, Any] = {}  # a layer's calls take none (see Recorder.lay
 
 
 _DTYPE_NAMES: dict[torch.dtype, str] = {}
+# looked up once: an enum member is a slow class attribute, and a trace makes a value per call
+_ACTIVATION, _CONSTANT = ValueKind.ACTIVATION, ValueKind.CONSTANT
 
 
 def dtype_name(t: torch.Tensor) -> str:
@@ -103,7 +105,7 @@ class Recorder(TorchDispatchMode):
         name = self.names.get(id(t))
         if name is None:
             name = self.builder.value(
-                f"const{len(self.keep)}", tuple(t.shape), dtype_name(t), ValueKind.CONSTANT, self.modules[-1]
+                f"const{len(self.keep)}", tuple(t.shape), dtype_name(t), _CONSTANT, self.modules[-1]
             )
             self.names[id(t)] = name
             self.keep.append(t)
@@ -111,9 +113,7 @@ class Recorder(TorchDispatchMode):
 
     def _new(self, t: torch.Tensor) -> ValueId:
         self.count += 1
-        name = self.builder.value(
-            f"%{self.count}", tuple(t.shape), dtype_name(t), ValueKind.ACTIVATION, self.modules[-1]
-        )
+        name = self.builder.value(f"%{self.count}", tuple(t.shape), dtype_name(t), _ACTIVATION, self.modules[-1])
         self.names[id(t)] = name
         self.keep.append(t)
         return name
