@@ -68,8 +68,13 @@ def _running(module: Any) -> bool:
     return False
 
 
+# what every module's dict holds (nn.Module's bookkeeping, none of it a public int): not looked at
+_MODULE_KEYS = frozenset(vars(torch.nn.Module()))
+
+
 def _int_names(module: torch.nn.Module) -> set[str]:
-    return {name for name, value in vars(module).items() if type(value) is int and not name.startswith("_")}
+    own = vars(module)
+    return {name for name in own.keys() - _MODULE_KEYS if type(own[name]) is int and not name.startswith("_")}
 
 
 @contextlib.contextmanager

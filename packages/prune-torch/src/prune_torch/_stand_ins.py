@@ -15,11 +15,13 @@ from typing import Any
 import torch
 
 from prune_graph import ValueKind
-from prune_torch._walk import modules, named_modules, remembered
+from prune_torch._walk import named_modules, remembered
 
 __all__ = ["meta_stand_ins", "on_meta", "standing_in", "state", "state_stand_ins"]
 
 State = list[tuple[str, str, str, torch.Tensor, ValueKind]]
+
+_KINDS = (ValueKind.PARAMETER, ValueKind.BUFFER)  # looked up once: an enum member is a slow class attribute
 
 
 def state(model: torch.nn.Module) -> State:
@@ -35,20 +37,24 @@ def _state(model: torch.nn.Module) -> State:
     seen: set[int] = set()
     found = []
     walk = named_modules(model)
-    for kind in (ValueKind.PARAMETER, ValueKind.BUFFER):
+    for kind in _KINDS:
+        parameters = kind is _KINDS[0]
         for module_path, module in walk:
-            held = module._parameters if kind is ValueKind.PARAMETER else module._buffers
+            held = module._parameters if parameters else module._buffers
+            if not held:
+                continue
+            prefix = f"{module_path}." if module_path else ""
             for name, tensor in held.items():
                 if tensor is None or id(tensor) in seen:
                     continue
                 seen.add(id(tensor))
-                found.append((f"{module_path}.{name}" if module_path else name, module_path, name, tensor, kind))
+                found.append((prefix + name, module_path, name, tensor, kind))
     return found
 
 
 def meta_stand_ins(found: State) -> dict[str, torch.Tensor]:
     """An empty meta tensor like each of ``found`` (see :func:`state`), by path."""
-    return {path: _stand_in(tensor) for path, _module, _name, tensor, _kind in found}
+    return {entry[0]: _stand_in(entry[3]) for entry in found}
 
 
 _META = torch.device("meta")
@@ -71,11 +77,13 @@ def standing_in(model: torch.nn.Module, stand_ins: dict[str, torch.Tensor]) -> I
 
     What ``torch.func.functional_call(..., tie_weights=True)`` does, without its cost per tensor.
     """
-    by_tensor = {id(tensor): stand_ins[path] for path, *_, tensor, _kind in state(model) if path in stand_ins}
+    by_tensor = {id(entry[3]): stand_ins[entry[0]] for entry in state(model) if entry[0] in stand_ins}
     swapped: list[tuple[dict[str, Any], str, torch.Tensor]] = []
     try:
-        for module in modules(model):
+        for _path, module in named_modules(model):
             for held in (module._parameters, module._buffers):
+                if not held:
+                    continue
                 for name, tensor in held.items():
                     stand_in = by_tensor.get(id(tensor)) if tensor is not None else None
                     if stand_in is not None:
@@ -89,7 +97,7 @@ def standing_in(model: torch.nn.Module, stand_ins: dict[str, torch.Tensor]) -> I
 
 def on_meta(model: torch.nn.Module) -> bool:
     """Whether any of ``model``'s parameters or buffers lives on the meta device."""
-    for *_, tensor, _kind in state(model):  # noqa: SIM110 (a loop, not any(): no generator step per tensor)
-        if tensor.is_meta:
+    for entry in state(model):  # noqa: SIM110 (a loop, not any(): no generator step or unpacking per tensor)
+        if entry[3].is_meta:
             return True
     return False

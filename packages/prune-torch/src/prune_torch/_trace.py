@@ -35,7 +35,7 @@ from prune_torch._recorder import Recorder, WholeOps, dtype_name
 from prune_torch._restore import eval_flags, restoring
 from prune_torch._stack import module_stack
 from prune_torch._stand_ins import meta_stand_ins, on_meta, standing_in, state
-from prune_torch._walk import modules, named_modules, walked
+from prune_torch._walk import modules, named_modules, remembered, walked
 
 __all__ = [
     "Calls",
@@ -252,7 +252,7 @@ def check_traceable(model: Any) -> None:
     """Raise a :class:`TraceError` unless ``model`` is an eager ``torch.nn.Module`` (before any work)."""
     if not isinstance(model, torch.nn.Module):
         raise TraceError(f"trace() needs a torch.nn.Module (got {type(model).__name__})")
-    refuse_script_modules(model)
+    remembered(model, "no TorchScript", refuse_script_modules)  # checked once per walk of the model
 
 
 def refuse_script_modules(model: torch.nn.Module) -> None:

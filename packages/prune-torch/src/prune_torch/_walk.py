@@ -22,8 +22,30 @@ _Walk = tuple[torch.nn.Module, list[tuple[str, torch.nn.Module]], list[tuple[str
 _WALK: contextvars.ContextVar[_Walk | None] = contextvars.ContextVar("prune_torch_walk", default=None)
 
 
+_NAMED_MODULES = torch.nn.Module.named_modules
+_DEEPEST = 900  # deeper than this, torch's own recursive walk (and its RecursionError on a cycle)
+
+
+def _every_path(model: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
+    """``list(model.named_modules(remove_duplicate=False))``, walked without a generator per module."""
+    found = []
+    todo = [("", model, 0)]
+    while todo:
+        path, module, depth = todo.pop()
+        if type(module).named_modules is not _NAMED_MODULES or depth > _DEEPEST:
+            return list(model.named_modules(remove_duplicate=False))  # a class that walks its own way
+        found.append((path, module))
+        children = module._modules
+        if children:
+            prefix = f"{path}." if path else ""
+            todo += reversed(
+                [(prefix + name, child, depth + 1) for name, child in children.items() if child is not None]
+            )
+    return found
+
+
 def _walk(model: torch.nn.Module) -> _Walk:
-    every = list(model.named_modules(remove_duplicate=False))
+    every = _every_path(model)
     seen: set[int] = set()
     first = []
     for path, module in every:
