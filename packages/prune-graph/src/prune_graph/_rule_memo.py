@@ -178,8 +178,6 @@ def coupling_parts(ops: Iterable[Op], shape: ShapeOf) -> tuple[CouplingPart, ...
                 like.plan = _plan(like)
                 like.planned = True
             if like.plan is not None:
-                if type(_KNOWN.get(key)) is not tuple:
-                    _remember(key, like.plan)  # this op's plan too: a repeat makes what its rule does
                 found.append(RepeatedCouplings(op, values, like.plan, shapes))
                 continue
             if alike is not None:
