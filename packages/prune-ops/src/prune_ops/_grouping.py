@@ -23,10 +23,10 @@ import numpy as np
 
 from prune_graph import Graph, IndexMapLike
 from prune_ops._classes import DimSlots, SlotFactor, UnionFind, boundary_and_ignored, components, unify_factors
-from prune_ops._groups import Group, GroupKind, GroupSet, Member
+from prune_ops._groups import GroupKind, GroupSet, Member
 from prune_ops._indices import IntArray
 from prune_ops._kinds import group_kinds
-from prune_ops._members import MemberOrder
+from prune_ops._members import MemberOrder, new_groups
 from prune_ops._mixing import MixNote, mixing_of
 from prune_ops._reading import Run, read_couplings
 
@@ -129,11 +129,7 @@ def find_groups(graph: Graph, *, ignore: Collection[str] = (), prune_outputs: bo
     ]
     # sorted by root (state first, then path); the search order breaks ties, as a stable sort would
     made.sort(key=_first)
-    groups = [
-        Group(i, members[0].dim, size, members, blockers, kind, notes)
-        for i, (_key, size, members, blockers, kind, notes) in enumerate(made)
-    ]
-    return GroupSet(graph, groups)
+    return GroupSet(graph, new_groups(made))
 
 
 # a group found, before its place (its id) among the sorted groups is known: its sort key first

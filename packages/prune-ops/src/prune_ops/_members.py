@@ -11,11 +11,11 @@ import numpy as np
 
 from prune_graph import DimRef, Graph, Value, ValueKind
 from prune_ops._classes import DimSlots
-from prune_ops._groups import Member
+from prune_ops._groups import Group, GroupKind, Member
 from prune_ops._indices import IntArray
 from prune_ops._mixing import MixNote
 
-__all__ = ["MemberOrder", "order_key"]
+__all__ = ["MemberOrder", "new_groups", "order_key"]
 
 _STATE = (ValueKind.PARAMETER, ValueKind.BUFFER)
 # where members of each kind of value come first: parameters and buffers, then the rest, virtual axes last
@@ -122,6 +122,30 @@ def _new_members(
     deque(map(_set_value, members, values), 0)
     deque(map(_set_units, members, arrays), 0)
     return members
+
+
+# Group's fields, likewise: a graph makes hundreds of groups
+_GROUP_SETTERS = tuple(
+    getattr(Group, name).__set__ for name in ("id", "root", "size", "members", "blockers", "kind", "mixing", "_memo")
+)
+
+
+def new_groups(
+    rows: Sequence[tuple[object, int, tuple[Member, ...], tuple[str, ...], GroupKind, tuple[MixNote, ...]]],
+) -> list[Group]:
+    """``Group(i, members[0].dim, size, members, blockers, kind, notes)`` for the ``i``-th row
+    (``(anything, size, members, blockers, kind, notes)``), without a Python call per group
+    (Group has no validator or converter to skip; a test checks the two agree)."""
+    count = len(rows)
+    groups = list(map(_new, repeat(Group, count)))
+    if not count:
+        return groups
+    _keys, sizes, members, blockers, kinds, notes = zip(*rows)
+    roots = [m[0].dim for m in members]
+    memos: list[dict[str, object]] = [{} for _ in range(count)]
+    for setter, column in zip(_GROUP_SETTERS, (range(count), roots, sizes, members, blockers, kinds, notes, memos)):
+        deque(map(setter, groups, column), 0)
+    return groups
 
 
 def _sorted_classes(dims_of: dict[int, list[int]], slot_rank: IntArray, count: int) -> dict[int, list[int]]:
