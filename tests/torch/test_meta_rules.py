@@ -360,6 +360,24 @@ def test_batch_norm_rules(data: st.DataObject, shape: tuple[int, ...], dtype: to
     check(aten._native_batch_norm_legit_functional.default, x, w, b, *stats, training, 0.1, 1e-5)
 
 
+@given(shape=st.lists(st.integers(1, 4), min_size=2, max_size=5).map(tuple), dtype=dtypes)
+def test_batch_norm_spares(shape: tuple[int, ...], dtype: torch.dtype) -> None:
+    """A batch norm layer's call (statistics dropped) answers what torch answers, with the run's shared statistics."""
+    op = aten.native_batch_norm.default
+    x = meta(shape, dtype)
+    params = [meta((shape[1],), dtype) for _ in range(4)]
+    kernels = MetaKernels()
+    first = kernels.answer_by_rule(op, (x, *params, False, 0.1, 1e-5), (x, *params), first_only=True)
+    again = kernels.answer_by_rule(op, (x, *params, False, 0.1, 1e-5), (x, *params), first_only=True)
+    assert describe(first) == describe(op(x, *params, False, 0.1, 1e-5))
+    assert first[0] is not again[0]  # the output a layer returns is its own
+    assert first[1] is again[1]
+    assert first[2] is again[2]
+    assert first[1] is not first[2]
+    alone = kernels.answer_by_rule(op, (x, *params, False, 0.1, 1e-5), (x, *params))
+    assert alone[1] is not first[1]  # a caller that may look at the statistics gets its own
+
+
 @given(data=st.data(), shape=st.lists(st.integers(1, 4), min_size=1, max_size=4).map(tuple), dtype=dtypes)
 def test_layer_norm_rule(data: st.DataObject, shape: tuple[int, ...], dtype: torch.dtype) -> None:
     k = data.draw(st.integers(1, len(shape)))

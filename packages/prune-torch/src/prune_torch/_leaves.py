@@ -52,11 +52,18 @@ class Calls(Protocol):
         """The mode's answer to one call, as the dispatcher would ask it."""
 
     def known(
-        self, func: Any, args: tuple[Any, ...], kind: OpKind, inputs: tuple[torch.Tensor, ...], attrs: dict[str, Any]
+        self,
+        func: Any,
+        args: tuple[Any, ...],
+        kind: OpKind,
+        inputs: tuple[torch.Tensor, ...],
+        attrs: dict[str, Any],
+        first_only: bool = False,
     ) -> Any:
         """One call with no keyword arguments whose reading the layer states: the op ``kind`` reads
         ``inputs`` with ``attrs`` and keeps its first result, as ``prune_torch._aten``'s reader would say.
-        ``inputs`` are all the tensors among ``args``."""
+        ``inputs`` are all the tensors among ``args``. ``first_only``: the layer uses only the first
+        result (its other results may be tensors shared by the run's calls)."""
 
 
 Leaf = Callable[[Any, torch.Tensor, Calls], Any]
@@ -143,7 +150,8 @@ def _batch_norm(module: Any, x: torch.Tensor, calls: Calls) -> Any:
     params = (_held(module, "weight"), _held(module, "bias"), running_mean, _held(module, "running_var"))
     args = (x, *params, False, momentum, module.eps)
     reading = {"channel_dims": (1,), "mixes": False}
-    return calls.known(aten.native_batch_norm.default, args, _NORM, (x, *_tensors(params)), reading)[0]
+    # the statistics are dropped: the run's shared ones serve (see MetaKernels.spare)
+    return calls.known(aten.native_batch_norm.default, args, _NORM, (x, *_tensors(params)), reading, True)[0]
 
 
 def _layer_norm(module: Any, x: torch.Tensor, calls: Calls) -> Any:
@@ -288,11 +296,17 @@ class _Forward:
         return self.answer(self.mode, func, (), args, kwargs)
 
     def known(
-        self, func: Any, args: tuple[Any, ...], kind: OpKind, inputs: tuple[torch.Tensor, ...], attrs: dict[str, Any]
+        self,
+        func: Any,
+        args: tuple[Any, ...],
+        kind: OpKind,
+        inputs: tuple[torch.Tensor, ...],
+        attrs: dict[str, Any],
+        first_only: bool = False,
     ) -> Any:
         # the shape rule answers, and the mode takes the call with its reading: no generic dispatch, no reader
         kernels = self.kernels
-        out = None if kernels is None else kernels.answer_by_rule(func, args, inputs)
+        out = None if kernels is None else kernels.answer_by_rule(func, args, inputs, first_only=first_only)
         if out is None:
             return self.answer(self.mode, func, (), args, {})
         self.mode.layer_call(func, args, out, kind, inputs, attrs)

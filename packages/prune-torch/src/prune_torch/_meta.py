@@ -31,6 +31,7 @@ from typing import Any
 import torch
 
 from prune_torch._meta_rules import RULES, Rule
+from prune_torch._meta_shapes import _empty
 
 __all__ = ["RULES", "MetaKernels", "torch_meta_kernels"]
 
@@ -62,6 +63,9 @@ class _Kind(enum.Enum):
     INPLACE = "inplace"  # returns its first argument, written in place
     NEVER = "never"  # views, aliases, non-tensor returns, out= forms, data-dependent shapes
 
+
+# ops whose rule takes ``spare`` for the results a caller may drop (see MetaKernels.answer_by_rule)
+_SPARING = frozenset({torch.ops.aten.native_batch_norm.default})
 
 # looked up once: an enum member is a slow class attribute (~0.15 us a lookup), and run() is per call
 _NEVER, _INPLACE = _Kind.NEVER, _Kind.INPLACE
@@ -204,6 +208,7 @@ class MetaKernels:
         self.enabled = _ENABLED.get() if enabled is None else enabled
         self.rules = rules
         self.cache: dict[tuple[Any, ...], Any] = {}
+        self._spares: dict[tuple[Any, ...], torch.Tensor] = {}
         # how each call was answered, for profiling
         self.by_rule = self.hits = self.misses = self.by_torch = 0
 
@@ -230,23 +235,37 @@ class MetaKernels:
             return func(*args, **kwargs)
         return self._cached(func, kind, args, kwargs)
 
-    def answer_by_rule(self, func: Any, args: tuple[Any, ...], tensors: tuple[torch.Tensor, ...]) -> Any:
+    def answer_by_rule(
+        self, func: Any, args: tuple[Any, ...], tensors: tuple[torch.Tensor, ...], *, first_only: bool = False
+    ) -> Any:
         """The rule's answer to ``func(*args)`` (no keyword arguments), or ``None`` where :meth:`run` must answer.
 
         For callers that make their calls themselves (``prune_torch._leaves``), so know the op has a
         rule and which of ``args`` are tensors: ``tensors`` must be all of them. What :meth:`run`
-        would return whenever it is not ``None``.
+        would return whenever it is not ``None``. ``first_only``: the caller looks at the first
+        result alone (a batch norm layer keeps its output, not its statistics), so an op whose rule
+        takes ``spare`` gets the run's shared tensors for the others (see :meth:`spare`).
         """
         rule = self.rules.get(func)
         if rule is None or not self.enabled or not _on_meta(tensors):
             return None
         try:
-            out = rule(*args)
+            out = rule(*args, spare=self.spare) if first_only and func in _SPARING else rule(*args)
         except TypeError:
             return None
         if out is not None:
             self.by_rule += 1
         return out
+
+    def spare(self, shape: tuple[int, ...], dtype: torch.dtype, slot: int) -> torch.Tensor:
+        """An empty meta tensor for the ``slot``-th result of a call nobody looks at, one per shape,
+        dtype and slot for the whole run: nothing reads it, so there is no need to make a new one per call
+        (a batch norm layer's two statistics, two tensors in three of its call)."""
+        key = (shape, dtype, slot)
+        found = self._spares.get(key)
+        if found is None:
+            found = self._spares[key] = _empty(shape, dtype)
+        return found
 
     def _cached(self, func: Any, kind: _Kind, args: Any, kwargs: Mapping[str, Any]) -> Any:
         try:

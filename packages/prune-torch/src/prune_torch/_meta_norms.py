@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -43,9 +44,19 @@ def _batch_norm_input(input: Any, *params: torch.Tensor | None) -> int | None:
     return shape[1]
 
 
-def _batch_norm_outputs(input: torch.Tensor, channels: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+Spare = Callable[[tuple[int, ...], torch.dtype, int], torch.Tensor]
+"""Makes the ``slot``-th output of a call whose caller never looks at it (see ``MetaKernels.spare``)."""
+
+
+def _fresh(shape: tuple[int, ...], dtype: torch.dtype, _slot: int) -> torch.Tensor:
+    return _empty(shape, dtype)
+
+
+def _batch_norm_outputs(
+    input: torch.Tensor, channels: int, spare: Spare = _fresh
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     stat = _stat_dtype(input.dtype)
-    return _empty(input.shape, input.dtype), _empty((channels,), stat), _empty((channels,), stat)
+    return _empty(input.shape, input.dtype), spare((channels,), stat, 1), spare((channels,), stat, 2)
 
 
 def _native_batch_norm(
@@ -57,7 +68,10 @@ def _native_batch_norm(
     training: Any,
     momentum: Any,
     eps: Any,
+    *,
+    spare: Spare = _fresh,
 ) -> tuple[torch.Tensor, ...] | None:
+    # ``spare`` makes the two statistics: shared ones where the caller drops them (a batch norm layer)
     channels = _batch_norm_input(input, weight, bias, running_mean, running_var)
     if channels is None or type(training) is not bool or not (_number(momentum) and _number(eps)):
         return None
@@ -65,7 +79,7 @@ def _native_batch_norm(
         return None
     if training and input.numel() == channels:  # one value per channel: torch's variance divides by zero
         return None
-    return _batch_norm_outputs(input, channels)
+    return _batch_norm_outputs(input, channels, spare)
 
 
 def _batch_norm_no_training(

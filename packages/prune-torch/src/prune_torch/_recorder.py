@@ -143,9 +143,10 @@ class Recorder(TorchDispatchMode):
         ids = [names.get(id(t)) or self._id_of(t) for t in inputs]
         if type(out) is tuple:
             output = self._new(out[0])
-            for t in out[1:]:  # a norm's statistics (what _drop does, for a tuple of tensors)
-                if id(t) not in names:
-                    self.dropped.add(id(t))
+            dropped = self.dropped
+            for t in out[1:]:  # a norm's statistics (what _drop does, for a tuple of tensors; shared ones once)
+                if id(t) not in names and id(t) not in dropped:
+                    dropped.add(id(t))
                     self.keep.append(t)
         else:
             output = self._new(out)
