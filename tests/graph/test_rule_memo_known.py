@@ -7,7 +7,17 @@ import pytest
 from tests.graph.test_rule_memo import repeated_layers
 from tests.graph.test_rule_memo_sizes import dense_block
 
-from prune_graph import Graph, GraphBuilder, OpKind, ValueKind, _rule_memo, couplings_of
+from prune_graph import (
+    ConcatCouplings,
+    Graph,
+    GraphBuilder,
+    GraphError,
+    OpKind,
+    ValueKind,
+    _rule_concat,
+    _rule_memo,
+    couplings_of,
+)
 
 A = ValueKind.ACTIVATION
 P = ValueKind.PARAMETER
@@ -58,3 +68,41 @@ def test_the_memo_starts_over_when_full(monkeypatch: pytest.MonkeyPatch) -> None
         graph = _norm("g", channels, "norm")
         assert graph.couplings == _op_by_op(graph)
         assert len(_rule_memo._KNOWN) <= 2
+
+
+def _concat(name: str, module: str, widths: tuple[int, ...] = (3, 5)) -> Graph:
+    b = GraphBuilder()
+    xs = [b.value(f"{name}.x{i}", (2, w, 4, 4), "float32", ValueKind.INPUT) for i, w in enumerate(widths)]
+    y = b.value(f"{name}.y", (2, sum(widths), 4, 4), "float32", A)
+    b.op(OpKind.CONCAT, "aten.cat", xs, [y], module, {"dim": 1})
+    return b.build(inputs=xs, outputs=[y])
+
+
+def test_a_concat_met_before_gets_its_own_values_op_and_reasons() -> None:
+    _rule_concat._DESCRIBED.clear()
+    for i in range(3):
+        graph = _concat(f"g{i}", f"cat{i}")
+        (part,) = graph.couplings_by_op
+        assert isinstance(part, ConcatCouplings)
+        assert part.values == (*graph.ops[0].inputs, *graph.ops[0].outputs)
+        assert graph.couplings == _op_by_op(graph)
+    assert len(_rule_concat._DESCRIBED) == 1
+
+
+def test_a_bad_concat_still_fails_after_good_ones() -> None:
+    _concat("good", "cat")
+    b = GraphBuilder()
+    xs = [b.value(f"x{i}", (2, 3, 4, 4), "float32", ValueKind.INPUT) for i in range(2)]
+    y = b.value("y", (2, 7, 4, 4), "float32", A)
+    b.op(OpKind.CONCAT, "aten.cat", xs, [y], "cat", {"dim": 1})
+    with pytest.raises(GraphError, match="inputs have 6 channels"):
+        b.build(inputs=xs, outputs=[y]).couplings_by_op
+
+
+def test_the_concat_memo_starts_over_when_full(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_rule_concat, "_DESCRIBED_MAX", 2)
+    _rule_concat._DESCRIBED.clear()
+    for widths in ((1, 2), (2, 3), (3, 4), (4, 5)):
+        graph = _concat("g", "cat", widths)
+        assert graph.couplings == _op_by_op(graph)
+        assert len(_rule_concat._DESCRIBED) <= 2

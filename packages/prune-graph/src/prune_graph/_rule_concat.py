@@ -105,17 +105,33 @@ class ConcatCouplings:
         return made + [quick_pin(_ref(values[i], d), reason, op_id) for i, d in self.pinned]
 
 
+# the links and unmentioned dims of concats met before, by attributes and shapes: a model traced
+# again (a dense block's concats of dozens of inputs each) has the same concats
+_DESCRIBED: dict[object, tuple[tuple[_Link, ...], tuple[tuple[int, int], ...]]] = {}
+_DESCRIBED_MAX = 1 << 12  # concats kept at most: past it the memo starts over
+
+
 def describe_concat(op: Op, shape: ShapeOf, pin_reason: Callable[[Op], str]) -> ConcatCouplings | None:
     """``op``'s couplings as a :class:`ConcatCouplings` (``pin_reason``: why unmentioned dims are
     pinned), or ``None`` when a value takes two places or the op has more than one output."""
     values = (*op.inputs, *op.outputs, *op.axes)
     if len(op.outputs) != 1 or op.axes or len(set(values)) != len(values):
         return None
-    links = concat_links(op, shape)
     shapes = tuple(map(shape, values))
-    mentioned = {(link[0], link[1]) for link in links}
-    mentioned.update((link[2], link[3]) for link in links)
-    pinned = tuple(
-        (i, d) for i, sizes in enumerate(shapes) for d, size in enumerate(sizes) if size > 1 and (i, d) not in mentioned
-    )
-    return ConcatCouplings(op, values, tuple(links), pinned, pin_reason(op) if pinned else "", shapes)
+    key = (op.attrs, shapes)  # all the rule reads of a concat but its names
+    known = _DESCRIBED.get(key)
+    if known is None:
+        links = tuple(concat_links(op, shape))
+        mentioned = {(link[0], link[1]) for link in links}
+        mentioned.update((link[2], link[3]) for link in links)
+        pinned = tuple(
+            (i, d)
+            for i, sizes in enumerate(shapes)
+            for d, size in enumerate(sizes)
+            if size > 1 and (i, d) not in mentioned
+        )
+        if len(_DESCRIBED) >= _DESCRIBED_MAX:
+            _DESCRIBED.clear()
+        _DESCRIBED[key] = known = (links, pinned)
+    links, pinned = known
+    return ConcatCouplings(op, values, links, pinned, pin_reason(op) if pinned else "", shapes)
