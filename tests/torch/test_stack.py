@@ -83,9 +83,9 @@ def test_forwards_are_put_back_also_when_the_forward_fails() -> None:
 
 
 def test_torchs_module_machinery_is_recognised_by_name_too() -> None:
-    from prune_torch._stack import _CALL_IMPL, _module_call
+    from prune_torch._stack import _CALL_IMPL, called_as_module
 
-    assert _module_call(_CALL_IMPL)
+    assert called_as_module(_CALL_IMPL)
     # a torch release whose _call_impl is another code object, in the same file, still counts
-    assert _module_call(_CALL_IMPL.replace(co_consts=(*_CALL_IMPL.co_consts, None)))
-    assert not _module_call(test_torchs_module_machinery_is_recognised_by_name_too.__code__)
+    assert called_as_module(_CALL_IMPL.replace(co_consts=(*_CALL_IMPL.co_consts, None)))
+    assert not called_as_module(test_torchs_module_machinery_is_recognised_by_name_too.__code__)

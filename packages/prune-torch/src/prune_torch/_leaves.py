@@ -28,6 +28,7 @@ import contextvars
 import functools
 import inspect
 import math
+import sys
 import types
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Protocol
@@ -37,6 +38,7 @@ import torch.nn.modules.module as _module_globals
 from torch import nn
 
 from prune_graph import OpKind
+from prune_torch._stack import Entered, called_as_module
 
 __all__ = ["LEAVES", "fast_leaves", "stock_leaves"]
 
@@ -259,9 +261,13 @@ def keeps_its_attributes(module: nn.Module) -> bool:
 
 
 class _Forward:
-    """A layer's instance ``forward`` during one run: its aten calls straight to ``mode``, else its own code."""
+    """A layer's instance ``forward`` during one run: its aten calls straight to ``mode``, else its own code.
 
-    __slots__ = ("answer", "kernels", "leaf", "mode", "module", "stock")
+    Inside a module stack (``prune_torch._stack``) it also pushes its module's path, as the stack's
+    own wrapper would (:meth:`take_stack`): one call per layer, not two.
+    """
+
+    __slots__ = ("answer", "entered", "kernels", "leaf", "mode", "module", "stock")
 
     def __init__(self, module: nn.Module, leaf: Leaf, mode: Any) -> None:
         self.module = module
@@ -271,14 +277,27 @@ class _Forward:
         self.answer = _own_dispatch(type(mode)) if mode is not None else None
         # the mode's shape rules, when it takes calls it did not answer itself (``layer_call``)
         self.kernels = getattr(mode, "kernels", None) if hasattr(mode, "layer_call") else None
+        self.entered: Entered | None = None
+
+    def take_stack(self, entered: Entered | None) -> None:
+        """Push and pop the module's path as ``entered`` would, around this forward (``None``: no more)."""
+        self.entered = entered
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        entered = self.entered
+        if entered is not None:  # what Entered.__call__ does before the forward
+            if called_as_module(sys._getframe(1).f_code):
+                if entered.pushes:
+                    entered.enter(args)
+            else:
+                entered = None  # called directly: part of its caller
+        out = NotImplemented
         if len(args) == 1 and not kwargs:
             with torch._C.DisableTorchFunction():
                 x = args[0]
                 if self.leaf is _passthrough:  # no call to make: the mode stays where it is
-                    return x if not self.module.training else self.stock(self.module, x)
-                if type(x) is torch.Tensor and x.is_meta and _mode_on_top(self.mode):
+                    out = NotImplemented if self.module.training else x
+                elif type(x) is torch.Tensor and x.is_meta and _mode_on_top(self.mode):
                     # the mode off the stack while the layer runs, as the dispatcher takes it off while
                     # the mode answers: the rules' empty tensors are not calls of the model. A leaf
                     # declines (NotImplemented) before it makes any call.
@@ -287,9 +306,11 @@ class _Forward:
                         out = self.leaf(self.module, x, self)
                     finally:
                         torch._C._push_on_torch_dispatch_stack(mode)
-                    if out is not NotImplemented:
-                        return out
-        return self.stock(self.module, *args, **kwargs)
+        if out is NotImplemented:
+            out = self.stock(self.module, *args, **kwargs)
+        if entered is not None and len(entered.stack) > 1:  # and after it, as Entered.__call__ does
+            entered.stack.pop()
+        return out
 
     def dispatch(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         # called while the layer runs, the mode already off the stack (see __call__)

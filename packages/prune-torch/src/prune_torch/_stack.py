@@ -24,7 +24,7 @@ import torch
 
 from prune_torch._walk import modules, named_modules
 
-__all__ = ["module_stack"]
+__all__ = ["Entered", "called_as_module", "module_stack"]
 
 # the frames a module's forward is called from when the module is called (torch's _call_impl, the
 # closure it runs hooks in, and its path while torch.jit traces); a call from anywhere else is a
@@ -35,7 +35,7 @@ _MODULE_FILE = _CALL_IMPL.co_filename
 _CALLER_NAMES = frozenset({"_call_impl", "inner", "_slow_forward"})
 
 
-def _module_call(caller: Any) -> bool:
+def called_as_module(caller: Any) -> bool:
     """Whether a frame running ``caller`` is torch's module machinery calling a forward."""
     if caller is _CALL_IMPL or any(caller is code for code in _HOOKED_CALLS):
         return True
@@ -47,7 +47,7 @@ Seal = Callable[[torch.nn.Module, tuple[Any, ...]], None]
 """Told each module that is entered, with its positional inputs."""
 
 
-class _Entered:
+class Entered:
     """A module's instance ``forward`` during a trace: its path on the stack while its own forward runs."""
 
     __slots__ = ("forward", "module", "path", "pushes", "seal", "stack")
@@ -64,7 +64,7 @@ class _Entered:
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         caller = sys._getframe(1).f_code
-        if caller is not _CALL_IMPL and not _module_call(caller):
+        if caller is not _CALL_IMPL and not called_as_module(caller):
             return self.forward(*args, **kwargs)  # called directly: part of its caller
         if self.pushes:
             self.enter(args)
@@ -95,9 +95,12 @@ def module_stack(model: torch.nn.Module, stack: list[str], seal: Seal | None = N
         for module in modules(model):
             own = module.__dict__.get("forward")
             pushes = not module._forward_pre_hooks
-            entered = _Entered(module, module.forward, paths[id(module)], stack, seal, pushes)
-            module.__dict__["forward"] = entered
+            entered = Entered(module, module.forward, paths[id(module)], stack, seal, pushes)
             installed.append((module, own))
+            if getattr(type(own), "take_stack", None) is not None:
+                own.take_stack(entered)  # a stock layer's forward (prune_torch._leaves) pushes its path itself
+            else:
+                module.__dict__["forward"] = entered
             if not pushes:
                 handles.append(module.register_forward_pre_hook(_pusher(entered), prepend=True))
         yield
@@ -109,9 +112,11 @@ def module_stack(model: torch.nn.Module, stack: list[str], seal: Seal | None = N
                 module.__dict__.pop("forward", None)
             else:
                 module.__dict__["forward"] = own
+                if getattr(type(own), "take_stack", None) is not None:
+                    own.take_stack(None)
 
 
-def _pusher(entered: _Entered) -> Callable[[torch.nn.Module, tuple[Any, ...]], None]:
+def _pusher(entered: Entered) -> Callable[[torch.nn.Module, tuple[Any, ...]], None]:
     def push(_module: torch.nn.Module, args: tuple[Any, ...]) -> None:
         entered.enter(args)
 
