@@ -93,18 +93,19 @@ def read_couplings(parts: Iterable[CouplingPart], slots: DimSlots) -> Read:
 def _read_repeat(part: RepeatedCouplings, read: Read, slots: DimSlots) -> None:
     """What ``read_couplings`` does with the records of ``part``, without them (the records of
     its dims are made only for the dims that become members: see :meth:`DimSlots.named`)."""
-    find, union = read.classes.find, read.classes.union
     # the op's values were looked up for its shapes, so they are in the graph; its dims fit them
     starts = list(map(slots.start.__getitem__, part.values))
     links, pinned = part.plan
-    for value_a, dim_a, value_b, dim_b in links:
-        union(starts[value_a] + dim_a, starts[value_b] + dim_b)
+    read.classes.union_places(links, starts)
     if pinned:
+        up, seen = read.classes.up, read.classes.seen
         reason = part.reason
         pins = read.pins
         for value, dim in pinned:
             at = starts[value] + dim
-            find(at)
+            if up[at] < 0:  # what UnionFind.find does for a dim met first here, with no call
+                up[at] = at
+                seen.append(at)
             pins.setdefault(at, []).append(reason)
 
 
