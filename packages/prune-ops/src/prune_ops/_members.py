@@ -58,8 +58,16 @@ class MemberOrder:
         self.value_at = slots.value_at
         self.pins = pins
         self.mixing = mixing
-        # classes with a pinned or mixed dim: only groups that reach one need the per-member look-ups
-        self.pinned = set(map(root_of.__getitem__, pins))  # root_of: each slot's class
+        # each class with a pinned dim, with its pinned slots in member order (mostly one): a group of
+        # one class reads its blockers from those alone (root_of: each slot's class)
+        pinned_at: dict[int, list[int]] = {}
+        for at in pins:
+            pinned_at.setdefault(root_of[at], []).append(at)
+        for ats in pinned_at.values():
+            if len(ats) > 1:
+                ats.sort(key=self.key.__getitem__)
+        self.pinned_at = pinned_at
+        # classes with a mixed dim: only groups that reach one need the per-member look-ups
         self.mixed = set(map(root_of.__getitem__, mixing))
         # every group's member slots and unit arrays end to end, and where each group's end:
         # one bulk make for all members (a make per group cost more than its members, mostly few)
@@ -73,10 +81,14 @@ class MemberOrder:
 
         The members themselves are made for every group at once by :meth:`members`.
         """
+        blockers: tuple[str, ...] = ()
         if len(units) == 1:
             ((k, array),) = units.items()
             at_of = self.slots_of[k]
             self._arrays.extend(repeat(array, len(at_of)))
+            pinned = self.pinned_at.get(k)
+            if pinned is not None:
+                blockers = _listed(self.pins, pinned)
         else:
             # classes share no slot: each slot with its class's array, then the slots in member
             # order (by key alone: keys differ), all through C-level calls (a concat-heavy net
@@ -86,11 +98,10 @@ class MemberOrder:
                 array_of.update(dict.fromkeys(self.slots_of[k], array))
             at_of = sorted(array_of, key=self.key.__getitem__)
             self._arrays.extend(map(array_of.__getitem__, at_of))
+            if not self.pinned_at.keys().isdisjoint(units):
+                blockers = _listed(self.pins, at_of)
         self._at.extend(at_of)
         self._ends.append(len(self._at))
-        blockers: tuple[str, ...] = ()
-        if not self.pinned.isdisjoint(units):
-            blockers = _listed(self.pins, at_of)
         notes: tuple[MixNote, ...] = ()
         if not self.mixed.isdisjoint(units):
             notes = _listed(self.mixing, at_of)
@@ -162,4 +173,6 @@ def _sorted_classes(dims_of: dict[int, list[int]], slot_rank: IntArray, count: i
 
 def _listed(table: Mapping[int, Sequence[_T]], at_of: list[int]) -> tuple[_T, ...]:
     """What ``table`` holds for the slots ``at_of``, in their order, each thing once."""
+    if len(at_of) == 1:  # most pinned classes: one pinned dim
+        return tuple(dict.fromkeys(table.get(at_of[0], ())))
     return tuple(dict.fromkeys(chain.from_iterable(map(table.get, at_of, repeat((), len(at_of))))))
