@@ -140,17 +140,25 @@ class Recorder(TorchDispatchMode):
         if self.paused:
             return
         names = self.names
-        ids = [names.get(id(t)) or self._id_of(t) for t in inputs]
+        ids = []
+        for t in inputs:
+            name = names.get(id(t))
+            ids.append(name if name is not None else self._id_of(t))
         if type(out) is tuple:
-            output = self._new(out[0])
-            dropped = self.dropped
-            for t in out[1:]:  # a norm's statistics (what _drop does, for a tuple of tensors; shared ones once)
-                if id(t) not in names and id(t) not in dropped:
-                    dropped.add(id(t))
-                    self.keep.append(t)
+            first = out[0]
+            for t in out[1:]:  # a norm's statistics (what _drop does, for a tuple of tensors)
+                if id(t) not in names:
+                    self.dropped.add(id(t))
+                    self.keep.append(t)  # once per call, shared or not: ``keep``'s length numbers constants
         else:
-            output = self._new(out)
-        self.builder.op(kind, _op_info(func)[1], ids, [output], self.modules[-1], attrs)
+            first = out
+        # what _new does, written out: a layer's call makes one value
+        self.count += 1
+        owner = self.modules[-1]
+        output = self.builder.value(f"%{self.count}", tuple(first.shape), dtype_name(first), _ACTIVATION, owner)
+        names[id(first)] = output
+        self.keep.append(first)
+        self.builder.op(kind, _op_info(func)[1], ids, (output,), owner, attrs)
 
     def _note(self, func: Any, args: Any, kwargs: Any, out: Any) -> None:
         """Every call in the stream, with its plain numbers (see prune_torch._constants)."""
