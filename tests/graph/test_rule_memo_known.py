@@ -3,6 +3,7 @@ the same couplings, and the same parts, as when their rules run."""
 
 from __future__ import annotations
 
+import attrs
 import pytest
 from tests.graph.test_rule_memo import repeated_layers
 from tests.graph.test_rule_memo_sizes import dense_block
@@ -13,6 +14,7 @@ from prune_graph import (
     GraphBuilder,
     GraphError,
     OpKind,
+    RepeatedCouplings,
     ValueKind,
     _rule_concat,
     _rule_memo,
@@ -106,3 +108,18 @@ def test_the_concat_memo_starts_over_when_full(monkeypatch: pytest.MonkeyPatch) 
         graph = _concat("g", "cat", widths)
         assert graph.couplings == _op_by_op(graph)
         assert len(_rule_concat._DESCRIBED) <= 2
+
+
+def test_repeats_made_in_bulk_equal_repeats_made_by_init() -> None:
+    graph = repeated_layers()
+    for part in graph.couplings_by_op:
+        if isinstance(part, RepeatedCouplings):
+            made = _rule_memo._repeated(part.op, part.values, part.plan, part._shapes)
+            expected = RepeatedCouplings(part.op, part.values, part.plan, part._shapes)
+            assert type(made) is RepeatedCouplings
+            assert made.couplings() == expected.couplings()
+            assert [getattr(made, f.name) for f in attrs.fields(RepeatedCouplings)] == [
+                getattr(expected, f.name) for f in attrs.fields(RepeatedCouplings)
+            ]
+    # every field is set: a field added to RepeatedCouplings must be added to _repeated too
+    assert [f.name for f in attrs.fields(RepeatedCouplings)] == ["op", "values", "plan", "_shapes"]

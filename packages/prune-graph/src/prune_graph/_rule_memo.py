@@ -105,6 +105,25 @@ class RepeatedCouplings:
         return out
 
 
+# RepeatedCouplings' fields written straight into their slots, as _quick does for records: most
+# ops of a model make one (it has no validator or converter to skip; a test checks the two agree)
+_new = object.__new__
+_SET_REPEATED = tuple(getattr(RepeatedCouplings, name).__set__ for name in ("op", "values", "plan", "_shapes"))
+
+
+def _repeated(
+    op: Op, values: tuple[ValueId, ...], plan: _Plan, shapes: tuple[tuple[int, ...], ...]
+) -> RepeatedCouplings:
+    """``RepeatedCouplings(op, values, plan, shapes)``."""
+    made: RepeatedCouplings = _new(RepeatedCouplings)
+    set_op, set_values, set_plan, set_shapes = _SET_REPEATED
+    set_op(made, op)
+    set_values(made, values)
+    set_plan(made, plan)
+    set_shapes(made, shapes)
+    return made
+
+
 _CONCAT = OpKind.CONCAT  # looked up once: an enum member is a slow class attribute
 _OTHER = object()  # a family of ops that are not size-blind
 
@@ -154,7 +173,9 @@ def coupling_parts(ops: Iterable[Op], shape: ShapeOf) -> tuple[CouplingPart, ...
         values = (*op.inputs, *op.outputs, *op.axes)
         shapes = tuple(map(shape, values))
         # id(kind): an enum member hashes through a Python call; it is one object for good
-        key = (id(kind), op.target, op.attrs, len(op.inputs), len(op.outputs), shapes, _repeats(values))
+        # where values repeat (see _repeats), written out: most ops repeat none
+        repeats = () if len(set(values)) == len(values) else _repeats(values)
+        key = (id(kind), op.target, op.attrs, len(op.inputs), len(op.outputs), shapes, repeats)
         like = first.get(key)
         alike: dict[object, _First | None] | None = None  # the op's family by pattern
         pattern: object = None
@@ -178,7 +199,7 @@ def coupling_parts(ops: Iterable[Op], shape: ShapeOf) -> tuple[CouplingPart, ...
                 like.plan = _plan(like)
                 like.planned = True
             if like.plan is not None:
-                found.append(RepeatedCouplings(op, values, like.plan, shapes))
+                found.append(_repeated(op, values, like.plan, shapes))
                 continue
             if alike is not None:
                 alike[pattern] = None  # its rule makes more than links and pins: run it
