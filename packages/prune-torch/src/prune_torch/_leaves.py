@@ -40,7 +40,7 @@ from torch import nn
 from prune_graph import OpKind
 from prune_torch._stack import Entered, called_as_module
 
-__all__ = ["LEAVES", "fast_leaves", "stock_leaves"]
+__all__ = ["LEAVES", "fast_leaves", "stock_leaf", "stock_leaves"]
 
 aten = torch.ops.aten
 # the kinds a layer states, looked up once: an enum member is a slow class attribute (~0.15 us a lookup)
@@ -238,7 +238,7 @@ LEAVES: types.MappingProxyType[type, Leaf] = types.MappingProxyType(
 _STOCK_FORWARD = {cls: cls.forward for cls in LEAVES}
 
 
-def _stock_leaf(module: nn.Module) -> Leaf | None:
+def stock_leaf(module: nn.Module) -> Leaf | None:
     """How ``module`` runs, when it is an exact instance of a class in :data:`LEAVES` running torch's forward."""
     cls = type(module)
     leaf = LEAVES.get(cls)
@@ -254,7 +254,7 @@ def keeps_its_attributes(module: nn.Module) -> bool:
     need not save and restore its attributes.
     """
     return (
-        _stock_leaf(module) is not None
+        stock_leaf(module) is not None
         and not (module._forward_pre_hooks or module._forward_hooks)
         and not (_module_globals._global_forward_pre_hooks or _module_globals._global_forward_hooks)
     )
@@ -355,7 +355,7 @@ def fast_leaves(modules: Iterable[nn.Module], mode: Any) -> Iterator[None]:
     changed = []
     if _ENABLED.get():
         for module in modules:
-            leaf = _stock_leaf(module)
+            leaf = stock_leaf(module)
             if leaf is None:
                 continue
             module.__dict__["forward"] = _Forward(module, leaf, mode)

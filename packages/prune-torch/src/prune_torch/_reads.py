@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 from prune_torch._layers import rule_for
+from prune_torch._leaves import stock_leaf
 from prune_torch._walk import named_modules
 
 __all__ = ["Reads", "reading"]
@@ -102,8 +103,10 @@ def reading(model: torch.nn.Module) -> Iterator[Reads]:
         cls = type(module)
         if cls not in ruled:
             ruled[cls] = rule_for(module) is not None
-        if ruled[cls]:
-            continue  # a layer with a rule takes its sizes from its tensors: what its forward reads is never asked
+        if ruled[cls] or stock_leaf(module) is not None:
+            # a layer with a rule takes its sizes from its tensors: what its forward reads is never asked;
+            # a stock layer running torch's own forward (an activation, dropout) reads no size
+            continue
         names = _int_names(module)
         if names:
             wanted.setdefault(type(module), set()).update(names)
