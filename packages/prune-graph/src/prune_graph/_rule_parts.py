@@ -37,17 +37,12 @@ def dim_ref(value: ValueId, dim: int) -> DimRef:
 
 
 def dim_refs(values: Sequence[ValueId], dims: Sequence[int]) -> list[DimRef]:
-    """``DimRef(value, dim)`` for each pair, shared as :func:`dim_ref`'s are.
-
-    A model traced again names its dims the same way: its group search then takes records made
-    before rather than making (and leaving to the cyclic collector) hundreds of new ones.
+    """``DimRef(value, dim)`` for each pair, made in bulk (equal records, not shared ones).
 
     >>> dim_refs([ValueId("x"), ValueId("y")], [1, 0]) == [DimRef(ValueId("x"), 1), DimRef(ValueId("y"), 0)]
     True
     """
-    if len(values) != len(dims) or not set(map(type, dims)) <= {int} or (dims and min(dims) < 0):
-        return quick_refs(values, dims)  # its checks and errors
-    return list(map(_ref, values, dims))
+    return quick_refs(values, dims)
 
 
 def _link(op: Op, a: ValueId, da: int, b: ValueId, db: int, size: int) -> Link:
