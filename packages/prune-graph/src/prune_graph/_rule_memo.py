@@ -265,12 +265,23 @@ _SIZE_BLIND: Mapping[OpKind, Callable[[Op], bool]] = types.MappingProxyType(
 _SIZE_BLIND_BY_ID = types.MappingProxyType({id(kind): test for kind, test in _SIZE_BLIND.items()})
 
 
-@functools.lru_cache(maxsize=4096)  # the families of a model traced again meet the same shapes
+# ops of other kinds in one graph (a conv, its norm, its activation) and a model traced again
+# meet the same shapes
+@functools.lru_cache(maxsize=4096)
 def _pattern(shapes: tuple[tuple[int, ...], ...]) -> tuple[tuple[int, ...], ...]:
     """The shapes with every size but 0 and 1 replaced by the order in which it first appears:
     equal for shapes whose sizes are equal at the same places and 0 or 1 at the same places."""
     codes = {0: 0, 1: 1}
-    return tuple(tuple([codes.setdefault(size, len(codes)) for size in sizes]) for sizes in shapes)
+    found = []
+    for sizes in shapes:  # loops, not comprehensions: a few sizes each, and one call less per shape
+        row = []
+        for size in sizes:
+            code = codes.get(size)
+            if code is None:
+                code = codes[size] = len(codes)
+            row.append(code)
+        found.append(tuple(row))
+    return tuple(found)
 
 
 def flat_couplings(parts: Iterable[CouplingPart]) -> tuple[Coupling, ...]:
