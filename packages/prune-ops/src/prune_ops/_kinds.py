@@ -9,11 +9,14 @@ from prune_ops._groups import GroupKind
 __all__ = ["contracted_in_products", "group_kinds"]
 
 
+# looked up once: an enum member is a slow class attribute (these run once per value or op of a graph)
+_PARAMETER, _BUFFER, _CONSTANT = ValueKind.PARAMETER, ValueKind.BUFFER, ValueKind.CONSTANT
+_ATTENTION, _MATMUL = OpKind.ATTENTION, OpKind.MATMUL
+
+
 def _parameter_derived(graph: Graph) -> set[str]:
     """Parameters and values computed from parameters and constants only (``w.t()``, ``w.to(dtype)``)."""
-    derived: set[str] = {
-        v.id for v in graph.values if v.kind in (ValueKind.PARAMETER, ValueKind.BUFFER, ValueKind.CONSTANT)
-    }
+    derived: set[str] = {v.id for v in graph.values if v.kind is _PARAMETER or v.kind is _BUFFER or v.kind is _CONSTANT}
     for op in graph.ops:
         if op.inputs and all(i in derived for i in op.inputs):
             derived.update(op.outputs)
@@ -34,12 +37,12 @@ def group_kinds(
     derived = _parameter_derived(graph)
     attention: set[int] = set()
     for op in graph.ops:
-        if op.kind is OpKind.ATTENTION:
+        if op.kind is _ATTENTION:
             # the per-head dims: q and k contract theirs, v and the output carry theirs (the head
             # and batch dims are not head dims, though a mask may factor them too)
             for value in (*op.inputs[:3], *op.outputs):
                 attention.add(classes.find(slots.at(value, graph.value(value).rank - 1)))
-        elif op.kind is OpKind.MATMUL and op.inputs[0] not in derived and op.inputs[1] not in derived:
+        elif op.kind is _MATMUL and op.inputs[0] not in derived and op.inputs[1] not in derived:
             for value in (*op.inputs[:2], *op.outputs):
                 attention.update(classes.find(slots.at(value, d)) for d in range(graph.value(value).rank))
     grown = True
@@ -80,12 +83,12 @@ def contracted_in_products(graph: Graph) -> set[DimRef]:
     derived = _parameter_derived(graph)
     found: set[DimRef] = set()
     for op in graph.ops:
-        if op.kind is OpKind.MATMUL and op.inputs[0] not in derived and op.inputs[1] not in derived:
+        if op.kind is _MATMUL and op.inputs[0] not in derived and op.inputs[1] not in derived:
             a, b = op.inputs[0], op.inputs[1]
             b_rank = graph.value(b).rank
             found.add(DimRef(a, graph.value(a).rank - 1))
             found.add(DimRef(b, 0 if b_rank == 1 else b_rank - 2))
-        elif op.kind is OpKind.ATTENTION:
+        elif op.kind is _ATTENTION:
             q, k = op.inputs[0], op.inputs[1]
             found.add(DimRef(q, graph.value(q).rank - 1))
             found.add(DimRef(k, graph.value(k).rank - 1))

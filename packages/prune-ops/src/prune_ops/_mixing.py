@@ -49,11 +49,15 @@ def _normalisation_modules(graph: Graph, among: Collection[str] | None) -> dict[
     """:func:`normalisation_modules`, looking only at the modules ``among`` (all with ``None``)."""
     kinds: dict[str, set[OpKind]] = {}
     for op in graph.ops:
-        if op.owner and (among is None or op.owner in among):
-            kinds.setdefault(op.owner, set()).add(op.kind)
+        owner = op.owner
+        if owner and (among is None or owner in among):
+            kinds.setdefault(owner, set()).add(op.kind)
+    if not kinds:
+        return {}
+    parameter = ValueKind.PARAMETER  # looked up once: an enum member is a slow class attribute
     params: dict[str, list[tuple[int, ...]]] = {}
     for value in graph.values:
-        if value.kind is ValueKind.PARAMETER and value.owner in kinds:
+        if value.owner in kinds and value.kind is parameter:
             params.setdefault(value.owner, []).append(value.shape)
     found = {}
     for module, shapes in params.items():
