@@ -200,8 +200,9 @@ def member_data(
     if cache.wanted_by is not importance:
         cache.wanted, cache.wanted_by = {}, importance
     found = []
+    parameter = ValueKind.PARAMETER  # looked up once: an enum member is a slow class attribute
     for member in group.parameters:
-        if member.value.kind is not ValueKind.PARAMETER:
+        if member.value.kind is not parameter:
             continue
         wanted = _wanted(member, importance, cache) if importance is not None else None
         summaries = _summaries(model, member, wanted, tensors, cache, group.size) if wanted is not None else {}

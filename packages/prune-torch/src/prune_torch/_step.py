@@ -55,15 +55,23 @@ def left_alone(groups: tuple[Group, ...], opts: Options) -> list[str]:
 
 def _wanted(groups: tuple[Group, ...], opts: Options) -> list[Group]:
     """The kinds of group a prune touches: channels and heads by default; the rest on request."""
-    has_heads = any(g.kind is GroupKind.HEADS for g in groups)
+    # looked up once, not per group: an enum member is a slow class attribute
+    heads, head_dims, query_heads, channels = (
+        GroupKind.HEADS,
+        GroupKind.HEAD_DIMS,
+        GroupKind.QUERY_HEADS,
+        GroupKind.CHANNELS,
+    )
+    has_heads = any(g.kind is heads for g in groups)
     keep_hidden = (not has_heads) if opts.hidden is None else opts.hidden
     wanted = []
     for group in groups:
-        if group.kind is GroupKind.HEAD_DIMS and not opts.head_dims:
+        kind = group.kind
+        if kind is head_dims and not opts.head_dims:
             continue
-        if group.kind is GroupKind.QUERY_HEADS and not opts.query_heads:
+        if kind is query_heads and not opts.query_heads:
             continue
-        if group.kind is GroupKind.CHANNELS and group.normalised and not keep_hidden:
+        if kind is channels and group.normalised and not keep_hidden:
             continue
         wanted.append(group)
     return wanted
