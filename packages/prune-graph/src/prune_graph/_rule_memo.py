@@ -92,17 +92,8 @@ class RepeatedCouplings:
 
     def couplings(self) -> list[Coupling]:
         """The records: identity links, then pins, in the order the rules make them."""
-        op_id = self.op.id
-        values, shapes = self.values, self._shapes
-        # every link is an identity map of its source's size (checked on the first op: see _plan)
-        out: list[Coupling] = [
-            quick_link(_ref(values[a], da), _ref(values[b], db), _identity(shapes[a][da]), op_id)
-            for a, da, b, db in self.links
-        ]
-        if self.pinned:
-            reason = self.reason
-            out += [quick_pin(_ref(values[i], d), reason, op_id) for i, d in self.pinned]
-        return out
+        made, pins = _records(self.op, self.values, self._shapes, self.plan)
+        return made + pins
 
 
 # RepeatedCouplings' fields written straight into their slots, as _quick does for records: most
@@ -315,7 +306,10 @@ def _plan(like: _First) -> _Plan | None:
 def _records(
     op: Op, values: tuple[ValueId, ...], shapes: tuple[tuple[int, ...], ...], plan: _Plan
 ) -> tuple[list[Coupling], list[Pin]]:
-    """What the rule of ``op`` makes and the pins of what it leaves unmentioned, from its plan."""
+    """What the rule of ``op`` makes and the pins of what it leaves unmentioned, from its plan.
+
+    Every link is an identity map of its source's size (checked on the op the plan came from: see _plan).
+    """
     op_id = op.id
     links, pinned = plan
     made: list[Coupling] = [
