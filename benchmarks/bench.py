@@ -215,7 +215,7 @@ SCALING_BUDGET = 30  # the same for one depth of a chain
 # (memos per op type, which any model fills, stay).
 MODEL_MEMOS = {
     "prune_graph._rule_parts": ("_identity", "_ref"),
-    "prune_graph._rule_memo": ("_pattern", "_KNOWN"),
+    "prune_graph._rule_memo": ("_pattern",),
     "prune_graph._rule_concat": ("_DESCRIBED",),
     "prune_torch._meta_shapes": ("_contiguous_strides",),
 }

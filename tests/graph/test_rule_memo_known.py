@@ -1,5 +1,5 @@
-"""Ops met in graphs before get their records from the plans kept then (prune_graph._rule_memo._KNOWN):
-the same couplings, and the same parts, as when their rules run."""
+"""Graphs built again, ops and concats met before (prune_graph._rule_concat._DESCRIBED): the same
+couplings, and the same parts, as when their rules run."""
 
 from __future__ import annotations
 
@@ -35,10 +35,10 @@ def _part_types(graph: Graph) -> list[str]:
 
 def test_a_graph_built_again_gets_the_same_parts_and_records() -> None:
     for make in (repeated_layers, dense_block):
-        _rule_memo._KNOWN.clear()
+        _rule_concat._DESCRIBED.clear()
         first = make()
         types = _part_types(first)
-        for _ in range(3):  # the second graph works the plans out, the third reads them
+        for _ in range(3):
             again = make()
             assert _part_types(again) == types
             assert again.couplings == first.couplings == _op_by_op(again)
@@ -54,22 +54,11 @@ def _norm(name: str, channels: int, module: str) -> Graph:
 
 
 def test_an_op_met_before_gets_its_own_values_op_and_reasons() -> None:
-    _rule_memo._KNOWN.clear()
     for i in range(3):  # another graph each time, with other names and the same kind of op
         graph = _norm(f"g{i}", 8, f"norm{i}")
         assert _part_types(graph) == ["list"]
         assert graph.couplings == _op_by_op(graph)
         assert all(c.op == graph.ops[0].id for c in graph.couplings)
-    assert any(type(plan) is tuple for plan in _rule_memo._KNOWN.values())
-
-
-def test_the_memo_starts_over_when_full(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(_rule_memo, "_KNOWN_MAX", 2)
-    _rule_memo._KNOWN.clear()
-    for channels in (3, 4, 6, 7, 9):
-        graph = _norm("g", channels, "norm")
-        assert graph.couplings == _op_by_op(graph)
-        assert len(_rule_memo._KNOWN) <= 2
 
 
 def _concat(name: str, module: str, widths: tuple[int, ...] = (3, 5)) -> Graph:

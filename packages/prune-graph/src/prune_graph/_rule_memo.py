@@ -118,23 +118,6 @@ def _repeated(
 _CONCAT = OpKind.CONCAT  # looked up once: an enum member is a slow class attribute
 _OTHER = object()  # a family of ops that are not size-blind
 
-# The plans of ops met in graphs before, by the memo's key (``None``: the rule makes more than
-# links and pins). A model traced again (a benchmark's rounds, a prune loop's later traces) has
-# the same ops: the first of each in a graph gets its records from the plan, without its rule.
-# Its place among the parts is kept (records for the first op of a key, as when the rule runs).
-# _ONCE: met in one graph only, its plan not worked out (for a graph seen once it is not worth it).
-_KNOWN: dict[object, object] = {}
-_KNOWN_MAX = 1 << 14  # keys kept at most: past it the memo starts over
-_ONCE = object()
-_UNSEEN = object()
-
-
-def _remember(key: object, plan: object) -> None:
-    if len(_KNOWN) >= _KNOWN_MAX:
-        _KNOWN.clear()
-    _KNOWN[key] = plan
-
-
 # one op's couplings: its records, or a description that makes them on request
 CouplingPart = Union[Sequence[Coupling], RepeatedCouplings, ConcatCouplings]
 
@@ -200,23 +183,10 @@ def coupling_parts(ops: Iterable[Op], shape: ShapeOf) -> tuple[CouplingPart, ...
                     found.append(copied)
                     continue
                 first[key] = None
-        known = _KNOWN.get(key, _UNSEEN)
-        if type(known) is tuple:
-            made, pins = _records(op, values, shapes, cast(_Plan, known))
-        else:
-            made = rule_couplings(op, shape)
-            pins = unmentioned_pins(op, shape, made)
+        made = rule_couplings(op, shape)
+        pins = unmentioned_pins(op, shape, made)
         if key not in first:
             first[key] = entry = _First(op.id, values, shapes, made, pins)
-            if type(known) is tuple:
-                entry.plan = cast(_Plan, known)
-                entry.planned = True
-            elif known is _ONCE:  # met in another graph before: worth working out now
-                entry.plan = _plan(entry)
-                entry.planned = True
-                _remember(key, entry.plan)
-            elif known is _UNSEEN:
-                _remember(key, _ONCE)
             if alike is not None:
                 alike.setdefault(pattern, entry)
             elif new_family is not None:
